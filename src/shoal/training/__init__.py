@@ -1,0 +1,24 @@
+"""Training: ``train(TrainConfig(...))`` turns a stored dataset into a model bundle.
+
+Configs, solvers and schedules import without torch (the web app plots schedules with
+them); the loop, which needs torch, loads on first use.
+"""
+
+from typing import Any
+
+from shoal.training.config import TrainConfig
+from shoal.training.schedules import POLICIES, learning_rate, schedule
+from shoal.training.solvers import SOLVERS
+
+__all__ = ["POLICIES", "SOLVERS", "TrainConfig", "TrainResult", "build_model", "learning_rate", "resume",
+           "schedule", "train"]
+
+_LOOP_NAMES = {"TrainResult", "build_model", "resume", "train"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOOP_NAMES:
+        from shoal.training import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'shoal.training' has no attribute {name!r}")

@@ -1,0 +1,377 @@
+"""``train()``: one training run, read top to bottom.
+
+setup → data → model → optimizer → resume → loop (train, validate, snapshot) → bundle.
+Progress goes out as events (dicts) to ``on_event`` and to ``metrics.jsonl`` in the
+model's folder, never as prints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from shoal import datasets, networks
+from shoal.config import from_dict, to_dict
+from shoal.errors import TrainingError
+from shoal.store import Store
+from shoal.training import snapshots
+from shoal.training.batches import FeatureBatches, PixelBatches
+from shoal.training.config import TrainConfig
+from shoal.training.model import NormalizedNet
+from shoal.training.schedules import learning_rate
+from shoal.training.solvers import make_optimizer
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    name: str
+    status: str
+    folder: Path
+    bundle: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "folder": str(self.folder),
+                "bundle": str(self.bundle) if self.bundle else None, "best_epoch": self.best_epoch,
+                "history": self.history}
+
+
+class Aborted(Exception):
+    """Raised inside the loop when someone asked the run to stop (an ``ABORT`` file)."""
+
+
+def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHandler | None = None) -> TrainResult:
+    """Train a new model as ``config`` says and write its bundle.
+
+    Args:
+        config: what to train and how; path-dependent defaults are filled in and recorded.
+        store: where datasets and models live; default ``SHOAL_HOME``.
+        on_event: called with each progress event (``start``, ``iteration``, ``epoch``, ``done``...).
+
+    Returns:
+        The run's :class:`TrainResult` (the bundle of the best epoch, and the metric history).
+
+    Raises:
+        NotFoundError: the dataset does not exist.
+        AlreadyExistsError: a model of that name exists (delete it, or resume it).
+        ConfigError, NetworkError, TrainingError: for options that cannot work.
+    """
+    store = store or Store()
+    config = config.resolved()
+    dataset = datasets.load(config.dataset, store=store)  # before reserving: a missing dataset leaves nothing behind
+    entry = store.reserve("model", config.name, status="queued",
+                          summary={"dataset": config.dataset, "network": config.network, "pretrained": config.finetune})
+    (entry.path / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+    return _run(config, entry.path, store, on_event, resume=False)
+
+
+def resume(name: str, *, store: Store | None = None, on_event: EventHandler | None = None,
+           epochs: int | None = None) -> TrainResult:
+    """Continue a stopped, interrupted or killed run from its last saved epoch.
+
+    Args:
+        name: the model.
+        epochs: a new total number of epochs (to train longer than first planned).
+    """
+    store = store or Store()
+    entry = store.get("model", name)
+    config = from_dict(TrainConfig, json.loads((entry.path / "config.json").read_text()))
+    if epochs is not None:
+        config = TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
+        (entry.path / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+    if not snapshots.has_state(entry.path):
+        raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew "
+                            f"('shoal model delete {name}', then 'shoal train ...')")
+    return _run(config, entry.path, store, on_event, resume=True)
+
+
+def _run(config: TrainConfig, folder: Path, store: Store, on_event: EventHandler | None, *, resume: bool) -> TrainResult:
+    emit = _Emitter(folder / "metrics.jsonl", on_event, append=resume)
+    (folder / "ABORT").unlink(missing_ok=True)
+    store.update("model", config.name, status="running")
+    try:
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, restore it after
+            result = _loop(config, folder, store, emit, resume=resume)
+    except KeyboardInterrupt:
+        store.update("model", config.name, status="interrupted")
+        emit({"type": "stopped", "status": "interrupted"})
+        raise
+    except Aborted:
+        store.update("model", config.name, status="aborted")
+        emit({"type": "stopped", "status": "aborted"})
+        return TrainResult(config.name, "aborted", folder, None, snapshots.load_history(folder))
+    except BaseException as exc:
+        store.update("model", config.name, status="failed", summary={"error": str(exc)})
+        emit({"type": "stopped", "status": "failed", "error": str(exc)})
+        raise
+    store.update("model", config.name, status="done", summary={
+        "bundle": str(result.bundle), "best_epoch": result.best_epoch,
+        "val_accuracy": max((h["val_accuracy"] for h in result.history), default=None)})
+    return result
+
+
+def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, resume: bool) -> TrainResult:
+    # -- setup ----------------------------------------------------------------------------------
+    device = _device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    dataset = datasets.load(config.dataset, store=store)
+    classes = dataset.classes
+
+    # -- model ----------------------------------------------------------------------------------
+    model, crop = build_model(config, dataset)
+    model.to(device=device, memory_format=torch.channels_last)
+    head = networks.classifier_head(model.net)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    head_only = {id(p) for p in trainable} <= {id(p) for p in head.parameters()}
+    cached = head_only and config.color_jitter == 0  # a frozen backbone sees fixed views: compute features once
+
+    # -- data -----------------------------------------------------------------------------------
+    train_x, val_x = dataset.images("train"), dataset.images("val")
+    train_y, val_y = dataset.labels("train"), dataset.labels("val")
+    if len(train_y) == 0 or len(val_y) == 0:
+        raise TrainingError(f"dataset {dataset.name!r} needs images in both train and val splits "
+                            f"(has {len(train_y)} and {len(val_y)}); rebuild it with a larger --val")
+    if cached:
+        features = _FeatureCache(model, crop, device, config.batch_size)
+        train_batches: Any = FeatureBatches(*features.of(train_x, train_y, flip=config.flip), batch_size=config.batch_size,
+                                            train=True, generator=generator)
+        val_batches: Any = FeatureBatches(*features.of(val_x, val_y, flip=False), batch_size=config.batch_size, train=False)
+        forward: Callable[[torch.Tensor], torch.Tensor] = head
+    else:
+        train_batches = PixelBatches(train_x, train_y, batch_size=config.batch_size, crop=crop, train=True,
+                                     flip=config.flip, color_jitter=config.color_jitter, generator=generator)
+        val_batches = PixelBatches(val_x, val_y, batch_size=config.batch_size, crop=crop, train=False)
+        forward = model
+
+    # -- optimizer ------------------------------------------------------------------------------
+    optimizer = make_optimizer(config.solver, trainable, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    lr_at = lambda epoch: learning_rate(config.lr_policy, epoch, epochs=config.epochs, base_lr=config.lr,  # noqa: E731
+                                        step_size=config.step_size, step_values=config.step_values,
+                                        gamma=config.gamma, power=config.power)
+    state = {"epoch": 0, "best": None, "history": [], "elapsed": 0.0, "stale": 0}
+    if resume:
+        state = snapshots.load_state(folder, model, optimizer, generator)
+    emit({"type": "start", "name": config.name, "classes": classes, "cached_features": cached, "resumed": resume,
+          "epoch": state["epoch"], "train_images": len(train_y), "val_images": len(val_y), "device": str(device)})
+
+    # -- loop -----------------------------------------------------------------------------------
+    iters = len(train_batches)
+    log_every = config.log_every or max(1, iters // 10)
+    started = time.perf_counter() - state["elapsed"]
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        _train_mode(model, cached)
+        seen, loss_sum, tick = 0, 0.0, time.perf_counter()
+        for i, (x, y) in enumerate(train_batches):
+            if (folder / "ABORT").exists():
+                raise Aborted
+            lr = lr_at(epoch - 1 + i / iters)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = _to(x, device), y.to(device)
+            loss = _loss(forward(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if not math.isfinite(loss.item()):
+                raise TrainingError(f"the training loss became {loss.item()} in epoch {epoch}: the learning rate "
+                                    f"{lr:g} is too high for this network; try --lr {config.lr / 10:g}")
+            seen, loss_sum = seen + len(y), loss_sum + loss.item() * len(y)
+            if (i + 1) % log_every == 0 or i + 1 == iters:
+                emit({"type": "iteration", "epoch": round(epoch - 1 + (i + 1) / iters, 4), "train_loss": loss_sum / seen,
+                      "lr": lr, "images_per_s": seen / (time.perf_counter() - tick),
+                      "elapsed_s": time.perf_counter() - started})
+        record = {"epoch": epoch, "train_loss": loss_sum / seen, "lr": lr,
+                  "images_per_s": seen / (time.perf_counter() - tick)}
+        if epoch % config.val_every == 0 or epoch == config.epochs:
+            record.update(evaluate(forward, val_batches, len(classes), device, model))
+            best = next((h for h in state["history"] if h["epoch"] == state["best"]), None)
+            improved = best is None or _better(record, best)
+            state["stale"] = 0 if improved else state["stale"] + 1
+            if improved:
+                state["best"] = epoch
+                snapshots.save_weights(folder / "best.safetensors", model, epoch=epoch)
+        record["elapsed_s"] = time.perf_counter() - started
+        state["history"].append(record)
+        state["epoch"], state["elapsed"] = epoch, record["elapsed_s"]
+        if config.snapshot_every and epoch % config.snapshot_every == 0:
+            snapshots.save_weights(snapshots.snapshot_path(folder, epoch), model, epoch=epoch)
+        snapshots.save_state(folder, model, optimizer, generator, state)
+        emit({"type": "epoch", **record})
+        if config.early_stop and state["stale"] >= config.early_stop:
+            emit({"type": "early_stop", "epoch": epoch, "best_epoch": state["best"]})
+            break
+
+    # -- bundle ---------------------------------------------------------------------------------
+    from shoal import bundle
+
+    history = [h for h in state["history"] if "val_accuracy" in h]
+    out = bundle.export(config.name, epoch="best", store=store, out=folder / "bundle")
+    emit({"type": "done", "bundle": str(out), "best_epoch": state["best"], "elapsed_s": time.perf_counter() - started})
+    return TrainResult(config.name, "done", folder, out, history, state["best"])
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, tuple[int, int] | None]:
+    """Return the network with its normalisation, and the crop ``(h, w)`` it takes (None: whole image).
+
+    Used by training and, with the recorded config, to rebuild a model from its weights.
+    """
+    spec = networks.get_spec(config.network)
+    width, height = dataset.size
+    if config.crop == 0:
+        crop = None
+    elif config.crop is not None:
+        if config.crop > min(width, height):
+            raise TrainingError(f"crop {config.crop} is larger than the dataset's images ({width}x{height}); "
+                                f"use --crop {min(width, height)} or less, or rebuild the dataset larger")
+        crop = (config.crop, config.crop)
+    else:  # the network's native input size when the images are larger
+        native_h, native_w = spec.input_size
+        crop = (native_h, native_w) if native_h < height and native_w < width else None
+    net = networks.create(config.network, len(dataset.classes), pretrained=config.pretrained or None,
+                          channels=dataset.channels, freeze=config.freeze)
+    mean_mode = config.mean if config.mean != "auto" else ("network" if config.finetune else "image")
+    size = crop or (height, width)
+    channels = dataset.channels
+    if mean_mode == "image":
+        mean = torch.from_numpy(dataset.mean_image().copy()).permute(2, 0, 1)
+        from shoal.preprocess import centre_crop
+
+        mean = centre_crop(mean, size)
+    elif mean_mode == "pixel":
+        mean = torch.from_numpy(dataset.mean_image().reshape(-1, channels).mean(0).copy()).view(channels, 1, 1)
+    elif mean_mode == "network":
+        mean = _per_channel(spec.mean, channels)
+    else:
+        mean = torch.zeros(channels, 1, 1)
+    scale = 1.0 / _per_channel(spec.std, channels)
+    return NormalizedNet(net, mean, scale), crop
+
+
+def _per_channel(values: Any, channels: int) -> torch.Tensor:
+    t = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if channels == 1 and len(t) == 3:
+        t = t.mean(0, keepdim=True)
+    return t.view(-1, 1, 1).expand(channels, 1, 1).clone()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TrainingError("device 'mps' was asked for but Apple's Metal backend is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _loss(output: Any, target: torch.Tensor) -> torch.Tensor:
+    # GoogLeNet in training mode also returns its two auxiliary heads, weighted 0.3 as in the paper.
+    if isinstance(output, tuple):
+        main, *aux = output
+        return F.cross_entropy(main, target) + 0.3 * sum(F.cross_entropy(a, target) for a in aux if a is not None)
+    return F.cross_entropy(output, target)
+
+
+def _train_mode(model: NormalizedNet, cached: bool) -> None:
+    """Training mode, except for layers whose parameters are all frozen (their batch-norm statistics stay)."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
+@torch.no_grad()
+def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], batches: Any, num_classes: int,
+             device: torch.device, model: torch.nn.Module) -> dict[str, float]:
+    """Return validation loss, top-1 accuracy (and top-5 with at least 5 classes)."""
+    was_training = model.training
+    model.eval()
+    n, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    for x, y in batches:
+        logits = forward(_to(x, device))
+        y = y.to(device)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        ranked = logits.topk(min(5, num_classes), dim=1).indices
+        top1 += (ranked[:, 0] == y).sum().item()
+        top5 += (ranked == y[:, None]).any(1).sum().item()
+        n += len(y)
+    model.train(was_training)
+    metrics = {"val_loss": loss_sum / n, "val_accuracy": top1 / n}
+    if num_classes >= 5:
+        metrics["val_top5"] = top5 / n
+    return metrics
+
+
+def _better(record: dict[str, Any], best: dict[str, Any]) -> bool:
+    if record["val_accuracy"] != best["val_accuracy"]:
+        return record["val_accuracy"] > best["val_accuracy"]
+    return record["val_loss"] < best["val_loss"]
+
+
+class _FeatureCache:
+    """Backbone features of fixed views (centre crop, and its mirror), computed once."""
+
+    def __init__(self, model: NormalizedNet, crop: tuple[int, int] | None, device: torch.device, batch_size: int) -> None:
+        self.model, self.crop, self.device, self.batch_size = model, crop, device, max(batch_size, 32)
+        self.extract = networks.feature_extractor(model.net)
+
+    @torch.no_grad()
+    def of(self, images: Any, labels: Any, *, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.eval()
+        views, targets = [], []
+        for x, y in PixelBatches(images, labels, batch_size=self.batch_size, crop=self.crop, train=False):
+            for mirrored in (False, True) if flip else (False,):
+                pixels = _to(x.flip(3) if mirrored else x, self.device)
+                views.append(self.extract(self.model.normalize(pixels)).flatten(1))
+                targets.append(y)
+        return torch.cat(views), torch.cat(targets)
+
+
+class _Emitter:
+    """Sends each event to the handler and appends it to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path, handler: EventHandler | None, *, append: bool) -> None:
+        self.path, self.handler = path, handler
+        if not append:
+            path.write_text("")
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        event = {"time": time.time(), **event}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(event, default=_jsonable) + "\n")
+        if self.handler is not None:
+            self.handler(event)
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value)
+
