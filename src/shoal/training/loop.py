@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from shoal import datasets, networks
 from shoal.config import from_dict, to_dict
 from shoal.errors import TrainingError
+from shoal.preprocess import centre_crop
 from shoal.store import Store
 from shoal.training import snapshots
 from shoal.training.batches import FeatureBatches, PixelBatches
@@ -134,7 +135,9 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
     classes = dataset.classes
 
     # -- model ----------------------------------------------------------------------------------
-    model, crop = build_model(config, dataset)
+    model, card = build_model(config, dataset)
+    (folder / "model.json").write_text(json.dumps(card, indent=2))
+    crop = tuple(reversed(card["input"]["size"])) if card["input"]["crop"] else None
     model.to(device=device, memory_format=torch.channels_last)
     head = networks.classifier_head(model.net)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -229,10 +232,11 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, tuple[int, int] | None]:
-    """Return the network with its normalisation, and the crop ``(h, w)`` it takes (None: whole image).
+def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, dict[str, Any]]:
+    """Return the network with its normalisation built in, and its card (what the bundle records).
 
-    Used by training and, with the recorded config, to rebuild a model from its weights.
+    The card says what the model takes: architecture, labels, input size and crop, resize mode,
+    channels and normalisation.
     """
     spec = networks.get_spec(config.network)
     width, height = dataset.size
@@ -249,13 +253,10 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, tuple
     net = networks.create(config.network, len(dataset.classes), pretrained=config.pretrained or None,
                           channels=dataset.channels, freeze=config.freeze)
     mean_mode = config.mean if config.mean != "auto" else ("network" if config.finetune else "image")
-    size = crop or (height, width)
     channels = dataset.channels
+    in_h, in_w = crop or (height, width)
     if mean_mode == "image":
-        mean = torch.from_numpy(dataset.mean_image().copy()).permute(2, 0, 1)
-        from shoal.preprocess import centre_crop
-
-        mean = centre_crop(mean, size)
+        mean = centre_crop(torch.from_numpy(dataset.mean_image().copy()).permute(2, 0, 1), (in_h, in_w))
     elif mean_mode == "pixel":
         mean = torch.from_numpy(dataset.mean_image().reshape(-1, channels).mean(0).copy()).view(channels, 1, 1)
     elif mean_mode == "network":
@@ -263,7 +264,17 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, tuple
     else:
         mean = torch.zeros(channels, 1, 1)
     scale = 1.0 / _per_channel(spec.std, channels)
-    return NormalizedNet(net, mean, scale), crop
+    card = {
+        "architecture": config.network,
+        "labels": list(dataset.classes),
+        "input": {"size": [in_w, in_h], "channels": channels, "channel_order": "RGB" if channels == 3 else "L",
+                  "resize_mode": dataset.resize_mode, "dataset_size": [width, height], "crop": crop is not None,
+                  "layout": "NCHW", "dtype": "float32", "range": [0, 255]},
+        "normalization": {"mean": mean_mode, "mean_shape": list(mean.shape),
+                          "values": mean.flatten().tolist() if mean_mode != "image" else None,
+                          "scale": scale.flatten().tolist()},
+    }
+    return NormalizedNet(net, mean, scale), card
 
 
 def _per_channel(values: Any, channels: int) -> torch.Tensor:

@@ -16,17 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shoal.errors import TrainingError
+from shoal.models import list_snapshots, snapshot_path  # noqa: F401 - the folder layout lives there
 
 STATE_FILE = "state.pt"
-
-
-def snapshot_path(folder: Path, epoch: int) -> Path:
-    return folder / "snapshots" / f"epoch-{epoch:04d}.safetensors"
-
-
-def list_snapshots(folder: Path) -> dict[int, Path]:
-    """Return ``{epoch: path}`` of the weight snapshots kept for a model."""
-    return {int(p.stem.split("-")[1]): p for p in sorted((folder / "snapshots").glob("epoch-*.safetensors"))}
 
 
 def save_weights(path: Path, model: torch.nn.Module, *, epoch: int) -> None:

@@ -1,0 +1,108 @@
+"""The model bundle: one self-describing artefact per trained model.
+
+A bundle is a directory, or the same files zipped into a ``.shoal`` file:
+
+- ``shoal.json``: the manifest (architecture, labels, input and normalisation, training
+  configuration, metric history, versions);
+- ``model.onnx``: softmax probabilities from float32 NCHW pixels 0..255;
+- ``model.safetensors``: the weights, normalisation buffers included;
+- ``labels.txt``: the class names, one per line, index order.
+
+Nothing in it is a pickle. Reading a bundle (this module) needs neither torch nor the
+dataset; writing one (:func:`export`) needs torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import BundleError
+
+FORMAT_VERSION = 1
+SUFFIX = ".shoal"
+MANIFEST = "shoal.json"
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "model.safetensors"
+LABELS_FILE = "labels.txt"
+REQUIRED = (MANIFEST, ONNX_FILE, WEIGHTS_FILE, LABELS_FILE)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle opened for reading: its manifest, and its files on demand."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest["labels"])
+
+    def read(self, name: str) -> bytes:
+        """Return the bytes of one file of the bundle (directory or ``.shoal`` zip)."""
+        try:
+            if self.path.is_dir():
+                return (self.path / name).read_bytes()
+            with zipfile.ZipFile(self.path) as z:
+                return z.read(name)
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"bundle {str(self.path)!r} has no readable {name!r}: {exc}") from exc
+
+
+def open_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Open a bundle directory or ``.shoal`` file and check its manifest.
+
+    Raises:
+        BundleError: if the path is missing, is not a bundle, lacks a file, or was written
+            by a newer shoal (format version).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BundleError(f"no model bundle at {str(path)!r}: give a bundle folder or a .shoal file "
+                          "(see 'shoal model list' for trained models)")
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+    else:
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+        except zipfile.BadZipFile as exc:
+            raise BundleError(f"{str(path)!r} is not a shoal bundle (not a folder, nor a .shoal zip)") from exc
+    missing = [n for n in REQUIRED if n not in names]
+    if missing:
+        raise BundleError(f"{str(path)!r} is not a complete shoal bundle: missing {', '.join(missing)}")
+    bundle = Bundle(path, {})
+    try:
+        manifest = json.loads(bundle.read(MANIFEST))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"the manifest of {str(path)!r} is not valid JSON: {exc}") from exc
+    version = manifest.get("format")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BundleError(f"bundle {str(path)!r} has format {version!r}; this shoal reads format "
+                          f"{FORMAT_VERSION} or older — upgrade shoal (pip install -U shoal)")
+    for key in ("architecture", "labels", "input", "normalization"):
+        if key not in manifest:
+            raise BundleError(f"the manifest of {str(path)!r} lacks {key!r}")
+    return Bundle(path, manifest)
+
+
+def zip_bundle(folder: Path, out: Path) -> Path:
+    """Zip a bundle directory into a ``.shoal`` file (written atomically)."""
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name in sorted(p.name for p in folder.iterdir() if p.is_file()):
+            z.write(folder / name, name)
+    os.replace(tmp, out)
+    return out
+
+
+def export(*args: Any, **kwargs: Any) -> Path:
+    """Write a model's bundle; see :func:`shoal.bundle.writer.export_model` (needs torch)."""
+    from shoal.bundle.writer import export_model
+
+    return export_model(*args, **kwargs)

@@ -1,0 +1,238 @@
+"""``shoal train``, ``shoal model ...`` and ``shoal export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shoal.cli import app
+
+err = Console(stderr=True)
+out = Console()
+model_app = typer.Typer(help="List, show and delete trained models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+TRAIN_EXAMPLES = """
+Examples:
+
+  shoal train --dataset dolphins --pretrained            # fine-tune EfficientNet-Lite0 (ImageNet)
+
+  shoal train --dataset digits --network lenet --epochs 10
+
+  shoal train --dataset dolphins --network alexnet --lr 0.01 --lr-policy step --name dolphins-alexnet
+"""
+
+
+@app.command(epilog=TRAIN_EXAMPLES)
+def train(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Stored dataset to train on."),
+    network: str = typer.Option("auto", "--network", "-n", help="lenet, alexnet, googlenet, efficientnet_lite0, a timm model, or a .py file. auto: lenet, or efficientnet_lite0 with --pretrained."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="Start from the network's ImageNet weights (fine-tuning)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Start from weights in this .safetensors/.pth file (implies --pretrained)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (default: DATASET-NETWORK)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue this stopped or killed model from its last epoch."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="JSON file of options; flags override it."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training images (default 30)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default 32)."),
+    solver: Optional[str] = typer.Option(None, "--solver", help="sgd, nesterov, adam, adamw, adagrad, rmsprop or adadelta (default sgd)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Base learning rate (default 0.01)."),
+    lr_policy: Optional[str] = typer.Option(None, "--lr-policy", help="fixed, step, multistep, exp, inv, poly, sigmoid, cosine or onecycle (default cosine)."),
+    step_size: Optional[float] = typer.Option(None, "--step-size", help="Epochs between drops (step) or the midpoint (sigmoid)."),
+    step_values: Optional[str] = typer.Option(None, "--step-values", help="Comma-separated epochs where multistep drops, e.g. 10,20."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="Learning-rate drop factor (default 0.1)."),
+    power: Optional[float] = typer.Option(None, "--power", help="Exponent of the inv and poly policies (default 1)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="L2 penalty (default 1e-4)."),
+    momentum: Optional[float] = typer.Option(None, "--momentum", help="Momentum of sgd, nesterov and rmsprop (default 0.9)."),
+    freeze: Optional[str] = typer.Option(None, "--freeze", help="none, backbone (train only the new head), or a number of first stages."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Random crops of this size (centre crop when testing); 0 = none."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Mirror images at random while training."),
+    color_jitter: Optional[float] = typer.Option(None, "--color-jitter", help="Brightness/contrast/saturation jitter, 0..1."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Mean subtraction: image, pixel, network, none (default: network when pretrained, else image)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random draw (default 0)."),
+    snapshot_every: Optional[int] = typer.Option(None, "--snapshot-every", help="Keep weights every N epochs (default 5)."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N epochs (default 1)."),
+    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N validations without improvement."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files into the model's folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Train a model on a stored dataset, from scratch or fine-tuned, and write its bundle."""
+    from shoal.config import build
+    from shoal.errors import ConfigError
+    from shoal.training import TrainConfig
+    from shoal.training import resume as resume_run
+    from shoal.training import train as train_run
+
+    handler = _Progress(tensorboard=tensorboard)
+    try:
+        if resume:
+            result = resume_run(resume, on_event=handler, epochs=epochs)
+        else:
+            if dataset is None and config_file is None:
+                raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")
+            config = build(
+                TrainConfig, config_file, dataset=dataset, network=network if network != "auto" else None,
+                pretrained=str(weights) if weights else (True if pretrained else None), name=name, epochs=epochs,
+                batch_size=batch_size, solver=solver, lr=lr, lr_policy=lr_policy, step_size=step_size,
+                step_values=tuple(float(v) for v in step_values.split(",")) if step_values else None,
+                gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
+                freeze=int(freeze) if freeze and freeze.isdigit() else freeze, crop=crop, flip=flip,
+                color_jitter=color_jitter, mean=mean, seed=seed, snapshot_every=snapshot_every,
+                val_every=val_every, early_stop=early_stop, device=device, threads=threads)
+            result = train_run(config, on_event=handler)
+    except KeyboardInterrupt:
+        handler.close()
+        err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {handler.name}")
+        raise typer.Exit(130)
+    finally:
+        handler.close()
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+    elif result.status == "aborted":
+        err.print(f"Aborted. Kept snapshots are in {result.folder}")
+    else:
+        best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
+        acc = f"{best['val_accuracy']:.1%}" if best else "n/a"
+        typer.echo(f"Model {result.name}: best epoch {result.best_epoch}, validation accuracy {acc}")
+        typer.echo(f"Bundle: {result.bundle}")
+
+
+class _Progress:
+    """Turns training events into a progress bar and one line per epoch, on stderr."""
+
+    def __init__(self, *, tensorboard: bool) -> None:
+        self.bar: Progress | None = None
+        self.task: Any = None
+        self.epochs = 0
+        self.name = ""
+        self.writer: Any = None
+        self.tensorboard = tensorboard
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self.name = event["name"]
+            from shoal.store import Store
+
+            folder = Store().folder("model", self.name)
+            self.epochs = json.loads((folder / "config.json").read_text())["epochs"]
+            if self.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(folder / "tensorboard"))
+            how = "on cached backbone features" if event["cached_features"] else "end to end"
+            err.print(f"Training {self.name} on {event['train_images']} images ({event['val_images']} for validation), "
+                      f"{how}, on {event['device']}")
+            self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.description}"),
+                                TimeElapsedColumn(), console=err, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=self.epochs, completed=event["epoch"], epoch=event["epoch"])
+        elif kind == "iteration" and self.bar is not None:
+            self.bar.update(self.task, completed=event["epoch"], epoch=f"{event['epoch']:.2f}/{self.epochs}",
+                            description=f"loss {event['train_loss']:.4f}  {event['images_per_s']:.0f} img/s")
+            self._scalars(event, ("train_loss", "lr"), event["epoch"])
+        elif kind == "epoch":
+            line = f"epoch {event['epoch']:>3}/{self.epochs}  train loss {event['train_loss']:.4f}"
+            if "val_accuracy" in event:
+                line += f"  val loss {event['val_loss']:.4f}  val acc {event['val_accuracy']:.1%}"
+                if "val_top5" in event:
+                    line += f"  top-5 {event['val_top5']:.1%}"
+            line += f"  lr {event['lr']:.2g}  {event['images_per_s']:.0f} img/s  {event['elapsed_s']:.1f} s"
+            err.print(line)
+            self._scalars(event, ("val_loss", "val_accuracy", "val_top5"), event["epoch"])
+        elif kind == "early_stop":
+            err.print(f"Stopping early: no improvement since epoch {event['best_epoch']}")
+
+    def _scalars(self, event: dict[str, Any], keys: tuple[str, ...], step: float) -> None:
+        if self.writer is not None:
+            for key in keys:
+                if key in event:
+                    self.writer.add_scalar(key, event[key], int(step * 1000))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+@model_app.command("list")
+def model_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List trained models.
+
+    Example: shoal model list --json
+    """
+    from shoal.store import Store
+
+    entries = Store().list("model")
+    if as_json:
+        typer.echo(json.dumps([e.to_dict() for e in entries]))
+        return
+    table = Table("name", "status", "dataset", "network", "val acc", "bundle")
+    for e in entries:
+        acc = e.summary.get("val_accuracy")
+        table.add_row(e.name, e.status, str(e.summary.get("dataset", "")), str(e.summary.get("network", "")),
+                      f"{acc:.1%}" if isinstance(acc, (int, float)) else "", str(e.summary.get("bundle") or ""))
+    out.print(table)
+
+
+@model_app.command("show")
+def model_show(name: str = typer.Argument(..., help="Model name."),
+               as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show a model's status, configuration and metric history.
+
+    Example: shoal model show digits-lenet
+    """
+    from shoal.models import describe
+
+    info = describe(name)
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    out.print(f"[bold]{info['name']}[/]  {info['status']}  ({info['path']})")
+    for key in ("dataset", "network", "pretrained", "epochs", "solver", "lr", "lr_policy", "freeze"):
+        out.print(f"  {key:<11} {info['config'].get(key)}")
+    table = Table("epoch", "train loss", "val loss", "val acc", "lr", "elapsed s")
+    for h in info["history"]:
+        table.add_row(str(h["epoch"]), f"{h['train_loss']:.4f}", f"{h['val_loss']:.4f}", f"{h['val_accuracy']:.1%}",
+                      f"{h['lr']:.2g}", f"{h['elapsed_s']:.1f}")
+    out.print(table)
+    if info.get("bundle"):
+        out.print(f"Bundle: {info['bundle']}")
+
+
+@model_app.command("delete")
+def model_delete(name: str = typer.Argument(..., help="Model name.")) -> None:
+    """Delete a model and its files.
+
+    Example: shoal model delete digits-lenet
+    """
+    from shoal.store import Store
+
+    Store().delete("model", name)
+    typer.echo(f"Deleted model {name}")
+
+
+@app.command("export")
+def export(
+    name: str = typer.Argument(..., help="Model name."),
+    epoch: str = typer.Option("best", "--epoch", help="best, last, or an epoch with a kept snapshot."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Bundle folder, or a file ending in .shoal."),
+) -> None:
+    """Write a model's bundle (weights, ONNX graph, labels, manifest).
+
+    Example: shoal export dolphins-efficientnet_lite0 --out dolphins.shoal
+    """
+    from shoal.bundle import export as export_bundle
+
+    path = export_bundle(name, epoch=int(epoch) if epoch.isdigit() else epoch, out=out_path)
+    typer.echo(str(path))
