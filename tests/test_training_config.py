@@ -1,0 +1,69 @@
+"""Training options: validation, layering, defaults per path, learning-rate policies."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from shoal.config import build
+from shoal.errors import ConfigError
+from shoal.training import POLICIES, TrainConfig, learning_rate, schedule
+
+
+def test_defaults_differ_between_scratch_and_finetune():
+    scratch = TrainConfig(dataset="d").resolved()
+    assert (scratch.network, scratch.freeze, scratch.lr, scratch.epochs) == ("lenet", "none", 0.01, 30)
+    tuned = TrainConfig(dataset="d", pretrained=True).resolved()
+    assert (tuned.network, tuned.freeze) == ("efficientnet_lite0", "backbone")
+    assert tuned.name == "d-efficientnet_lite0"
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("epochs", 0, "epochs must be an int from 1 to 100000, got 0"),
+    ("lr", -1.0, "lr must be a number > 0, got -1.0"),
+    ("solver", "adma", "solver must be one of sgd, nesterov, adam, adamw, adagrad, rmsprop, adadelta, got 'adma' (did you mean 'adam'?)"),
+    ("lr_policy", "cosin", "did you mean 'cosine'?"),
+    ("freeze", "head", "freeze must be 'none', 'backbone' or a number of stages >= 0, got 'head'"),
+    ("momentum", 2.0, "momentum must be a number from 0 to 1, got 2.0"),
+    ("device", "tpu", "device must be one of auto, cpu, cuda, mps, got 'tpu'"),
+])
+def test_bad_values_name_the_option(option, value, message):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(dataset="d", **{option: value})
+    assert message in str(info.value)
+
+
+def test_layering_file_then_flags_and_typo_help(tmp_path):
+    file = tmp_path / "run.json"
+    file.write_text(json.dumps({"dataset": "d", "epochs": 5, "lr": 0.1}))
+    config = build(TrainConfig, file, lr=0.5, solver=None)
+    assert (config.epochs, config.lr, config.solver) == (5, 0.5, "sgd")
+    with pytest.raises(ConfigError, match="'epoch' is not a TrainConfig option; did you mean 'epochs'"):
+        build(TrainConfig, None, dataset="d", epoch=3)
+
+
+def test_policies_follow_their_definitions():
+    kw = dict(epochs=30, base_lr=0.1, step_size=10, gamma=0.1, power=2.0)
+    assert learning_rate("fixed", 17, **kw) == 0.1
+    assert learning_rate("step", 9.9, **kw) == pytest.approx(0.1)
+    assert learning_rate("step", 20, **kw) == pytest.approx(0.001)
+    assert learning_rate("multistep", 15, step_values=(5, 12, 25), **{k: v for k, v in kw.items() if k != "step_size"}) == pytest.approx(0.001)
+    assert learning_rate("exp", 2, **kw) == pytest.approx(0.001)
+    assert learning_rate("inv", 10, **kw) == pytest.approx(0.1 * 2 ** -2)
+    assert learning_rate("poly", 15, **kw) == pytest.approx(0.1 * 0.25)
+    assert learning_rate("sigmoid", 10, **kw) == pytest.approx(0.05)
+    assert learning_rate("cosine", 15, **kw) == pytest.approx(0.05)
+    assert learning_rate("cosine", 30, **kw) == pytest.approx(0.0, abs=1e-12)
+    peak = learning_rate("onecycle", 9, **kw)
+    assert peak == pytest.approx(0.1)
+    assert learning_rate("onecycle", 0, **kw) == pytest.approx(0.1 / 25)
+    assert learning_rate("onecycle", 30, **kw) == pytest.approx(0.1 / 1e4)
+
+
+def test_schedule_covers_the_run_for_every_policy():
+    for policy in POLICIES:
+        points = schedule(policy, epochs=12, points_per_epoch=4, base_lr=0.01)
+        assert points[0][0] == 0 and points[-1][0] == 12 and len(points) == 49
+        assert all(math.isfinite(lr) and lr >= 0 for _, lr in points)
