@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,36 @@ def delete(name: str, *, store: Store | None = None) -> None:
         NotFoundError: no such model.
     """
     (store or Store()).delete("model", name)
+
+
+def abort(name: str, *, store: Store | None = None) -> None:
+    """Ask a running training to stop: it finishes its current step, then marks itself aborted.
+
+    Works across processes (the run checks for an ``ABORT`` file in its folder every step).
+    A model that is queued and not yet running is marked aborted at once.
+
+    Raises:
+        NotFoundError: no such model.
+    """
+    store = store or Store()
+    entry = store.get("model", name)
+    (entry.path / "ABORT").touch()
+    if entry.status == "queued":
+        store.update("model", name, status="aborted")
+
+
+def is_alive(entry: Entry) -> bool:
+    """Whether the process recorded as running a model's training is still alive on this machine."""
+    pid = entry.summary.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def snapshot_path(folder: Path, epoch: int) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,7 +103,7 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
 def _run(config: TrainConfig, folder: Path, store: Store, on_event: EventHandler | None, *, resume: bool) -> TrainResult:
     emit = _Emitter(folder / "metrics.jsonl", on_event, append=resume)
     (folder / "ABORT").unlink(missing_ok=True)
-    store.update("model", config.name, status="running")
+    store.update("model", config.name, status="running", summary={"pid": os.getpid()})
     try:
         with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, restore it after
             result = _loop(config, folder, store, emit, resume=resume)
