@@ -1,0 +1,298 @@
+"""Reading weight files and fitting state dicts to a network.
+
+Every pretrained source ends in :func:`load_into`, which applies one policy:
+
+* the first convolution is adapted when the input channel count differs (timm's
+  ``adapt_input_conv``: grayscale sums the RGB filters);
+* head weights (the modules :meth:`Network.heads` names) whose shape does not fit the
+  new class count are dropped with a log line, and missing head weights keep their
+  random initialisation;
+* anything else that is missing, unexpected or of the wrong shape raises a
+  :class:`~shoal.errors.NetworkError` naming the keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import sys
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from shoal.errors import NetworkError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from shoal.networks.registry import Network
+
+__all__ = [
+    "WEIGHT_SUFFIXES",
+    "download_state_dict",
+    "hub_cache_path",
+    "load_into",
+    "normalize_state_dict",
+    "read_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+"""File types a user's weights may have."""
+
+NESTED_KEYS = ("state_dict", "model", "model_state_dict")
+"""Keys under which training checkpoints keep the model's state dict."""
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Key prefixes left by DataParallel/DDP and torch.compile wrappers."""
+
+_SHOW = 5  # keys named in an error before "and N more"
+
+
+def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a user's weights file into a flat state dict, never unpickling objects.
+
+    ``.safetensors`` files are read with safetensors; ``.pth``/``.pt`` files with
+    ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
+    containers. The result goes through :func:`normalize_state_dict`.
+
+    Args:
+        path: A ``.safetensors``, ``.pth`` or ``.pt`` file.
+
+    Returns:
+        Parameter name → tensor, on the CPU.
+
+    Raises:
+        NetworkError: The file is missing, of another type, damaged, holds Python
+            objects, or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NetworkError(
+            f"pretrained weights file '{path}' does not exist; give the path of a "
+            f".safetensors or .pth file, or pretrained=True for the network's own weights."
+        )
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise NetworkError(
+            f"pretrained weights file '{path}' has type '{path.suffix}'; shoal reads "
+            f"{', '.join(WEIGHT_SUFFIXES)} files."
+        )
+    if suffix == ".safetensors":
+        import safetensors.torch
+        from safetensors import SafetensorError
+
+        try:
+            loaded: Any = safetensors.torch.load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise NetworkError(
+                f"'{path}' is not a readable safetensors file ({exc}); save the weights "
+                f"again with safetensors.torch.save_file(model.state_dict(), path)."
+            ) from exc
+    else:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise NetworkError(
+                f"'{path}' holds Python objects besides tensors, and shoal does not unpickle "
+                f"them (torch.load weights_only=True refused it). Save only the weights: "
+                f"torch.save(model.state_dict(), path), or use a .safetensors file."
+            ) from exc
+        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            raise NetworkError(
+                f"'{path}' is not a readable PyTorch weights file ({exc}); save the weights "
+                f"again with torch.save(model.state_dict(), path)."
+            ) from exc
+    return normalize_state_dict(loaded, source=f"'{path}'")
+
+
+def normalize_state_dict(obj: Any, *, source: str) -> dict[str, torch.Tensor]:
+    """Unwrap a checkpoint into a flat state dict.
+
+    A dict holding a dict under one of :data:`NESTED_KEYS` is unwrapped (repeatedly),
+    and the prefixes in :data:`WRAPPER_PREFIXES` are stripped from every key.
+
+    Args:
+        obj: What was read from the file.
+        source: How to name the file in errors.
+
+    Returns:
+        Parameter name → tensor.
+
+    Raises:
+        NetworkError: ``obj`` is not a mapping of names to tensors.
+    """
+    while isinstance(obj, Mapping) and not _all_tensors(obj):
+        nested = next((obj[k] for k in NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if nested is None:
+            break
+        obj = nested
+    if not isinstance(obj, Mapping) or not obj:
+        raise NetworkError(
+            f"{source} holds {type(obj).__name__}, not a state dict; save the weights with "
+            f"torch.save(model.state_dict(), path)."
+        )
+    if not _all_tensors(obj):
+        others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        raise NetworkError(
+            f"{source} is not a state dict: {_name_some(others)} "
+            f"{'is' if len(others) == 1 else 'are'} not tensors (checkpoints may nest the "
+            f"weights under {', '.join(repr(k) for k in NESTED_KEYS)}); save the weights with "
+            f"torch.save(model.state_dict(), path)."
+        )
+    state_dict = {}
+    for key, value in obj.items():
+        for prefix in WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        state_dict[key] = value
+    return state_dict
+
+
+def _all_tensors(obj: Mapping[Any, Any]) -> bool:
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _name_some(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOW])
+    return shown if len(keys) <= _SHOW else f"{shown} and {len(keys) - _SHOW} more"
+
+
+def load_into(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    network: Network,
+    source: str,
+) -> None:
+    """Load ``state_dict`` into ``model`` under the policy in the module docstring.
+
+    Args:
+        model: A model built by ``network``.
+        state_dict: Flat name → tensor weights.
+        network: The adapter that built ``model`` (names its first conv and heads).
+        source: How to name where the weights came from, in logs and errors.
+
+    Raises:
+        NetworkError: Non-head weights are missing, unexpected or of the wrong shape.
+    """
+    from timm.models import adapt_input_conv
+
+    expected = model.state_dict()
+    weights = dict(state_dict)
+
+    conv_key = f"{network.first_conv_name(model)}.weight"
+    if conv_key in weights and conv_key in expected:
+        have, want = weights[conv_key], expected[conv_key]
+        if have.ndim == 4 and want.ndim == 4 and have.shape[1] != want.shape[1]:
+            with contextlib.suppress(NotImplementedError, ValueError):
+                weights[conv_key] = adapt_input_conv(want.shape[1], have)
+                logger.info(
+                    "%s: adapted %s from %d to %d input channels",
+                    source,
+                    conv_key,
+                    have.shape[1],
+                    want.shape[1],
+                )
+
+    head_prefixes = tuple(f"{name}." for name in network.heads(model))
+
+    def is_head(key: str) -> bool:
+        return key.startswith(head_prefixes)
+
+    dropped, unexpected, mismatched = [], [], []
+    for key, value in weights.items():
+        if key not in expected:
+            (dropped if is_head(key) else unexpected).append(key)
+        elif value.shape != expected[key].shape:
+            (dropped if is_head(key) else mismatched).append(key)
+    missing = [
+        key
+        for key in expected
+        if key not in weights and not is_head(key) and not key.endswith("num_batches_tracked")
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing {_count(missing, 'key')}: {_name_some(missing)}")
+        if unexpected:
+            problems.append(f"unexpected {_count(unexpected, 'key')}: {_name_some(unexpected)}")
+        for key in mismatched[:_SHOW]:
+            problems.append(
+                f"{key} is {list(weights[key].shape)} in the file but "
+                f"{list(expected[key].shape)} in the network"
+            )
+        if len(mismatched) > _SHOW:
+            problems.append(f"{len(mismatched) - _SHOW} more shape mismatches")
+        raise NetworkError(
+            f"weights from {source} do not fit {network.spec.name}: {'; '.join(problems)}. "
+            f"Check that they were saved from {network.spec.name} (shoal networks lists the "
+            f"names), or use pretrained=None to train from scratch."
+        )
+
+    if dropped:
+        logger.info(
+            "%s: dropped %s, which do not fit the new head (expected when fine-tuning)",
+            source,
+            ", ".join(f"{key} {list(weights[key].shape)}" for key in dropped),
+        )
+    fresh = [key for key in expected if is_head(key) and key not in weights]
+    if fresh:
+        logger.info("%s: head weights not in the file, initialised randomly: %s", source, fresh)
+    model.load_state_dict({k: v for k, v in weights.items() if k not in dropped}, strict=False)
+
+
+def _count(keys: list[str], noun: str) -> str:
+    return f"{len(keys)} {noun}{'' if len(keys) == 1 else 's'}"
+
+
+def hub_cache_path(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url`` keeps the file of ``url``."""
+    import torch.hub
+
+    filename = os.path.basename(url.split("?", 1)[0])
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def download_state_dict(url: str, *, network: str) -> dict[str, torch.Tensor]:
+    """Fetch a state dict through the torch hub cache (downloading it once).
+
+    ``torch.hub.load_state_dict_from_url`` semantics: a file already at
+    :func:`hub_cache_path` is used as is; otherwise it is downloaded there (``file://``
+    URLs work too) and its name's hash prefix is checked.
+
+    Args:
+        url: Where the weights are published.
+        network: The network's name, for errors.
+
+    Returns:
+        The state dict.
+
+    Raises:
+        NetworkError: The download fails (offline, for instance), the hash does not
+            match, or the file is not a weights file.
+    """
+    import torch.hub
+
+    cached = hub_cache_path(url)
+    try:
+        # torch.hub announces downloads on stdout; keep stdout for results (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            loaded = torch.hub.load_state_dict_from_url(
+                url, map_location="cpu", progress=False, check_hash=True, weights_only=True
+            )
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise NetworkError(
+            f"could not get the pretrained {network} weights from {url} "
+            f"({type(exc).__name__}: {exc}). Offline? Download the file on a machine that is "
+            f"online and either pass it with --pretrained path/to/{cached.name} "
+            f"(pretrained='path/to/{cached.name}' in Python) or put it in the torch hub cache "
+            f"at {cached} (TORCH_HOME moves the cache)."
+        ) from exc
+    return normalize_state_dict(loaded, source=str(cached))
