@@ -6,4 +6,22 @@ NumPy, Pillow and ONNX Runtime only, never torch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from shoal.inference import Classifier, load
+
+__all__ = ["Classifier", "__version__", "load"]
+
+_LAZY = {"load": "shoal.inference", "Classifier": "shoal.inference"}
+
+
+def __getattr__(name: str) -> Any:
+    # ``import shoal`` stays cheap: the inference stack loads on first use of shoal.load.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'shoal' has no attribute {name!r}")

@@ -1,0 +1,347 @@
+"""``load()`` and :class:`Classifier`: a bundle ready to classify images.
+
+An image becomes network input exactly as the model's validation images did while it
+trained (the manifest records how):
+
+1. :func:`shoal.data.imageops.prepare` decodes and resizes it to the dataset size with the
+   dataset's resize mode and channels — the very function that built the dataset;
+2. :func:`shoal.preprocess.to_network_input` centre-crops it to the input size when the
+   model trained on crops, and lays it out as float32 ``N×C×H×W`` pixels 0..255.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shoal.bundle import Bundle, open_bundle
+from shoal.data.imageops import check_channels, check_resize_mode, check_size, prepare
+from shoal.errors import BundleError, ConfigError, InputError, ShoalError
+from shoal.inference import runtimes, sources
+from shoal.preprocess import to_network_input
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How the model wants its images, read from the manifest's ``input`` section."""
+
+    dataset_size: tuple[int, int]  # (width, height) images are resized to, as the dataset was built
+    size: tuple[int, int]  # (width, height) the network takes
+    crop: bool  # centre-crop dataset_size to size
+    channels: int  # 3 (RGB) or 1 (grayscale)
+    resize_mode: str  # squash | crop | fill | half
+
+    @property
+    def crop_hw(self) -> tuple[int, int] | None:
+        """The ``(height, width)`` centre crop, or ``None``."""
+        return (self.size[1], self.size[0]) if self.crop else None
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], where: str) -> InputSpec:
+        """Read and check the manifest's ``input`` section.
+
+        Raises:
+            BundleError: a field is missing or has a value shoal cannot use.
+        """
+        section = manifest.get("input")
+        try:
+            if not isinstance(section, dict):
+                raise KeyError("input")
+            size = check_size(section["size"])
+            spec = cls(dataset_size=check_size(section.get("dataset_size", section["size"])), size=size,
+                       crop=bool(section.get("crop", False)), channels=check_channels(section["channels"]),
+                       resize_mode=check_resize_mode(section.get("resize_mode", "squash")))
+        except KeyError as exc:
+            raise BundleError(f"the manifest of {where!r} lacks input.{exc.args[0]}; re-export the bundle "
+                              "with this shoal (shoal export MODEL --out ...)") from None
+        except ConfigError as exc:
+            raise BundleError(f"the manifest of {where!r} has an unusable input section: {exc}") from None
+        if spec.crop and (spec.size[0] > spec.dataset_size[0] or spec.size[1] > spec.dataset_size[1]):
+            raise BundleError(f"the manifest of {where!r} crops {spec.size} out of smaller images "
+                              f"{spec.dataset_size}; the bundle is damaged")
+        return spec
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the model says about one input.
+
+    Attributes:
+        source: the input: its path or URL as given, ``<array>``, ``<bytes>``, ``<PIL image>``
+            (with its index in a list), or a video's name.
+        predictions: ``(label, probability)`` pairs, most probable first.
+        error: why the input could not be classified (then ``predictions`` is empty).
+        frame: for video, the frame's index.
+        time_s: for video files, the frame's time in seconds.
+    """
+
+    source: str
+    predictions: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+    frame: int | None = None
+    time_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the input was classified."""
+        return self.error is None
+
+    @property
+    def label(self) -> str | None:
+        """The most probable class (``None`` after an error)."""
+        return self.predictions[0][0] if self.predictions else None
+
+    @property
+    def probability(self) -> float | None:
+        """The probability of :attr:`label`."""
+        return self.predictions[0][1] if self.predictions else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"source", "predictions": [{"label", "probability"}, ...]}`` (+ ``error``, ``frame``, ``time_s`` when set)."""
+        out: dict[str, Any] = {"source": self.source,
+                               "predictions": [{"label": label, "probability": p} for label, p in self.predictions]}
+        if self.error is not None:
+            out["error"] = self.error
+        if self.frame is not None:
+            out["frame"] = self.frame
+        if self.time_s is not None:
+            out["time_s"] = self.time_s
+        return out
+
+
+class Classifier:
+    """A trained model, ready to classify images. Make one with :func:`load`.
+
+    Attributes:
+        path: the bundle's folder or ``.shoal`` file.
+        manifest: the bundle's ``shoal.json``.
+        labels: the class names, in the model's output order.
+        input: how images are prepared (:class:`InputSpec`).
+        runtime: the engine (``runtime.name`` is ``"onnx"`` or ``"torch"``).
+    """
+
+    def __init__(self, bundle: Bundle, runtime: runtimes.Runtime, *, threads: int | None = None) -> None:
+        self.path = bundle.path
+        self.manifest = bundle.manifest
+        self.labels = bundle.labels
+        self.input = InputSpec.from_manifest(bundle.manifest, str(bundle.path))
+        self.runtime = runtime
+        self.threads = threads or runtimes.usable_cores()
+        self._bundle = bundle
+
+    def __repr__(self) -> str:
+        return (f"Classifier({str(self.path)!r}, architecture={self.manifest.get('architecture')!r}, "
+                f"labels={len(self.labels)}, runtime={self.runtime.name!r})")
+
+    # -- preprocessing ----------------------------------------------------------------------------
+    def prepare(self, source: Any) -> np.ndarray:
+        """Decode and resize one image to the dataset size: uint8 ``H×W×C``, as the dataset stored it.
+
+        Args:
+            source: a path, bytes, PIL image or RGB NumPy array (not a URL: see :meth:`predict`).
+
+        Raises:
+            InputError: the image cannot be decoded (the message says why).
+        """
+        w_h = self.input.dataset_size
+        return prepare(source, w_h, self.input.resize_mode, self.input.channels)
+
+    def network_input(self, images: list[np.ndarray]) -> np.ndarray:
+        """Stack prepared images into the network's float32 ``N×C×H×W`` input (centre-cropped if trained so)."""
+        return to_network_input(images, self.input.crop_hw)
+
+    # -- prediction -------------------------------------------------------------------------------
+    def predict(self, x: Any, top: int | None = 5, *, bgr: bool = False,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> Result | list[Result]:
+        """Classify one image or many.
+
+        Args:
+            x: a path, an http(s) URL, bytes, a PIL image or a NumPy array (uint8 ``H×W×3`` RGB,
+                ``H×W`` gray, ``H×W×4`` RGBA) — or a folder (every image in it, recursively,
+                sorted), a list of any of these, or an ``N×H×W×C`` array.
+            top: how many classes to return per image, most probable first; ``None`` = all.
+            bgr: NumPy arrays are BGR(A), as OpenCV gives them.
+            batch_size: images per run of the network.
+
+        Returns:
+            One :class:`Result` for a single image; a list of them, in input order, for a list,
+            a folder or a batch array. In a list, an input that cannot be read gets a result with
+            ``error`` set and no predictions, and the others are still classified.
+
+        Raises:
+            InputError: a single input cannot be read or classified.
+            ConfigError: ``top`` or ``batch_size`` is not an int >= 1.
+        """
+        top = self._check_top(top)
+        items, single = sources.expand(x, bgr=bgr)
+        results = [self._result(item, probs, error, top) for item, probs, error in self._run(items, batch_size)]
+        if single:
+            if results[0].error is not None:
+                raise InputError(results[0].error)
+            return results[0]
+        return results
+
+    def predict_proba(self, x: Any, *, bgr: bool = False, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities, one row per image in input order, columns in :attr:`labels` order.
+
+        Args:
+            x: what :meth:`predict` takes; a single image gives one row.
+            bgr: NumPy arrays are BGR(A).
+            batch_size: images per run of the network.
+
+        Returns:
+            float32 array ``N×len(labels)``.
+
+        Raises:
+            InputError: any input cannot be read (the message names it).
+        """
+        items, _ = sources.expand(x, bgr=bgr)
+        rows = []
+        for _item, probs, error in self._run(items, batch_size):
+            if error is not None:
+                raise InputError(error)
+            rows.append(probs)
+        return np.stack(rows) if rows else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict_video(self, source: str | int, top: int | None = 5, *, every: int = 1,
+                      batch_size: int = 8) -> Iterator[Result]:
+        """Classify every ``every``-th frame of a video file or camera (needs ``shoal[video]``).
+
+        Args:
+            source: a video file's path, or a camera index (``0``, or ``"0"``).
+            top: classes per frame.
+            every: classify frames 0, every, 2·every, ...
+            batch_size: frames per run of the network for files (a camera runs frame by frame).
+
+        Yields:
+            A :class:`Result` per classified frame, with ``frame`` (and ``time_s`` for files) set.
+
+        Raises:
+            VideoError: OpenCV is not installed, or the video or camera cannot be opened.
+        """
+        from shoal.inference.video import classify_video
+
+        return classify_video(self, source, every=every, top=top, batch_size=batch_size)
+
+    def _check_top(self, top: int | None) -> int:
+        if top is None:
+            return len(self.labels)
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+            raise ConfigError(f"top must be an int >= 1 (or None for all {len(self.labels)} classes), got {top!r}")
+        return min(int(top), len(self.labels))
+
+    def _result(self, item: sources.Item, probs: np.ndarray | None, error: str | None, top: int) -> Result:
+        if error is not None or probs is None:
+            return Result(item.source, [], error)
+        order = np.argsort(-probs, kind="stable")[:top]
+        return Result(item.source, [(self.labels[i], float(probs[i])) for i in order])
+
+    def _load(self, item: sources.Item) -> np.ndarray | str:
+        """The item's prepared pixels, or the error message that says why it cannot be read."""
+        try:
+            return self.prepare(sources.fetch(item))
+        except ShoalError as exc:
+            if isinstance(exc, (ConfigError, BundleError)):
+                raise
+            return str(exc)
+
+    def _run(self, items: list[sources.Item], batch_size: int) -> Iterator[tuple[sources.Item, np.ndarray | None, str | None]]:
+        """Yield ``(item, probabilities, error)`` in order; images of the next batch load while one runs."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+        if len(items) <= 1:
+            for chunk in chunks:
+                yield from self._classify(chunk, [self._load(item) for item in chunk])
+            return
+        with ThreadPoolExecutor(max_workers=min(self.threads, len(items)), thread_name_prefix="shoal-load") as pool:
+            pending: list[Future[np.ndarray | str]] = [pool.submit(self._load, item) for item in chunks[0]]
+            for index, chunk in enumerate(chunks):
+                loaded = [f.result() for f in pending]
+                if index + 1 < len(chunks):
+                    pending = [pool.submit(self._load, item) for item in chunks[index + 1]]
+                yield from self._classify(chunk, loaded)
+
+    def _classify(self, chunk: list[sources.Item], loaded: list[np.ndarray | str]
+                  ) -> Iterator[tuple[sources.Item, np.ndarray | None, str | None]]:
+        good = [pixels for pixels in loaded if isinstance(pixels, np.ndarray)]
+        probs = iter(self.runtime(self.network_input(good)) if good else ())
+        for item, pixels in zip(chunk, loaded):
+            if isinstance(pixels, np.ndarray):
+                yield item, next(probs), None
+            else:
+                yield item, None, pixels
+
+
+def resolve(model: str | os.PathLike[str]) -> Path:
+    """Find a bundle from a path or the name of a model in the store.
+
+    Args:
+        model: a bundle folder, a ``.shoal`` file, or a model name (its bundle in ``SHOAL_HOME``).
+
+    Returns:
+        The bundle's path.
+
+    Raises:
+        BundleError: nothing of that name, or the model has no bundle yet.
+    """
+    path = Path(model).expanduser()
+    if path.exists() or not isinstance(model, str) or os.sep in model or model.endswith(".shoal"):
+        return path
+    from shoal.store import Store, check_name
+
+    store = Store()
+    try:
+        check_name(model, "model")
+    except ConfigError:
+        return path
+    if not store.db_path.exists() or not store.exists("model", model):
+        known = [e.name for e in store.list("model")] if store.db_path.exists() else []
+        hint = f" (trained models: {', '.join(known)})" if known else " (no trained models in the store yet)"
+        raise BundleError(f"no model bundle at {model!r} and no model of that name in {store.home}{hint}: "
+                          "give a bundle folder, a .shoal file, or a model name from 'shoal model list'")
+    entry = store.get("model", model)
+    bundle = Path(entry.summary.get("bundle") or entry.path / "bundle")
+    if not bundle.exists():
+        raise BundleError(f"model {model!r} has no bundle yet (status {entry.status}): wait for training to end, "
+                          f"or write one from a snapshot with 'shoal export {model} --epoch last --out {model}.shoal'")
+    return bundle
+
+
+def load(path: str | os.PathLike[str], *, runtime: str = "onnx", threads: int | None = None,
+         device: str = "auto") -> Classifier:
+    """Load a model bundle for classification.
+
+    Args:
+        path: a bundle folder, a ``.shoal`` file, or the name of a trained model in the store.
+        runtime: ``"onnx"`` (default: ONNX Runtime, never imports torch) or ``"torch"`` (rebuilds
+            the network in PyTorch: GPUs, heat-maps; needs ``shoal[train]``).
+        threads: CPU threads for the network and for loading images; ``None`` = all usable cores.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (ONNX Runtime: CPU unless ``cuda``).
+
+    Returns:
+        The :class:`Classifier`.
+
+    Raises:
+        BundleError: no bundle there, or it is damaged or from a newer shoal.
+        ConfigError: an unknown runtime or device, or ``threads`` < 1.
+
+    Example:
+        >>> import shoal  # doctest: +SKIP
+        >>> model = shoal.load("dolphins.shoal")  # doctest: +SKIP
+        >>> model.predict("dolphin1.jpg").label  # doctest: +SKIP
+        'dolphin'
+    """
+    runtimes.check_threads(threads)
+    bundle = open_bundle(resolve(path))
+    InputSpec.from_manifest(bundle.manifest, str(bundle.path))  # fail on a bad manifest before starting an engine
+    engine = runtimes.create(bundle, runtime, threads=threads, device=device)
+    return Classifier(bundle, engine, threads=threads)

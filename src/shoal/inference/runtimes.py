@@ -1,0 +1,183 @@
+"""The engines that turn a batch of network input into class probabilities.
+
+Both take float32 ``N×C×H×W`` pixels 0..255 (normalisation is inside the model) and return
+float32 ``N×classes`` softmax probabilities.
+
+* :class:`OnnxRuntime` (the default) runs the bundle's ``model.onnx`` with ONNX Runtime:
+  no torch import, fast to start, fast on CPU.
+* :class:`TorchRuntime` rebuilds the network from ``model.safetensors`` and the manifest
+  (needs the ``train`` extra): for GPUs, and for looking inside the network (heat-maps).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from shoal.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle
+from shoal.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+RUNTIMES = ("onnx", "torch")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class Runtime(Protocol):
+    """What the classifier needs from an engine."""
+
+    name: str
+    device: str
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Return ``N×classes`` probabilities for float32 ``N×C×H×W`` pixels 0..255."""
+        ...
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None) -> int | None:
+    """Return ``threads`` if it is ``None`` or an int >= 1.
+
+    Raises:
+        ConfigError: for anything else.
+    """
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be an int >= 1 (or None for all {usable_cores()} cores), got {threads!r}")
+    return threads
+
+
+def create(bundle: Bundle, runtime: str, *, threads: int | None, device: str) -> Runtime:
+    """Start the engine ``runtime`` (``"onnx"`` or ``"torch"``) on a bundle.
+
+    Raises:
+        ConfigError: unknown runtime or device, or a device that is not available.
+        BundleError: the model file cannot be loaded.
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be 'onnx' (fast, no torch) or 'torch' (GPUs, heat-maps), got {runtime!r}")
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    threads = check_threads(threads)
+    if runtime == "onnx":
+        return OnnxRuntime(bundle, threads=threads, device=device)
+    return TorchRuntime(bundle, threads=threads, device=device)
+
+
+class OnnxRuntime:
+    """ONNX Runtime on the bundle's ``model.onnx``, tuned for latency.
+
+    One intra-op thread per usable core, sequential execution (the graph is a chain), all
+    graph optimisations (constant folding, conv/batch-norm/activation fusion, NCHWc layouts).
+
+    Args:
+        bundle: the opened bundle.
+        threads: intra-op threads; ``None`` = every usable core.
+        device: ``auto``/``cpu`` run on CPU; ``cuda`` needs the ``onnxruntime-gpu`` package.
+    """
+
+    name = "onnx"
+
+    def __init__(self, bundle: Bundle, *, threads: int | None = None, device: str = "auto") -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or usable_cores()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers are noise to a user
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError("device 'cuda' needs the onnxruntime-gpu package (pip install onnxruntime-gpu) "
+                                  "and a CUDA GPU; use device='cpu', or runtime='torch' on a GPU machine")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device == "mps":
+            raise ConfigError("device 'mps' is served by runtime='torch'; ONNX Runtime runs on 'cpu' or 'cuda'")
+        source: Any = str(bundle.path / ONNX_FILE) if bundle.path.is_dir() else bundle.read(ONNX_FILE)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types, not exported stably
+            raise BundleError(f"the ONNX graph of bundle {str(bundle.path)!r} cannot be loaded: {exc}") from exc
+        self.device = "cuda" if device == "cuda" else "cpu"
+        self.threads = options.intra_op_num_threads
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: pixels})[0]
+
+
+class TorchRuntime:
+    """The network rebuilt in PyTorch from the bundle's weights and manifest.
+
+    Args:
+        bundle: the opened bundle.
+        threads: torch's CPU threads (a process-wide setting); ``None`` leaves torch's default.
+        device: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
+
+    Attributes:
+        model: the :class:`~shoal.training.model.NormalizedNet` (pixels in, logits out), in
+            eval mode on :attr:`device`.
+    """
+
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, *, threads: int | None = None, device: str = "auto") -> None:
+        try:
+            import torch
+            from safetensors.torch import load as load_safetensors
+
+            from shoal.bundle.writer import rebuild
+        except ImportError as exc:
+            raise ConfigError(f"runtime='torch' needs PyTorch ({exc.name} is missing): pip install 'shoal[train]', "
+                              "or use the default runtime='onnx'") from exc
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.device = _torch_device(device)
+        self.model = rebuild(bundle.manifest)
+        try:
+            self.model.load_state_dict(load_safetensors(bundle.read(WEIGHTS_FILE)))
+        except RuntimeError as exc:
+            raise BundleError(f"the weights of bundle {str(bundle.path)!r} do not fit the network its manifest "
+                              f"describes: {str(exc).splitlines()[0]}") from exc
+        self.model.eval().to(self.device)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(pixels).to(self.device))
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """Network input as a tensor on :attr:`device`."""
+        import torch
+
+        return torch.from_numpy(pixels).to(self.device)
+
+
+def _torch_device(name: str) -> str:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if name == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if name == "cuda" and not cuda:
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible to torch; use device='cpu' or 'auto'")
+    if name == "mps" and not mps:
+        raise ConfigError("device 'mps' was asked for but Apple's Metal backend is not available; use device='cpu' or 'auto'")
+    return name
