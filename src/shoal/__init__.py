@@ -24,4 +24,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "datasets":  # shoal.datasets.create(...) after a plain ``import shoal``
+        import importlib
+
+        return importlib.import_module("shoal.datasets")
     raise AttributeError(f"module 'shoal' has no attribute {name!r}")

@@ -1,0 +1,745 @@
+"""Build, load, list and delete stored datasets.
+
+A stored dataset (``$SHOAL_HOME/datasets/<name>/``, see ``docs/ARCHITECTURE.md``) holds
+the resized uint8 pixels of every split as a ``.npy`` file that training memory-maps, so
+no image is decoded twice. :func:`create` scans the source, splits it (stratified and
+seeded), decodes the images in parallel processes straight into preallocated
+memory-mapped arrays, computes the mean training image, and commits the folder to the
+store only when everything is written.
+
+Examples:
+    >>> from shoal import datasets                                     # doctest: +SKIP
+    >>> ds = datasets.create("photos/", "pets", size=128)              # doctest: +SKIP
+    >>> ds.splits["train"], ds.images("train").shape                   # doctest: +SKIP
+    ({'cat': 49, 'dog': 43}, (92, 128, 128, 3))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shoal import __version__
+from shoal.data.config import DataConfig
+from shoal.data.imageops import ImageError, prepare
+from shoal.data.scan import SPLITS, Scan, Skipped, scan, scan_list, shuffled, split
+from shoal.errors import AlreadyExistsError, ConfigError, DatasetError
+from shoal.store import Store, check_name
+
+FORMAT = 1
+"""Version of the stored-dataset layout; :func:`load` refuses others."""
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` while images are decoded."""
+
+_IN_PROCESS_BELOW = 48  # fewer images than this are decoded without starting processes
+_MEAN_CHUNK = 256
+
+
+# -- the stored dataset -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dataset:
+    """A stored dataset: its classes, splits, pixels and report.
+
+    Attributes:
+        name: the name in the store.
+        path: the dataset's folder.
+        classes: class names, sorted; labels are indices into this.
+        size: ``(width, height)`` of every stored image.
+        channels: 3 (RGB) or 1 (grayscale).
+        resize_mode: how images were brought to ``size`` (``squash``, ``crop``, ``fill``, ``half``).
+        splits: ``{split: {class: count}}`` for ``train``, ``val`` and ``test``.
+        skipped: every file (or class) left out, with the reason.
+        config: the options it was built with.
+        source: the folder or list file it was built from.
+        created: when it was built (ISO 8601, UTC).
+        shoal_version: the shoal version that built it.
+    """
+
+    name: str
+    path: Path
+    classes: tuple[str, ...]
+    size: tuple[int, int]
+    channels: int
+    resize_mode: str
+    splits: dict[str, dict[str, int]]
+    skipped: tuple[Skipped, ...] = ()
+    config: DataConfig = field(default_factory=DataConfig)
+    source: str = ""
+    created: str = ""
+    shoal_version: str = __version__
+
+    # -- sizes ------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def count(self, split: str | None = None) -> int:
+        """Number of images in ``split``, or in all splits when ``None``."""
+        if split is None:
+            return sum(self.count(s) for s in SPLITS)
+        return sum(self.splits[_check_split(split)].values())
+
+    # -- arrays -----------------------------------------------------------------------------------
+    def images(self, split: str = "train") -> np.ndarray:
+        """The split's pixels, memory-mapped read-only: uint8 ``N × H × W × C``.
+
+        Raises:
+            ConfigError: ``split`` is not ``train``, ``val`` or ``test``.
+        """
+        return np.load(self.path / f"{_check_split(split)}_images.npy", mmap_mode="r")
+
+    def labels(self, split: str = "train") -> np.ndarray:
+        """The split's labels: int64 ``N``, indices into :attr:`classes`."""
+        return np.load(self.path / f"{_check_split(split)}_labels.npy")
+
+    def sources(self, split: str = "train") -> list[str]:
+        """The source path of every image of the split, in the same order as :meth:`images`."""
+        text = (self.path / f"{_check_split(split)}_sources.txt").read_text(encoding="utf-8")
+        return text.splitlines()
+
+    def image(self, split: str, index: int) -> Any:
+        """One stored image as a PIL image (for thumbnails and contact sheets).
+
+        Raises:
+            ConfigError: ``index`` is outside the split.
+        """
+        from PIL import Image
+
+        pixels = self.images(split)
+        if not 0 <= index < len(pixels):
+            raise ConfigError(f"index must be from 0 to {len(pixels) - 1} for split {split!r}, got {index}")
+        return _to_pil(np.asarray(pixels[index]), Image)
+
+    def mean_image(self) -> np.ndarray:
+        """The mean training image: float32 ``H × W × C`` in pixel units 0..255."""
+        return np.load(self.path / "mean.npy")
+
+    @property
+    def mean_image_path(self) -> Path:
+        """The mean training image as a PNG (to look at)."""
+        return self.path / "mean.png"
+
+    @property
+    def mean_array_path(self) -> Path:
+        """The mean training image as float32 ``.npy`` (to compute with)."""
+        return self.path / "mean.npy"
+
+    # -- reports ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Everything about the dataset as JSON-ready values (``shoal dataset show --json``)."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "classes": list(self.classes),
+            "num_classes": self.num_classes,
+            "size": [self.size[0], self.size[1]],
+            "channels": self.channels,
+            "resize_mode": self.resize_mode,
+            "splits": {s: dict(self.splits[s]) for s in SPLITS},
+            "counts": {s: self.count(s) for s in SPLITS},
+            "total": self.count(),
+            "skipped": [s.to_dict() for s in self.skipped],
+            "mean_image": str(self.mean_image_path),
+            "mean_array": str(self.mean_array_path),
+            "files": {
+                s: {
+                    "images": str(self.path / f"{s}_images.npy"),
+                    "labels": str(self.path / f"{s}_labels.npy"),
+                    "sources": str(self.path / f"{s}_sources.txt"),
+                }
+                for s in SPLITS
+            },
+            "source": self.source,
+            "config": self.config.to_dict(),
+            "created": self.created,
+            "shoal_version": self.shoal_version,
+        }
+
+    def summary(self) -> str:
+        """A short plain-text report: classes × splits counts, skipped files, where it is stored."""
+        shown = [s for s in SPLITS if s != "test" or self.count("test")]
+        width = max([len("class")] + [len(c) for c in self.classes])
+        lines = [
+            f"dataset {self.name!r}: {self.num_classes} classes, {self.count()} images, "
+            f"{self.size[0]}x{self.size[1]} {'RGB' if self.channels == 3 else 'grayscale'}, {self.resize_mode}",
+            "  ".join([f"{'class':<{width}}"] + [f"{s:>6}" for s in shown]),
+        ]
+        for c in self.classes:
+            lines.append("  ".join([f"{c:<{width}}"] + [f"{self.splits[s].get(c, 0):>6}" for s in shown]))
+        lines.append("  ".join([f"{'total':<{width}}"] + [f"{self.count(s):>6}" for s in shown]))
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)}:")
+            lines.extend(f"  {s.path}: {s.reason}" for s in self.skipped)
+        lines.append(f"stored in {self.path}")
+        return "\n".join(lines)
+
+    @classmethod
+    def from_folder(cls, path: Path, name: str | None = None) -> Dataset:
+        """Read a stored dataset's ``dataset.json``.
+
+        Raises:
+            DatasetError: the file is missing, damaged or of another format version.
+        """
+        meta_path = path / "dataset.json"
+        shown = name or path.name
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(
+                f"dataset {shown!r} is damaged ({meta_path} cannot be read: {exc}); "
+                f"delete it with 'shoal dataset delete {shown}' and build it again"
+            ) from None
+        if meta.get("format") != FORMAT:
+            raise DatasetError(
+                f"dataset {shown!r} has format {meta.get('format')!r} but this shoal (version {__version__}) reads "
+                f"format {FORMAT}; rebuild it with 'shoal dataset create'"
+            )
+        try:
+            return cls(
+                name=name or meta["name"],
+                path=path,
+                classes=tuple(meta["classes"]),
+                size=(int(meta["size"][0]), int(meta["size"][1])),
+                channels=int(meta["channels"]),
+                resize_mode=meta["resize_mode"],
+                splits={s: dict(meta["splits"].get(s, {})) for s in SPLITS},
+                skipped=tuple(Skipped(d["path"], d["reason"]) for d in meta.get("skipped", [])),
+                config=DataConfig.from_dict(meta.get("config", {})),
+                source=meta.get("source", ""),
+                created=meta.get("created", ""),
+                shoal_version=meta.get("shoal_version", ""),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise DatasetError(
+                f"dataset {shown!r} is damaged ({meta_path} lacks or mangles {exc}); "
+                f"delete it with 'shoal dataset delete {shown}' and build it again"
+            ) from None
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return split
+
+
+def _to_pil(pixels: np.ndarray, image_module: Any) -> Any:
+    if pixels.shape[2] == 1:
+        return image_module.fromarray(np.ascontiguousarray(pixels[:, :, 0]), mode="L")
+    return image_module.fromarray(np.ascontiguousarray(pixels), mode="RGB")
+
+
+# -- building -----------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    """One candidate image: where it comes from and where its pixels go."""
+
+    path: Path
+    cls: str
+    rank: int  # position in its class's seeded order (validation-folder files come last)
+    split: str  # the split it was given before decoding
+    slot: int  # its row in that split's array
+    from_val_folder: bool = False
+    reason: str | None = None  # why it could not be used, once decoded
+
+
+def create(
+    source: str | os.PathLike[str] | None,
+    name: str,
+    config: DataConfig | None = None,
+    *,
+    store: Store | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Dataset:
+    """Build a dataset from a folder of class sub-folders (or a list file) and store it.
+
+    Args:
+        source: a folder with one sub-folder of images per class (images may be nested in
+            sub-folders of it), or a text file of ``path label`` lines. With ``list_file``
+            given, ``source`` may be ``None`` (the list's relative paths start from its own
+            folder) or the folder they start from.
+        name: the dataset's name in the store (letters, digits, ``.``, ``_``, ``-``).
+        config: the options; defaults to :class:`DataConfig`'s.
+        store: where to keep it; defaults to ``Store()`` (``$SHOAL_HOME`` or ``~/.shoal``).
+        progress: called as ``progress(done, total)`` while images are decoded.
+        **options: any :class:`DataConfig` field, overriding ``config``: ``size``,
+            ``resize_mode``, ``channels`` (or ``grayscale=True``), ``val_pct``, ``test_pct``,
+            ``val_folder``, ``list_file``, ``seed``, ``workers``, ``min_per_class``,
+            ``max_per_class``. ``None`` values are ignored.
+
+    Returns:
+        The stored :class:`Dataset`. Files that could not be used are in ``skipped``, each
+        with its reason; they never stop the build.
+
+    Raises:
+        ConfigError: an option is unknown or out of range, or the name is not allowed.
+        AlreadyExistsError: a dataset of that name exists.
+        DatasetError: the source does not exist, or has fewer than 2 classes with enough
+            usable images (the message says what to add).
+    """
+    cfg = (config or DataConfig()).replace(**options)
+    store = Store() if store is None else store
+    check_name(name, "dataset")
+    if store.exists("dataset", name):
+        raise AlreadyExistsError(
+            f"a dataset named {name!r} already exists in {store.home}: choose another name, "
+            f"or delete it first with 'shoal dataset delete {name}'"
+        )
+    cfg, main, val_scan, shown = _scan_sources(source, cfg)
+    left_out: list[tuple[str, str]] = []
+    kept = _enough_candidates(main, val_scan, cfg, left_out)
+    _refuse_too_few(main, shown, kept, left_out)
+    items = _assign(main, val_scan, kept, cfg)
+
+    tmp_root = store.home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=tmp_root))
+    try:
+        _decode(items, build, cfg, progress)
+        final, classes = _reassign(items, kept, cfg, left_out)
+        unreadable = sum(1 for it in items if it.reason is not None)
+        _refuse_too_few(main, shown, classes, left_out, unreadable=unreadable)
+        _rearrange(items, final, build, cfg)
+        _write_labels_and_sources(final, classes, build)
+        mean = _write_mean(build, cfg)
+        skipped = [Skipped(_class_path(main, c), f"class {c!r} left out: {why}") for c, why in left_out]
+        skipped += [*main.skipped, *(val_scan.skipped if val_scan is not None else ())]
+        skipped += [Skipped(str(it.path), it.reason) for it in items if it.reason is not None]
+        splits = {s: {c: sum(1 for it in final[s] if it.cls == c) for c in classes} for s in SPLITS}
+        meta = {
+            "format": FORMAT,
+            "name": name,
+            "classes": list(classes),
+            "size": list(cfg.size),
+            "channels": cfg.channels,
+            "resize_mode": cfg.resize_mode,
+            "splits": splits,
+            "skipped": [s.to_dict() for s in skipped],
+            "config": cfg.to_dict(),
+            "source": str(main.root.absolute()),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "shoal_version": __version__,
+            "mean_pixel": [round(float(v), 4) for v in mean.reshape(-1, cfg.channels).mean(axis=0)],
+        }
+        (build / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        summary = {
+            "classes": list(classes),
+            "size": list(cfg.size),
+            "channels": cfg.channels,
+            "resize_mode": cfg.resize_mode,
+            "counts": {s: sum(splits[s].values()) for s in SPLITS},
+            "skipped": len(skipped),
+            "source": meta["source"],
+        }
+        # Everything is written: move it into the store's staging folder, which commits it.
+        with store.staging("dataset", name, summary=summary) as staged:
+            for part in build.iterdir():
+                os.replace(part, staged / part.name)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return load(name, store=store)
+
+
+def _scan_sources(source: str | os.PathLike[str] | None, cfg: DataConfig) -> tuple[DataConfig, Scan, Scan | None, str]:
+    """Scan the source (and validation folder); return them, the config with absolute paths,
+    and how messages name the source."""
+    if cfg.list_file is not None:
+        main = scan_list(cfg.list_file, base=source)
+        shown = f"list file '{cfg.list_file}'"
+        cfg = cfg.replace(list_file=os.path.abspath(os.path.expanduser(cfg.list_file)))
+    elif source is None:
+        raise ConfigError("no source given: pass a folder with one sub-folder of images per class, or list_file='list.txt'")
+    else:
+        main = scan(source)
+        text = os.fspath(source)
+        shown = f"list file '{text}'" if main.kind == "list" else f"'{text if text.endswith(('/', os.sep)) else text + '/'}'"
+    val_scan = None
+    if cfg.val_folder is not None:
+        val_scan = scan(cfg.val_folder)
+        cfg = cfg.replace(val_folder=os.path.abspath(os.path.expanduser(cfg.val_folder)))
+    return cfg, main, val_scan, shown
+
+
+def _class_path(main: Scan, cls: str) -> str:
+    return str(main.root / cls) if main.kind == "folder" else f"{main.root} (label {cls})"
+
+
+def _enough_candidates(main: Scan, val_scan: Scan | None, cfg: DataConfig, left_out: list[tuple[str, str]]) -> list[str]:
+    """Classes with at least ``min_per_class`` files; the others go to ``left_out``."""
+    if val_scan is not None:
+        unknown = [c for c in val_scan.classes if c not in main.files]
+        if unknown:
+            raise DatasetError(
+                f"the validation folder '{cfg.val_folder}' has class {', '.join(repr(c) for c in unknown)}, which the "
+                f"training source does not have (its classes: {', '.join(repr(c) for c in main.classes) or 'none'}): "
+                "use the same class folder names in both"
+            )
+    kept: list[str] = []
+    for cls, files in main.files.items():
+        n = len(files) + (len(val_scan.files.get(cls, ())) if val_scan is not None else 0)
+        if n == 0:
+            left_out.append((cls, "no image files" if main.kind == "folder" else "no readable files"))
+        elif n < cfg.min_per_class:
+            left_out.append((cls, f"{_plural(n, 'image file')}, fewer than min_per_class ({cfg.min_per_class})"))
+        else:
+            kept.append(cls)
+    return kept
+
+
+def _refuse_too_few(
+    main: Scan, shown: str, kept: Sequence[str], left_out: Sequence[tuple[str, str]], *, unreadable: int = 0
+) -> None:
+    """Refuse a dataset with fewer than 2 usable classes; say what to do.
+
+    Raises:
+        DatasetError: always, when ``kept`` has fewer than 2 classes.
+    """
+    if len(kept) >= 2:
+        return
+    found = main.classes
+    noun, fix = (
+        ("label", "give the lines at least 2 different labels")
+        if main.kind == "list"
+        else ("class folder", "add one subfolder per label")
+    )
+    if len(found) < 2:
+        listed = f" ({', '.join(repr(c) for c in found)})" if found else ""
+        raise DatasetError(f"{shown} has {_plural(len(found), noun)}{listed}; need at least 2 — {fix}")
+    usable = f" ({', '.join(repr(c) for c in kept)})" if kept else ""
+    reasons = "; ".join(f"{c!r}: {why}" for c, why in left_out)
+    bad = f"; {_plural(unreadable, 'file')} could not be read" if unreadable else ""
+    raise DatasetError(
+        f"{shown} has {_plural(len(kept), 'usable class', 'usable classes')}{usable}; need at least 2 — "
+        f"left out {reasons}{bad}. Add images to those classes, or lower min_per_class"
+    )
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _assign(main: Scan, val_scan: Scan | None, kept: Sequence[str], cfg: DataConfig) -> list[_Item]:
+    """Shuffle each class (seeded), cap it, split it, and give every file a row in its split.
+
+    Rows run class by class, each class in its seeded order, so that when every file
+    decodes the arrays need no rearranging.
+    """
+    val_pct = 0.0 if val_scan is not None else cfg.val_pct
+    per_split: dict[str, list[tuple[str, Path, int, bool]]] = {s: [] for s in SPLITS}
+    for cls in kept:
+        ordered = shuffled(main.files[cls], cfg.seed, cls)
+        if cfg.max_per_class is not None:
+            ordered = ordered[: cfg.max_per_class]
+        ranked = [(p, r) for r, p in enumerate(ordered)]
+        for s, part in split(ranked, val_pct, cfg.test_pct).items():
+            per_split[s].extend((cls, p, r, False) for p, r in part)
+        if val_scan is not None:
+            extra = val_scan.files.get(cls, ())
+            per_split["val"].extend((cls, p, len(ordered) + r, True) for r, p in enumerate(extra))
+    items: list[_Item] = []
+    for s in SPLITS:
+        for slot, (cls, path, rank, from_val) in enumerate(per_split[s]):
+            items.append(_Item(path=path, cls=cls, rank=rank, split=s, slot=slot, from_val_folder=from_val))
+    return items
+
+
+def _reassign(
+    items: Sequence[_Item], kept: Sequence[str], cfg: DataConfig, left_out: list[tuple[str, str]]
+) -> tuple[dict[str, list[_Item]], tuple[str, ...]]:
+    """Where each usable image ends up once the unreadable ones are known.
+
+    Each class is split again on its usable images, in the same seeded order (so the
+    counts are ``floor(n × pct / 100)`` of what could be read); a class left with fewer
+    than ``min_per_class`` usable images is left out and reported.
+
+    Returns:
+        ``{split: items in row order}`` and the final class names.
+    """
+    val_pct = 0.0 if cfg.val_folder is not None else cfg.val_pct
+    by_class: dict[str, list[_Item]] = {c: [] for c in kept}
+    for it in items:
+        by_class[it.cls].append(it)
+    final: dict[str, list[_Item]] = {s: [] for s in SPLITS}
+    classes: list[str] = []
+    for cls in kept:
+        usable = sorted((it for it in by_class[cls] if it.reason is None), key=lambda it: it.rank)
+        if len(usable) < cfg.min_per_class:
+            failed = len(by_class[cls]) - len(usable)
+            left_out.append(
+                (cls, f"{_plural(len(usable), 'usable image')} ({failed} could not be read), "
+                 f"fewer than min_per_class ({cfg.min_per_class})")
+            )
+            continue
+        classes.append(cls)
+        cut = split([it for it in usable if not it.from_val_folder], val_pct, cfg.test_pct)
+        final["train"].extend(cut["train"])
+        final["val"].extend(cut["val"] + [it for it in usable if it.from_val_folder])
+        final["test"].extend(cut["test"])
+    return final, tuple(classes)
+
+
+# -- decoding in parallel -----------------------------------------------------------------------
+_Job = tuple[int, str, int, str]  # (item index, split, row, path)
+_Spec = tuple[dict[str, str], tuple[int, int], str, int]  # (array paths by split, size, resize mode, channels)
+_OPEN_ARRAYS: dict[str, np.ndarray] = {}  # per process: the memory-mapped split arrays being written
+
+
+def _decode(items: Sequence[_Item], build: Path, cfg: DataConfig, progress: Progress | None) -> None:
+    """Decode every item into its row of a preallocated memory-mapped array; record failures."""
+    width, height = cfg.size
+    arrays = {s: str(build / f"{s}_images.npy") for s in SPLITS}
+    for s in SPLITS:
+        rows = sum(1 for it in items if it.split == s)
+        np.lib.format.open_memmap(arrays[s], mode="w+", dtype=np.uint8, shape=(rows, height, width, cfg.channels))
+    spec: _Spec = (arrays, cfg.size, cfg.resize_mode, cfg.channels)
+    jobs: list[_Job] = [(i, it.split, it.slot, str(it.path)) for i, it in enumerate(items)]
+    workers = _workers(cfg.workers, len(jobs))
+    size = max(4, min(64, math.ceil(len(jobs) / (workers * 6))))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    total, done = len(jobs), 0
+    if progress is not None:
+        progress(0, total)
+
+    def record(results: list[tuple[int, str | None]]) -> None:
+        nonlocal done
+        for index, reason in results:
+            items[index].reason = reason
+        done += len(results)
+        if progress is not None:
+            progress(done, total)
+
+    if workers == 1:
+        try:
+            for chunk in chunks:
+                record(_decode_chunk(spec, chunk))
+        finally:
+            _release(arrays)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
+    try:
+        futures: dict[Future[list[tuple[int, str | None]]], list[_Job]] = {
+            pool.submit(_decode_chunk, spec, chunk): chunk for chunk in chunks
+        }
+        for future in as_completed(futures):
+            try:
+                results = future.result()
+            except Exception as exc:  # a worker died (out of memory, decoder crash): report its files
+                why = f"the decoding process stopped unexpectedly ({type(exc).__name__}) while reading this file's batch"
+                results = [(index, why) for index, *_ in futures[future]]
+            record(results)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _decode_chunk(spec: _Spec, jobs: Sequence[_Job]) -> list[tuple[int, str | None]]:
+    """Decode a batch of files into their rows (runs in a worker process)."""
+    arrays, size, resize_mode, channels = spec
+    results: list[tuple[int, str | None]] = []
+    for index, split_name, row, path in jobs:
+        target = _OPEN_ARRAYS.get(arrays[split_name])
+        if target is None:
+            target = _OPEN_ARRAYS[arrays[split_name]] = np.load(arrays[split_name], mmap_mode="r+")
+        try:
+            target[row] = prepare(path, size, resize_mode, channels)
+            results.append((index, None))
+        except ImageError as exc:
+            results.append((index, exc.reason))
+        except Exception as exc:  # one bad file must never stop the build; say what happened
+            results.append((index, f"unexpected error while decoding ({type(exc).__name__}: {exc})"))
+    return results
+
+
+def _release(arrays: dict[str, str]) -> None:
+    for path in arrays.values():
+        mapped = _OPEN_ARRAYS.pop(path, None)
+        if mapped is not None and isinstance(mapped, np.memmap):
+            mapped.flush()
+
+
+def _workers(requested: int | None, jobs: int) -> int:
+    if jobs < _IN_PROCESS_BELOW:
+        return 1
+    available = requested or _cpu_count()
+    return max(1, min(available, math.ceil(jobs / 8)))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _mp_context() -> Any:
+    """``fork`` (instant start) when safe: on Linux, from a process with one thread."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and sys.platform.startswith("linux") and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+# -- writing ------------------------------------------------------------------------------------
+def _rearrange(items: Sequence[_Item], final: dict[str, list[_Item]], build: Path, cfg: DataConfig) -> None:
+    """Move rows so each split's array holds exactly its final items (only after failures)."""
+    rows = {s: sum(1 for it in items if it.split == s) for s in SPLITS}
+    in_place = all(
+        len(final[s]) == rows[s] and all(it.split == s and it.slot == i for i, it in enumerate(final[s])) for s in SPLITS
+    )
+    if in_place:
+        return
+    width, height = cfg.size
+    old = {s: np.load(build / f"{s}_images.npy", mmap_mode="r") for s in SPLITS}
+    for s in SPLITS:
+        new = np.lib.format.open_memmap(
+            build / f"{s}_images.new.npy", mode="w+", dtype=np.uint8, shape=(len(final[s]), height, width, cfg.channels)
+        )
+        for i, it in enumerate(final[s]):
+            new[i] = old[it.split][it.slot]
+        new.flush()
+        del new
+    del old
+    for s in SPLITS:
+        os.replace(build / f"{s}_images.new.npy", build / f"{s}_images.npy")
+
+
+def _write_labels_and_sources(final: dict[str, list[_Item]], classes: Sequence[str], build: Path) -> None:
+    index = {c: i for i, c in enumerate(classes)}
+    for s in SPLITS:
+        np.save(build / f"{s}_labels.npy", np.array([index[it.cls] for it in final[s]], dtype=np.int64))
+        text = "".join(os.path.abspath(it.path) + "\n" for it in final[s])
+        (build / f"{s}_sources.txt").write_text(text, encoding="utf-8")
+
+
+def _write_mean(build: Path, cfg: DataConfig) -> np.ndarray:
+    """Write the mean training image as ``mean.npy`` (float32) and ``mean.png``; return it."""
+    from PIL import Image
+
+    train = np.load(build / "train_images.npy", mmap_mode="r")
+    total = np.zeros(train.shape[1:], np.uint64)
+    for start in range(0, len(train), _MEAN_CHUNK):
+        total += train[start : start + _MEAN_CHUNK].sum(axis=0, dtype=np.uint32)
+    mean = (total / max(1, len(train))).astype(np.float32)
+    del train
+    np.save(build / "mean.npy", mean)
+    _to_pil(np.clip(np.rint(mean), 0, 255).astype(np.uint8), Image).save(build / "mean.png")
+    return mean
+
+
+# -- the store ----------------------------------------------------------------------------------
+def load(name: str, *, store: Store | None = None) -> Dataset:
+    """Open a stored dataset by name.
+
+    Raises:
+        NotFoundError: no dataset of that name (the message lists those that exist).
+        DatasetError: its files are damaged or from an incompatible version.
+    """
+    store = Store() if store is None else store
+    entry = store.get("dataset", name)
+    return Dataset.from_folder(entry.path, name)
+
+
+def list_datasets(*, store: Store | None = None) -> list[Dataset]:
+    """Every stored dataset, oldest first (a damaged one is skipped with a warning naming the fix)."""
+    store = Store() if store is None else store
+    found: list[Dataset] = []
+    for entry in store.list("dataset"):
+        try:
+            found.append(Dataset.from_folder(entry.path, entry.name))
+        except DatasetError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+    return found
+
+
+def delete(name: str, *, store: Store | None = None) -> None:
+    """Remove a stored dataset and its files.
+
+    Raises:
+        NotFoundError: no dataset of that name.
+    """
+    store = Store() if store is None else store
+    store.get("dataset", name)  # a clear error when it does not exist
+    store.delete("dataset", name)
+
+
+# -- looking at it ------------------------------------------------------------------------------
+def explore(
+    dataset: str | Dataset,
+    out: str | os.PathLike[str],
+    *,
+    per_class: int = 8,
+    split: str = "train",
+    store: Store | None = None,
+) -> Path:
+    """Write a contact sheet: one row per class, its name and count, then sample images.
+
+    Args:
+        dataset: a :class:`Dataset` or the name of a stored one.
+        out: the PNG file to write (its folder is created).
+        per_class: how many images to show per class (the first ones of the split, which
+            are in seeded random order).
+        split: which split to sample (``train``, ``val`` or ``test``).
+        store: where to find a dataset given by name.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: ``per_class`` is below 1 or ``split`` unknown.
+        NotFoundError: no dataset of that name.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ConfigError(f"per_class must be an integer >= 1, got {per_class!r}")
+    ds = dataset if isinstance(dataset, Dataset) else load(dataset, store=store)
+    _check_split(split)
+    pixels, labels = ds.images(split), ds.labels(split)
+    w, h = ds.size
+    scale = max(64 / max(w, h), 1.0) if max(w, h) < 64 else min(1.0, 128 / max(w, h))
+    cell_w, cell_h = max(1, round(w * scale)), max(1, round(h * scale))
+    try:
+        font: Any = ImageFont.load_default(size=14)
+    except (TypeError, OSError, AttributeError):  # Pillow without FreeType
+        font = ImageFont.load_default()
+    names = [f"{c} ({ds.splits[split].get(c, 0)})" for c in ds.classes]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(int(probe.textlength(n, font=font)) for n in names) + 16
+    pad, title_h = 4, 24
+    sheet = Image.new(
+        "RGB",
+        (label_w + per_class * (cell_w + pad) + pad, title_h + len(ds.classes) * (cell_h + pad) + pad),
+        (255, 255, 255),
+    )
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 4), f"{ds.name} | {split} | {ds.size[0]}x{ds.size[1]} {ds.resize_mode}", fill=(0, 0, 0), font=font)
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR
+    for row, (cls_index, name) in enumerate(zip(range(len(ds.classes)), names)):
+        top = title_h + row * (cell_h + pad)
+        draw.text((pad, top + cell_h // 2 - 8), name, fill=(0, 0, 0), font=font)
+        picks = np.flatnonzero(labels == cls_index)[:per_class]
+        for col, index in enumerate(picks):
+            thumb = _to_pil(np.asarray(pixels[index]), Image).convert("RGB").resize((cell_w, cell_h), resample)
+            sheet.paste(thumb, (label_w + col * (cell_w + pad), top))
+    target = Path(out).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(target, format="PNG")
+    return target

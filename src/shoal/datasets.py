@@ -1,0 +1,44 @@
+"""Datasets from Python: the same operations the ``shoal dataset`` commands run.
+
+Examples:
+    >>> from shoal import datasets                                        # doctest: +SKIP
+    >>> ds = datasets.create("photos/", "pets")                           # doctest: +SKIP
+    >>> ds.splits                                                         # doctest: +SKIP
+    {'train': {'cat': 49, 'dog': 43}, 'val': {'cat': 16, 'dog': 14}, 'test': {'cat': 0, 'dog': 0}}
+    >>> [d.name for d in datasets.list()]                                 # doctest: +SKIP
+    ['pets']
+    >>> datasets.load("pets").images("val").shape                         # doctest: +SKIP
+    (30, 256, 256, 3)
+"""
+
+from __future__ import annotations
+
+from shoal.data import (
+    DataConfig,
+    Dataset,
+    ImageError,
+    Skipped,
+    build_sample,
+    create,
+    delete,
+    ensure_sample,
+    explore,
+    list_datasets,
+    load,
+)
+
+list = list_datasets  # noqa: A001 - shoal.datasets.list() reads naturally
+
+__all__ = [
+    "DataConfig",
+    "Dataset",
+    "ImageError",
+    "Skipped",
+    "build_sample",
+    "create",
+    "delete",
+    "ensure_sample",
+    "explore",
+    "list",
+    "load",
+]
