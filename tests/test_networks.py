@@ -480,6 +480,8 @@ def test_timm_pretrained_reads_the_hugging_face_cache(hf_cache):
             torch.testing.assert_close(loaded[key], value, rtol=0, atol=0)
     assert model.classifier.out_features == 2
     assert networks.network_info(model).pretrained == f"timm:hf-hub:timm/{name}"
+    gray = networks.create(f"timm:{name}", 2, pretrained=True, channels=1)
+    torch.testing.assert_close(gray.conv_stem.weight, imagenet.conv_stem.weight.sum(1, keepdim=True))
 
 
 def test_offline_timm_download_says_how_to_supply_the_file(hf_cache):
@@ -555,6 +557,12 @@ def test_freeze_n_stages_counts_stem_then_blocks():
         "freeze=5 is more than the 4 stages of lenet (conv1, conv2, fc1, fc2); use 0 to 4, "
         "or 'backbone' to freeze all but the head."
     )
+
+
+def test_parts_are_found_through_compile_and_data_parallel_wrappers():
+    model = networks.create("lenet", 2)
+    assert networks.classifier_head(torch.compile(model)) is model.classifier
+    assert networks.classifier_head(nn.DataParallel(model)) is model.classifier
 
 
 def test_parts_of_a_model_not_made_by_create_are_refused():

@@ -15,7 +15,13 @@ from torch import nn
 
 from shoal.errors import ConfigError, NetworkError
 from shoal.networks import builtin as _builtin  # noqa: F401  (registers the built-in networks)
-from shoal.networks.registry import Network, NetworkInfo, NetworkSpec, registered_networks
+from shoal.networks.registry import (
+    Network,
+    NetworkInfo,
+    NetworkSpec,
+    check_channels,
+    registered_networks,
+)
 from shoal.networks.timm_network import PREFIX as TIMM_PREFIX
 from shoal.networks.timm_network import TimmNetwork
 from shoal.networks.user_file import PREFIX as FILE_PREFIX
@@ -155,20 +161,6 @@ def check_num_classes(num_classes: Any) -> int:
     return num_classes
 
 
-def check_channels(channels: Any) -> int:
-    """Validate an input channel count.
-
-    Raises:
-        ConfigError: ``channels`` is not 1 or 3.
-    """
-    if isinstance(channels, bool) or channels not in (1, 3):
-        raise ConfigError(
-            f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}; use the "
-            f"dataset's channel count."
-        )
-    return int(channels)
-
-
 def parse_freeze(freeze: Any) -> str | int:
     """Normalise a freeze setting: 'none', 'backbone', or a stage count (also as text).
 
@@ -289,7 +281,7 @@ def network_info(model: nn.Module) -> NetworkInfo:
         info = getattr(inner, "__dict__", {}).get("shoal_info")
         if isinstance(info, NetworkInfo):
             return info
-        inner = getattr(inner, "_orig_mod", None) or getattr(inner, "module", None)
+        inner = _wrapped(inner)
         if inner is None:
             break
     raise NetworkError(
@@ -303,8 +295,17 @@ def _unwrap(model: nn.Module) -> tuple[nn.Module, Network]:
     info = network_info(model)
     inner: Any = model
     while "shoal_info" not in inner.__dict__:
-        inner = getattr(inner, "_orig_mod", None) or inner.module
+        inner = _wrapped(inner)
     return inner, info.network
+
+
+def _wrapped(model: Any) -> Any:
+    """The module inside a torch.compile or DDP/DataParallel wrapper, else None."""
+    for attribute in ("_orig_mod", "module"):
+        inner = getattr(model, attribute, None)
+        if isinstance(inner, nn.Module):
+            return inner
+    return None
 
 
 def stages(model: nn.Module) -> list[tuple[str, list[str]]]:

@@ -13,13 +13,12 @@ layer Grad-CAM should look at. Built-in architectures are subclasses registered 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from shoal.errors import NetworkError
+from shoal.errors import ConfigError, NetworkError
 
 if TYPE_CHECKING:
     import torch
@@ -32,16 +31,35 @@ __all__ = [
     "NetworkInfo",
     "NetworkSpec",
     "register_network",
+    "check_channels",
     "registered_networks",
 ]
-
-logger = logging.getLogger(__name__)
 
 FAMILIES = ("shoal", "torchvision", "timm", "file")
 """Where an architecture's definition comes from."""
 
 PRETRAINED_KINDS = ("package", "torchvision", "timm")
 """Kinds of default pretrained source: a PyPI package's file, torchvision's or timm's hub."""
+
+
+def check_channels(channels: Any) -> int:
+    """Validate an input channel count.
+
+    Args:
+        channels: The value to check.
+
+    Returns:
+        ``channels`` as an int.
+
+    Raises:
+        ConfigError: ``channels`` is not 1 or 3.
+    """
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ConfigError(
+            f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}; use the "
+            f"dataset's channel count."
+        )
+    return int(channels)
 
 
 @dataclass(frozen=True)
@@ -75,8 +93,6 @@ class NetworkSpec:
         Raises:
             ConfigError: ``channels`` is not 1 or 3.
         """
-        from shoal.networks.factory import check_channels
-
         check_channels(channels)
         if channels == len(self.mean):
             return self.mean, self.std
