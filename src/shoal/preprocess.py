@@ -29,10 +29,14 @@ def to_network_input(pixels: list[np.ndarray] | np.ndarray, crop: tuple[int, int
     """Stack uint8 ``H×W×C`` images into float32 ``N×C×H×W`` pixels 0..255, centre-cropped.
 
     Args:
-        pixels: one ``H×W×C`` array or a list of them, all the same size (the dataset size).
+        pixels: one ``H×W×C`` array, an ``N×H×W×C`` batch, or a list of ``H×W×C`` arrays, all the
+            same size (the dataset size).
         crop: the network input ``(h, w)``, or ``None`` when the model takes the whole image.
     """
-    batch = np.stack(pixels) if isinstance(pixels, list) else pixels[None]
+    if isinstance(pixels, list):
+        batch = np.stack(pixels)
+    else:
+        batch = pixels if pixels.ndim == 4 else pixels[None]
     batch = batch.transpose(0, 3, 1, 2)
     if crop is not None:
         batch = centre_crop(batch, crop)
