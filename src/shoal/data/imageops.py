@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 import zlib
 from pathlib import Path
@@ -246,9 +247,15 @@ def _open(source: str | os.PathLike[str] | bytes | bytearray | memoryview | IO[b
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp)
     except Image.DecompressionBombError as exc:
-        raise ImageError(label, f"refused as a possible decompression bomb: {exc}".rstrip(".")) from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        claim = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
+        raise ImageError(
+            label,
+            f"refused as a possible decompression bomb: its header claims {claim}, "
+            f"more than the limit of {max_pixels / 1e6:.0f} megapixels",
+        ) from None
     except UnidentifiedImageError:
-        raise ImageError(label, "not an image (its content is in no image format Pillow can read)") from None
+        raise ImageError(label, "not an image: its content is in no image format Pillow can read") from None
     except Exception as exc:
         raise ImageError(label, _reason(exc)) from None
     return img, label
@@ -261,7 +268,7 @@ def _check_pixels(img: Image.Image, label: str, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise ImageError(
             label,
-            f"refused as a possible decompression bomb: it claims {w}×{h} pixels "
+            f"refused as a possible decompression bomb: its header claims {w}×{h} pixels "
             f"({w * h / 1e6:.0f} megapixels), more than the limit of {max_pixels / 1e6:.0f} megapixels",
         )
 

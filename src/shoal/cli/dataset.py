@@ -1,0 +1,326 @@
+"""``shoal dataset``: create, show, list, delete and explore stored datasets.
+
+Every command parses its options, calls one function of :mod:`shoal.datasets` and
+formats the result: tables and paths on stdout, the progress bar on stderr. The library
+is imported inside the commands so that ``shoal --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+from shoal.cli import app
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from shoal.data.dataset import Dataset
+
+dataset_app = typer.Typer(
+    help="Turn a folder of labelled images into a stored dataset, and look at it.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(dataset_app, name="dataset")
+
+_SKIPPED_SHOWN = 20  # longer skip reports are cut short; --json or 'show --json' has them all
+
+CREATE_EXAMPLES = """
+Examples:
+
+  shoal dataset create ../shared/data/dolphins-and-seahorses --name dolphins-and-seahorses
+
+  shoal dataset create photos/ --name pets --size 224 --resize crop --val 20 --test 10 --seed 7
+
+  shoal dataset create --list train.txt --val-folder photos-val/ --name pets-listed --grayscale --json
+"""
+
+SHOW_EXAMPLES = """
+Examples:
+
+  shoal dataset show dolphins-and-seahorses
+
+  shoal dataset show digits --json
+"""
+
+LIST_EXAMPLES = """
+Examples:
+
+  shoal dataset list
+
+  shoal dataset list --json
+"""
+
+DELETE_EXAMPLES = """
+Example:
+
+  shoal dataset delete pets
+"""
+
+EXPLORE_EXAMPLES = """
+Examples:
+
+  shoal dataset explore dolphins-and-seahorses --out sheet.png
+
+  shoal dataset explore digits --out digits-val.png --split val --per-class 12
+"""
+
+SAMPLE_EXAMPLES = """
+Examples:
+
+  shoal dataset sample                      # builds 'digits': 1,797 handwritten digits, 10 classes, 32x32
+
+  shoal dataset sample --name digits-64 --size 64 --json
+"""
+
+
+@dataset_app.command("create", epilog=CREATE_EXAMPLES)
+def create_command(
+    folder: Optional[Path] = typer.Argument(
+        None, help="Folder with one sub-folder of images per class (optional with --list).", show_default=False
+    ),
+    name: str = typer.Option(..., "--name", "-n", help="Name of the dataset in the store (letters, digits, . _ -)."),
+    size: Optional[str] = typer.Option(None, "--size", "-s", help="Stored size: one number or WxH.  [default: 256]"),
+    resize: Optional[str] = typer.Option(
+        None, "--resize", help="squash (stretch), crop (cut the long side), fill (noise borders) or half.  [default: squash]"
+    ),
+    grayscale: bool = typer.Option(False, "--grayscale", help="Store one channel instead of RGB."),
+    val: Optional[float] = typer.Option(None, "--val", help="Percent of each class held out for validation.  [default: 25]"),
+    test: Optional[float] = typer.Option(None, "--test", help="Percent of each class held out for testing.  [default: 0]"),
+    val_folder: Optional[Path] = typer.Option(
+        None, "--val-folder", help="A separate folder (or list file) of validation images; --val is then unused."
+    ),
+    list_file: Optional[Path] = typer.Option(
+        None, "--list", help="Text file of 'path label' lines (paths relative to it, or to FOLDER when given)."
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the split; the same seed gives the same split.  [default: 0]"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes.  [default: one per core]"),
+    min_per_class: Optional[int] = typer.Option(
+        None, "--min-per-class", help="Leave out (and report) classes with fewer usable images.  [default: 2]"
+    ),
+    max_per_class: Optional[int] = typer.Option(
+        None, "--max-per-class", help="Use at most this many images per class (a seeded random subset)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset as one JSON object (as 'show --json')."),
+) -> None:
+    """Create a dataset from a folder of class sub-folders (or a list file): resize, split, store.
+
+    Files that cannot be used are skipped and listed with the reason; they never stop the build.
+    """
+    from shoal import datasets
+    from shoal.errors import ConfigError
+
+    if folder is None and list_file is None:
+        raise ConfigError("give a FOLDER with one sub-folder of images per class, or --list FILE of 'path label' lines")
+    started = time.perf_counter()
+    with _Progress("decoding") as progress:
+        ds = datasets.create(
+            folder,
+            name,
+            progress=progress,
+            size=size,
+            resize_mode=resize,
+            grayscale=True if grayscale else None,
+            val_pct=val,
+            test_pct=test,
+            val_folder=val_folder,
+            list_file=list_file,
+            seed=seed,
+            workers=workers,
+            min_per_class=min_per_class,
+            max_per_class=max_per_class,
+        )
+    _print_dataset(ds, as_json=as_json, seconds=time.perf_counter() - started)
+
+
+@dataset_app.command("show", epilog=SHOW_EXAMPLES)
+def show_command(
+    name: str = typer.Argument(..., help="Name of a stored dataset."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: name, classes, size, splits, skipped, mean_image..."),
+) -> None:
+    """Show a dataset: classes × splits counts, skipped files and where it is stored."""
+    from shoal import datasets
+
+    _print_dataset(datasets.load(name), as_json=as_json)
+
+
+@dataset_app.command("list", epilog=LIST_EXAMPLES)
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of the datasets (as 'show --json')."),
+) -> None:
+    """List the stored datasets."""
+    from shoal import datasets
+    from shoal.store import Store
+
+    found = datasets.list()
+    if as_json:
+        _echo_json([d.to_dict() for d in found])
+        return
+    console = _console()
+    if not found:
+        console.print(f"No datasets yet in {Store().home}. Create one with 'shoal dataset create FOLDER --name NAME'.")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "classes", "train", "val", "test", "size", "skipped", "created"):
+        table.add_column(column, justify="right" if column in ("classes", "train", "val", "test", "skipped") else "left")
+    for d in found:
+        table.add_row(
+            d.name,
+            str(d.num_classes),
+            str(d.count("train")),
+            str(d.count("val")),
+            str(d.count("test")),
+            f"{d.size[0]}x{d.size[1]}{'' if d.channels == 3 else ' gray'}",
+            str(len(d.skipped)),
+            d.created.replace("T", " ").replace("+00:00", " UTC"),
+        )
+    console.print(table)
+
+
+@dataset_app.command("delete", epilog=DELETE_EXAMPLES)
+def delete_command(name: str = typer.Argument(..., help="Name of the dataset to delete.")) -> None:
+    """Delete a stored dataset and its files (the source images are not touched)."""
+    from shoal import datasets
+
+    datasets.delete(name)
+    typer.echo(f"Deleted dataset {name!r}.")
+
+
+@dataset_app.command("explore", epilog=EXPLORE_EXAMPLES)
+def explore_command(
+    name: str = typer.Argument(..., help="Name of a stored dataset."),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG file to write the contact sheet to."),
+    per_class: int = typer.Option(8, "--per-class", min=1, help="Images shown per class."),
+    split: str = typer.Option("train", "--split", help="Split to sample: train, val or test."),
+) -> None:
+    """Write a contact sheet PNG: one row of resized sample images per class, with its name and count."""
+    from shoal import datasets
+
+    typer.echo(str(datasets.explore(name, out, per_class=per_class, split=split)))
+
+
+@dataset_app.command("sample", epilog=SAMPLE_EXAMPLES)
+def sample_command(
+    name: str = typer.Option("digits", "--name", "-n", help="Name of the sample dataset in the store."),
+    size: str = typer.Option("32", "--size", "-s", help="Stored size: one number or WxH."),
+    grayscale: bool = typer.Option(False, "--grayscale", help="Store one channel instead of RGB."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Delete the stored sample first and build it again."),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset as one JSON object."),
+) -> None:
+    """Build the built-in sample: scikit-learn's 1,797 handwritten digits (10 classes), no download needed.
+
+    The digits are written as a folder of PNGs in the store, then built like any folder.
+    A sample already built is shown as it is (use --rebuild to build it again).
+    """
+    from shoal import datasets
+
+    started = time.perf_counter()
+    with _Progress("decoding") as progress:
+        ds = datasets.build_sample(
+            name, size=size, grayscale=True if grayscale else None, rebuild=rebuild, progress=progress
+        )
+    _print_dataset(ds, as_json=as_json, seconds=time.perf_counter() - started)
+
+
+# -- output -------------------------------------------------------------------------------------
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _echo_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _print_dataset(ds: Dataset, *, as_json: bool, seconds: float | None = None) -> None:
+    """The dataset's report: a classes × splits table, skipped files, where it is stored."""
+    if as_json:
+        _echo_json(ds.to_dict())
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    splits = [s for s in ("train", "val", "test") if s != "test" or ds.count("test")]
+    colour = "RGB" if ds.channels == 3 else "grayscale"
+    table = Table(
+        title=f"dataset '{escape(ds.name)}': {ds.num_classes} classes, {ds.count()} images, "
+        f"{ds.size[0]}x{ds.size[1]} {colour}, {ds.resize_mode}",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+    )
+    table.add_column("class")
+    for s in splits:
+        table.add_column(s, justify="right")
+    table.add_column("total", justify="right")
+    for c in ds.classes:
+        counts = [ds.splits[s].get(c, 0) for s in splits]
+        table.add_row(escape(c), *map(str, counts), str(sum(counts)))
+    table.add_row("[b]total[/b]", *(f"[b]{ds.count(s)}[/b]" for s in splits), f"[b]{ds.count()}[/b]")
+    console.print(table)
+    if ds.skipped:
+        console.print(f"\nskipped {len(ds.skipped)}:")
+        for item in ds.skipped[:_SKIPPED_SHOWN]:
+            console.print(f"  {escape(item.path)}: {escape(item.reason)}")
+        if len(ds.skipped) > _SKIPPED_SHOWN:
+            console.print(f"  ... and {len(ds.skipped) - _SKIPPED_SHOWN} more: 'shoal dataset show {ds.name} --json' lists all")
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    console.print(f"\nstored{took} in {escape(str(ds.path))}")
+
+
+class _Progress:
+    """A rich progress bar on stderr, shown only when decoding takes longer than a moment.
+
+    Used as ``with _Progress("decoding") as progress: create(..., progress=progress)``.
+    It refreshes from the callback (no background thread), so decoding processes can
+    be forked safely.
+    """
+
+    _DELAY_S = 0.4
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.perf_counter()
+        self.bar: Any = None
+        self.task: Any = None
+        self.last = 0.0
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.bar is None:
+            if now - self.started < self._DELAY_S or done >= total or not sys.stderr.isatty():
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=_console(stderr=True),
+                auto_refresh=False,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+        if now - self.last > 0.1 or done >= total:
+            self.bar.refresh()
+            self.last = now
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
