@@ -129,7 +129,8 @@ def _check_images(dataset_name: str, card: dict[str, Any], store: Store) -> np.n
 def _export_onnx(model: NormalizedNet, path: Path, example: np.ndarray) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(Probabilities(model), (torch.from_numpy(example),), str(path), opset_version=OPSET,
+        # The exporter restores the wrapper's mode afterwards: make it eval so the model stays in eval.
+        torch.onnx.export(Probabilities(model).eval(), (torch.from_numpy(example),), str(path), opset_version=OPSET,
                           input_names=["pixels"], output_names=["probabilities"],
                           dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}}, dynamo=False)
 

@@ -139,13 +139,13 @@ class _Progress:
                             description=f"loss {event['train_loss']:.4f}  {event['images_per_s']:.0f} img/s")
             self._scalars(event, ("train_loss", "lr"), event["epoch"])
         elif kind == "epoch":
-            line = f"epoch {event['epoch']:>3}/{self.epochs}  train loss {event['train_loss']:.4f}"
+            line = f"epoch {event['epoch']:>3}/{self.epochs}  loss {event['train_loss']:.4f}"
             if "val_accuracy" in event:
-                line += f"  val loss {event['val_loss']:.4f}  val acc {event['val_accuracy']:.1%}"
+                line += f"  val loss {event['val_loss']:.4f}  acc {event['val_accuracy']:.1%}"
                 if "val_top5" in event:
                     line += f"  top-5 {event['val_top5']:.1%}"
             line += f"  lr {event['lr']:.2g}  {event['images_per_s']:.0f} img/s  {event['elapsed_s']:.1f} s"
-            err.print(line)
+            err.print(line, soft_wrap=True, highlight=False)
             self._scalars(event, ("val_loss", "val_accuracy", "val_top5"), event["epoch"])
         elif kind == "early_stop":
             err.print(f"Stopping early: no improvement since epoch {event['best_epoch']}")

@@ -146,6 +146,7 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
     cached = head_only and config.color_jitter == 0  # a frozen backbone sees fixed views: compute features once
 
     # -- data -----------------------------------------------------------------------------------
+    clock = time.perf_counter()  # the feature cache counts as training time
     train_x, val_x = dataset.images("train"), dataset.images("val")
     train_y, val_y = dataset.labels("train"), dataset.labels("val")
     if len(train_y) == 0 or len(val_y) == 0:
@@ -178,7 +179,7 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
     # -- loop -----------------------------------------------------------------------------------
     iters = len(train_batches)
     log_every = config.log_every or max(1, iters // 10)
-    started = time.perf_counter() - state["elapsed"]
+    started = clock - state["elapsed"]
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         _train_mode(model, cached)
         seen, loss_sum, tick = 0, 0.0, time.perf_counter()
