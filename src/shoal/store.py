@@ -86,6 +86,57 @@ class Entry:
         }
 
 
+# -- jobs: the web app's queue of dataset builds and trainings ----------------------------------
+# A job is one unit of work a worker process runs (build a dataset, train or resume a model);
+# its row holds the parameters, the status (one of STATUSES), the worker's pid, progress and
+# any error. ``lane`` groups jobs that must not run at the same time: ``data`` for dataset
+# builds, the device (``cpu``, ``cuda``...) for trainings; each lane runs one job at a time,
+# oldest first.
+_JOBS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    status TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    progress TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    pid INTEGER,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+)
+"""
+_JOB_COLUMNS = "id, kind, target, lane, status, params, progress, error, pid, created, started, finished"
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the job queue."""
+
+    id: int
+    kind: str
+    target: str
+    lane: str
+    status: str
+    params: dict[str, Any]
+    progress: dict[str, Any]
+    error: str | None
+    pid: int | None
+    created: float
+    started: float | None
+    finished: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "target": self.target, "lane": self.lane, "status": self.status,
+            "params": self.params, "progress": self.progress, "error": self.error, "pid": self.pid,
+            "created": self.created, "started": self.started, "finished": self.finished,
+        }
+
+
 class Store:
     """The datasets and models under one home folder.
 
@@ -211,6 +262,92 @@ class Store:
             con.execute("DELETE FROM entries WHERE kind = ? AND name = ?", (kind, name))
         shutil.rmtree(entry.path, ignore_errors=True)
 
+
+    # -- jobs (the web app's queue) -------------------------------------------------------
+    @contextlib.contextmanager
+    def _jobs_db(self) -> Iterator[sqlite3.Connection]:
+        with self._db() as con:
+            con.execute(_JOBS_SCHEMA)
+            yield con
+
+    def add_job(self, kind: str, target: str, *, lane: str, params: dict[str, Any] | None = None) -> Job:
+        """Queue a job and return it (status ``queued``)."""
+        with self._jobs_db() as con:
+            cur = con.execute(
+                "INSERT INTO jobs (kind, target, lane, status, params, created) VALUES (?, ?, ?, 'queued', ?, ?)",
+                (kind, target, lane, json.dumps(params or {}), time.time()),
+            )
+            job_id = int(cur.lastrowid or 0)
+        return self.get_job(job_id)
+
+    def get_job(self, job_id: int) -> Job:
+        """Return job ``job_id``, or raise :class:`NotFoundError`."""
+        with self._jobs_db() as con:
+            row = con.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no job {job_id} in {self.home}")
+        return _job(row)
+
+    def list_jobs(self, *, status: str | tuple[str, ...] | None = None, kind: str | tuple[str, ...] | None = None,
+                  target: str | None = None, lane: str | None = None, limit: int | None = None) -> list[Job]:
+        """Return the jobs matching every given filter, oldest first (the newest ``limit`` when given)."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("status", status), ("kind", kind)):
+            if value is not None:
+                values = (value,) if isinstance(value, str) else tuple(value)
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                args.extend(values)
+        for column, value in (("target", target), ("lane", lane)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        query = f"SELECT {_JOB_COLUMNS} FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        if limit is not None:
+            query = f"SELECT * FROM ({query} ORDER BY id DESC LIMIT {int(limit)})"
+        with self._jobs_db() as con:
+            rows = con.execute(query + " ORDER BY id", args).fetchall()
+        return [_job(r) for r in rows]
+
+    def update_job(self, job_id: int, *, status: str | None = None, progress: dict[str, Any] | None = None,
+                   error: Any = _UNSET, pid: Any = _UNSET, started: Any = _UNSET, finished: Any = _UNSET,
+                   only_if: tuple[str, ...] | None = None) -> Job:
+        """Change a job's fields (``progress`` keys are merged in) and return the job.
+
+        ``only_if`` makes the change happen only while the job's status is one of those
+        (compare-and-set), so that a worker never overwrites an ``aborted`` set by someone else.
+        """
+        if status is not None and status not in STATUSES:
+            raise ConfigError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        with self._jobs_db() as con:
+            row = con.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no job {job_id} in {self.home}")
+            job = _job(row)
+            if only_if is not None and job.status not in only_if:
+                return job
+            sets: dict[str, Any] = {}
+            if status is not None:
+                sets["status"] = status
+            if progress is not None:
+                sets["progress"] = json.dumps({**job.progress, **progress})
+            for column, value in (("error", error), ("pid", pid), ("started", started), ("finished", finished)):
+                if value is not _UNSET:
+                    sets[column] = value
+            if sets:
+                assignments = ", ".join(f"{c} = ?" for c in sets)
+                con.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*sets.values(), job_id))
+        return self.get_job(job_id)
+
+    def forget_jobs(self, target: str, kinds: tuple[str, ...]) -> None:
+        """Delete the finished jobs of ``kinds`` about ``target`` (after the entry itself is deleted)."""
+        with self._jobs_db() as con:
+            con.execute(
+                f"DELETE FROM jobs WHERE target = ? AND kind IN ({', '.join('?' * len(kinds))}) "
+                "AND status NOT IN ('queued', 'running')",
+                (target, *kinds),
+            )
+
     def _refuse_existing(self, kind: Kind, name: str) -> None:
         if self.exists(kind, name):
             raise AlreadyExistsError(
@@ -231,3 +368,10 @@ class Store:
 def _entry(row: tuple[Any, ...]) -> Entry:
     kind, name, status, created, updated, path, summary = row
     return Entry(kind, name, status, created, updated, Path(path), json.loads(summary))
+
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    id_, kind, target, lane, status, params, progress, error, pid, created, started, finished = row
+    return Job(id_, kind, target, lane, status, json.loads(params), json.loads(progress), error, pid,
+               created, started, finished)

@@ -1,0 +1,57 @@
+"""``/api/models/{name}/...``: classify images with a trained model, and evaluate it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from shoal.errors import InputError
+from shoal.server import services
+from shoal.server.deps import ClassifiersDep, SettingsDep, StoreDep
+from shoal.server.schemas import ClassifyManyOut, ClassifyOut
+from shoal.server.security import check_image, read_upload, save_upload
+
+router = APIRouter(prefix="/models", tags=["predict"])
+
+TopForm = Annotated[int, Form(ge=1, le=100, description="how many classes to return, most probable first")]
+
+
+@router.post("/{name}/classify", response_model=ClassifyOut,
+             summary="Classify one image (upload or URL): the same JSON as 'shoal classify --json'")
+async def classify(name: str, store: StoreDep, settings: SettingsDep, classifiers: ClassifiersDep,
+                   file: Annotated[UploadFile | None, File(description="the image")] = None,
+                   url: Annotated[str | None, Form(description="or an http(s) address of the image")] = None,
+                   top: TopForm = 5) -> dict[str, Any]:
+    """Answers ``{"source", "predictions": [{"label", "probability"}, ...]}``: the object
+    ``shoal classify MODEL IMAGE --json`` prints for that image (``source`` is the uploaded
+    file's name, or the URL). The model stays loaded between requests."""
+    data = await read_upload(file, limit=settings.max_image_bytes) if file is not None and not url else None
+    return await run_in_threadpool(services.classify, classifiers, store, settings, name, data=data,
+                                   filename=file.filename if file is not None else None, url=url, top=top)
+
+
+@router.post("/{name}/classify-many", response_model=ClassifyManyOut,
+             summary="Classify several images, or a zip of class folders (with accuracy against the folder names)")
+async def classify_many(name: str, store: StoreDep, settings: SettingsDep, classifiers: ClassifiersDep,
+                        files: Annotated[list[UploadFile] | None, File(description="images")] = None,
+                        archive: Annotated[UploadFile | None, File(description="a .zip with one folder per class")] = None,
+                        top: TopForm = 5) -> dict[str, Any]:
+    images: list[tuple[str, bytes]] = []
+    for upload in files or []:
+        data = await read_upload(upload, limit=settings.max_image_bytes)
+        check_image(data, upload.filename or "upload")
+        images.append((upload.filename or f"image {len(images) + 1}", data))
+    if archive is None:
+        if not images:
+            raise InputError("no images to classify: upload image files, or a zip with one folder of images per class")
+        return await run_in_threadpool(services.classify_many, classifiers, store, settings, name, files=images,
+                                       archive=None, top=top)
+    with tempfile.TemporaryDirectory(dir=services._uploads(store)) as tmp:
+        path = Path(tmp) / "images.zip"
+        await save_upload(archive, path, limit=settings.max_zip_bytes, what="zip")
+        return await run_in_threadpool(services.classify_many, classifiers, store, settings, name, files=images,
+                                       archive=path, top=top)

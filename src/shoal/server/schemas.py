@@ -1,0 +1,220 @@
+"""Request and response bodies of the JSON API, one class per direction.
+
+The option blocks (``DataOptions``, ``TrainOptions``) are generated from the library's
+config dataclasses by :mod:`shoal.server.forms`, so ``/docs`` lists every option with its
+default and explanation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shoal.server.forms import data_options_model, train_options_model
+
+DataOptions = data_options_model()
+TrainOptions = train_options_model()
+
+Status = Literal["queued", "running", "done", "failed", "interrupted", "aborted"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests -------------------------------------------------------------------------------------
+class DatasetCreate(_Strict):
+    """Build a dataset from a folder on the server (inside the allowed roots) or the built-in sample."""
+
+    name: str = Field(description="name in the store: letters, digits, '.', '_' or '-'")
+    folder: str | None = Field(None, description="server-side folder with one sub-folder of images per class")
+    sample: bool = Field(False, description="build the built-in digits sample instead of a folder")
+    options: DataOptions = Field(default_factory=DataOptions)  # type: ignore[valid-type]
+
+
+class ModelCreate(_Strict):
+    """Train a model (or several: lists of lr / batch_size train one model per combination)."""
+
+    dataset: str = Field(description="a stored dataset")
+    name: str | None = Field(None, description="model name; default <dataset>-<network> (+ -lrX-bsY in a sweep)")
+    network: str = Field("auto", description="a network name (GET /api/networks); auto: lenet, or "
+                                             "efficientnet_lite0 when pretrained")
+    network_file: str | None = Field(None, description="an uploaded network file (POST /api/networks/files)")
+    pretrained: bool = Field(False, description="start from the network's own pretrained weights (fine-tuning)")
+    weights: str | None = Field(None, description="start from uploaded pretrained weights (POST /api/pretrained)")
+    previous: str | None = Field(None, description="start from the weights of this trained model")
+    previous_epoch: str = Field("best", description="with previous: 'best' or a snapshot's epoch")
+    options: TrainOptions = Field(default_factory=TrainOptions)  # type: ignore[valid-type]
+
+
+class ModelResume(_Strict):
+    epochs: int | None = Field(None, description="a new total number of epochs (to train longer)")
+
+
+# -- responses ------------------------------------------------------------------------------------
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    target: str
+    lane: str
+    status: Status
+    progress: dict[str, Any]
+    error: str | None
+    pid: int | None
+    created: float
+    started: float | None
+    finished: float | None
+    queue_position: int | None = Field(None, description="jobs ahead of it in its lane while it waits")
+
+
+class JobAccepted(BaseModel):
+    """A job was queued; follow it at ``url``."""
+
+    job: JobOut
+    name: str
+    url: str
+
+
+class ModelsAccepted(BaseModel):
+    """One queued training per model (several for a sweep)."""
+
+    models: list[JobAccepted]
+
+
+class DatasetSummary(BaseModel):
+    name: str
+    status: Status
+    created: float
+    classes: int | None = None
+    size: list[int] | None = None
+    channels: int | None = None
+    counts: dict[str, int] = {}
+    skipped: int = 0
+    error: str | None = None
+    progress: dict[str, Any] = {}
+
+
+class DatasetOut(BaseModel):
+    """A stored dataset (``Dataset.to_dict()``), or the job still building it."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    status: Status
+    error: str | None = None
+    job: JobOut | None = None
+
+
+class ImagePage(BaseModel):
+    split: str
+    label: str | None
+    page: int
+    pages: int
+    total: int
+    items: list[dict[str, Any]]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    status: Status
+    created: float
+    updated: float
+    dataset: str | None
+    network: str | None
+    pretrained: Any = None
+    val_accuracy: float | None
+    best_epoch: int | None
+    progress: dict[str, Any] = {}
+    queue_position: int | None = None
+
+
+class ModelOut(BaseModel):
+    """A model: status, configuration, metric history per epoch, snapshots, bundle and job."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    status: Status
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+    snapshots: list[int]
+    bundle: str | None
+    error: str | None
+    job: JobOut | None
+    can_abort: bool
+    can_resume: bool
+    epochs: int | None
+
+
+class EventsOut(BaseModel):
+    """Progress events of the run (``iteration`` and ``epoch`` carry the metrics) from ``after`` on."""
+
+    events: list[dict[str, Any]]
+    next: int = Field(description="pass as 'after' to get only newer events")
+    status: Status | None = None
+
+
+class Prediction(BaseModel):
+    label: str
+    probability: float
+
+
+class ClassifyOut(BaseModel):
+    """The same object ``shoal classify --json`` prints for the image."""
+
+    source: str
+    predictions: list[Prediction]
+
+
+class ClassifyManyOut(BaseModel):
+    model: str
+    summary: dict[str, Any]
+    per_class: list[dict[str, Any]]
+    results: list[dict[str, Any]]
+
+
+class NetworkOut(BaseModel):
+    name: str
+    description: str
+    family: str
+    input_size: list[int]
+    pretrained: str | None
+    pretrained_offline: bool
+
+
+class NetworksOut(BaseModel):
+    networks: list[NetworkOut]
+    files: list[dict[str, Any]] = Field(description="uploaded network definitions (.py)")
+    pretrained: list[dict[str, Any]] = Field(description="uploaded pretrained weights")
+
+
+class NetworkFileOut(BaseModel):
+    file: str
+    network: str
+
+
+class PretrainedOut(BaseModel):
+    name: str
+    architecture: str
+    file: str
+    tensors: int
+    parameters: int
+    labels: list[str]
+    path: str
+    created: float
+
+
+class SchedulePoint(BaseModel):
+    epoch: float
+    lr: float
+
+
+class ScheduleOut(BaseModel):
+    policy: str
+    points: list[SchedulePoint]
+
+
+class FoldersOut(BaseModel):
+    path: str | None
+    parent: str | None
+    roots: list[str]
+    folders: list[str]

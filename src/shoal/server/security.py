@@ -1,0 +1,362 @@
+"""What keeps the web app safe to run: token, request size, CSRF, folders, zips, uploads.
+
+- **Token.** With an access token set, every request must carry it: an
+  ``Authorization: Bearer`` header, the ``shoal_token`` cookie, or once ``?token=`` in the
+  address (which sets the cookie and redirects to the same page without it).
+- **Size.** Request bodies over the limit of their route get 413 before they are read
+  (Content-Length) or as soon as they pass it (chunked uploads).
+- **CSRF.** A state-changing request must carry the ``X-Shoal-CSRF`` header (pages send the
+  value of the ``shoal_csrf`` cookie; scripts may send any value, because another site's page
+  cannot set a custom header without a CORS preflight, which the app never allows), or, for
+  a plain HTML form, a ``csrf_token`` field equal to the cookie. A request carrying the
+  access token in an ``Authorization`` header needs neither.
+- **Folders.** A server-side path is used only when it resolves (symlinks followed) inside
+  one of the configured roots.
+- **Zips.** Members with absolute paths, ``..``, links or device files are refused, as are
+  archives with too many members, members compressed more than ``max_zip_ratio`` times, or
+  more than ``max_unzipped_bytes`` in all; sizes are counted while writing, not trusted
+  from the headers.
+- **Images.** An uploaded image must decode (the same safe decoder datasets use).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import shutil
+import stat
+import zipfile
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import HTTPException, Request
+
+from shoal.errors import InputError
+from shoal.server.config import Settings
+
+TOKEN_COOKIE = "shoal_token"
+CSRF_COOKIE = "shoal_csrf"
+CSRF_HEADER = "x-shoal-csrf"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RequestTooLarge(Exception):
+    """A request body passed the limit of its route."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def too_large_detail(limit: int) -> str:
+    return f"the upload is larger than the limit of {_size(limit)}; send a smaller file (or raise the limit)"
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}".replace(".0 ", " ")
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    """The most bytes a request to ``path`` may send: images get the image limit, the rest the zip limit."""
+    if path.endswith(("/classify", "/heatmap")):
+        return settings.max_image_bytes + 64 * 1024  # the multipart envelope around one image
+    return settings.max_zip_bytes + 64 * 1024
+
+
+def _json_response(status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[dict, dict]:
+    body = ('{"detail": ' + _json_string(detail) + "}").encode()
+    start = {"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         *(headers or [])]}
+    return start, {"type": "http.response.body", "body": body}
+
+
+def _json_string(text: str) -> str:
+    import json
+
+    return json.dumps(text)
+
+
+class GuardMiddleware:
+    """ASGI middleware: the access token and the request size limit, before any route runs."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.settings.token:
+            verdict = self._check_token(scope, headers)
+            if verdict is not None:
+                for message in verdict:
+                    await send(message)
+                return
+        limit = body_limit(self.settings, scope["path"])
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            for message in _json_response(413, too_large_detail(limit)):
+                await send(message)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise RequestTooLarge(limit)
+            return message
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except RequestTooLarge as exc:
+            if not started:
+                for message in _json_response(413, too_large_detail(exc.limit)):
+                    await send(message)
+
+    def _check_token(self, scope: Scope, headers: dict[str, str]) -> tuple[dict, dict] | None:
+        token = self.settings.token or ""
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer ") and _same(auth[7:].strip(), token):
+            scope.setdefault("state", {})["bearer"] = True
+            return None
+        if _same(_cookie(headers.get("cookie", ""), TOKEN_COOKIE) or "", token):
+            return None
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        given = next((v for k, v in query if k == "token"), None)
+        if given is not None and _same(given, token) and scope.get("method") in SAFE_METHODS:
+            # First visit with ?token=: remember it in a cookie and drop it from the address.
+            rest = urlencode([(k, v) for k, v in query if k != "token"])
+            location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
+            cookie = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            start = {"type": "http.response.start", "status": 303,
+                     "headers": [(b"location", location.encode("latin-1")), (b"set-cookie", cookie.encode("latin-1")),
+                                 (b"content-length", b"0")]}
+            return start, {"type": "http.response.body", "body": b""}
+        return _json_response(401, "this shoal server needs its access token: open the address printed by "
+                                   "'shoal serve' (it ends in ?token=...), or send 'Authorization: Bearer TOKEN'",
+                              [(b"www-authenticate", b"Bearer")])
+
+
+def _same(given: str, expected: str) -> bool:
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+async def check_csrf(request: Request) -> None:
+    """Refuse a state-changing request that could come from another site (see the module docstring)."""
+    if request.method in SAFE_METHODS:
+        return
+    if request.scope.get("state", {}).get("bearer"):
+        return
+    cookie = request.cookies.get(CSRF_COOKIE)
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        if cookie and not hmac.compare_digest(header.encode(), cookie.encode()):
+            raise HTTPException(403, "the CSRF token does not match this browser's; reload the page and try again")
+        return
+    content_type = request.headers.get("content-type", "")
+    if cookie and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        field = form.get(CSRF_FIELD)
+        if isinstance(field, str) and hmac.compare_digest(field.encode(), cookie.encode()):
+            return
+    raise HTTPException(403, "missing CSRF token: pages send it by themselves (reload the page); scripts must "
+                             "send the header 'X-Shoal-CSRF: 1' (or 'Authorization: Bearer TOKEN')")
+
+
+# -- server-side folders -------------------------------------------------------------------------
+def confine(path: str, roots: tuple[Path, ...], *, what: str = "folder") -> Path:
+    """Return ``path`` resolved, if it lies inside one of ``roots``.
+
+    Raises:
+        InputError: no roots are configured, the path does not exist, or it resolves outside
+            every root (symlinks and ``..`` included).
+    """
+    if not roots:
+        raise InputError(f"this server allows no server-side {what}s; upload a zip instead, or restart it "
+                         "with 'shoal serve --roots DIR' to allow folders under DIR")
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise InputError(f"give the path of a {what} on the server, got {path!r}")
+    raw = Path(path.strip()).expanduser()
+    if not raw.is_absolute():
+        raw = roots[0] / raw
+    try:
+        resolved = raw.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise InputError(f"{what} {path!r} does not exist on the server") from None
+    for root in roots:
+        if resolved == root or resolved.is_relative_to(root):
+            return resolved
+    allowed = ", ".join(str(r) for r in roots)
+    raise InputError(f"{what} {path!r} is outside the folders this server may read ({allowed}); "
+                     "restart it with 'shoal serve --roots DIR' to allow another folder")
+
+
+# -- zips ----------------------------------------------------------------------------------------
+def safe_extract(archive: Path, dest: Path, settings: Settings) -> Path:
+    """Extract a zip of class folders into ``dest`` (which must not exist) and return the class root.
+
+    The class root is ``dest`` itself, or the single top-level folder when the zip wraps
+    everything in one (``photos/cats/1.jpg``).
+
+    Raises:
+        InputError: not a zip, or unsafe (see the module docstring); nothing is left behind.
+    """
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError):
+        raise InputError("the upload is not a zip file; zip the folder of class sub-folders and upload that") from None
+    dest.mkdir(parents=True)
+    try:
+        with zf:
+            _extract_members(zf, dest, settings)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    entries = [p for p in dest.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir():
+        inner = entries[0]
+        if any(p.is_dir() for p in inner.iterdir()):
+            return inner
+    return dest
+
+
+def _extract_members(zf: zipfile.ZipFile, dest: Path, settings: Settings) -> None:
+    members = zf.infolist()
+    if len(members) > settings.max_zip_members:
+        raise InputError(f"the zip holds {len(members)} files, more than the limit of {settings.max_zip_members}")
+    declared = sum(m.file_size for m in members)
+    if declared > settings.max_unzipped_bytes:
+        raise InputError(f"the zip would expand to {_size(declared)}, more than the limit of "
+                         f"{_size(settings.max_unzipped_bytes)}")
+    written = 0
+    for member in members:
+        name = member.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts or "\x00" in name:
+            raise InputError(f"the zip has an unsafe path {name!r} (absolute, or leaving the archive with '..'); "
+                             "zip the class folders with relative paths")
+        mode = (member.external_attr >> 16) & 0o170000
+        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise InputError(f"the zip member {name!r} is a link or special file; zip plain files only")
+        target = dest.joinpath(*parts) if parts else dest
+        if member.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if member.compress_size and member.file_size / member.compress_size > settings.max_zip_ratio:
+            raise InputError(f"the zip member {name!r} is compressed {member.file_size / member.compress_size:.0f} "
+                             f"times, more than the limit of {settings.max_zip_ratio:.0f} (a zip bomb?)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        budget = member.file_size
+        with zf.open(member) as src, open(target, "wb") as out:
+            while True:
+                chunk = src.read(1 << 20)
+                if not chunk:
+                    break
+                budget -= len(chunk)
+                written += len(chunk)
+                if budget < 0 or written > settings.max_unzipped_bytes:
+                    raise InputError(f"the zip member {name!r} expands past its declared size or the total "
+                                     f"limit of {_size(settings.max_unzipped_bytes)} (a zip bomb?)")
+                out.write(chunk)
+
+
+# -- uploads -------------------------------------------------------------------------------------
+async def save_upload(upload: Any, dest: Path, *, limit: int, what: str = "file") -> int:
+    """Copy an uploaded file to ``dest``, refusing it with 413 past ``limit`` bytes; return its size."""
+    size = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(dest, "wb") as out:
+            while True:
+                chunk = await upload.read(1 << 20)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"the {what} is larger than the limit of {_size(limit)}")
+                out.write(chunk)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        dest.unlink(missing_ok=True)
+        raise InputError(f"the uploaded {what} {getattr(upload, 'filename', '') or ''!r} is empty (0 bytes)")
+    return size
+
+
+async def read_upload(upload: Any, *, limit: int, what: str = "image") -> bytes:
+    """Return the bytes of an uploaded file, refusing it with 413 past ``limit`` bytes.
+
+    Raises:
+        HTTPException: 413 past ``limit``.
+        InputError: the file is empty.
+    """
+    data = bytearray()
+    while True:
+        chunk = await upload.read(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > limit:
+            raise HTTPException(413, f"the {what} {upload.filename or ''!r} is larger than the limit of {_size(limit)}")
+    if not data:
+        raise InputError(f"cannot read {what} {upload.filename or 'upload'}: empty file (0 bytes)")
+    return bytes(data)
+
+
+def check_image(data: bytes, name: str) -> None:
+    """Raise :class:`InputError` (saying why) unless ``data`` decodes as an image."""
+    from shoal.data.imageops import open_image
+
+    try:
+        open_image(data)
+    except InputError as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        raise InputError(f"cannot read image {name}: {reason}") from None
+
+
+def safe_filename(name: str | None, default: str = "upload") -> str:
+    """A file name without folders or odd characters, for storing an upload."""
+    base = os.path.basename((name or "").replace("\\", "/")).strip()
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in base).lstrip(".")
+    return cleaned[:100] or default

@@ -1,0 +1,755 @@
+"""The service layer between routes and the library: each function is one action of the app.
+
+Routes parse the request, call one function here, and format what it returns. These
+functions call :mod:`shoal.datasets`, :mod:`shoal.training`, :mod:`shoal.models`,
+:mod:`shoal.bundle` and :mod:`shoal.inference`; they hold no training or inference logic,
+only the web app's bookkeeping (jobs, sweeps, caches, uploads). Library errors
+(:class:`~shoal.errors.ShoalError`) pass through; the app turns them into answers.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from shoal import models
+from shoal.config import build, to_dict
+from shoal.errors import (
+    AlreadyExistsError,
+    BundleError,
+    ConfigError,
+    InputError,
+    NetworkError,
+    NotFoundError,
+    TrainingError,
+)
+from shoal.server.config import Settings
+from shoal.server.jobs import DATA_LANE, TRAIN_KINDS, Runner, device_lane
+from shoal.server.security import confine, safe_extract
+from shoal.store import Job, Store, check_name
+
+RESUMABLE = ("interrupted", "aborted", "failed")
+STATE_FILE = "state.pt"  # the resume point a run rewrites every epoch (shoal.training.snapshots)
+EXPORT_TIMEOUT_S = 600
+
+
+# -- caches on app.state ----------------------------------------------------------------------------
+class Classifiers:
+    """Loaded classifiers, kept between requests (loading a bundle takes far longer than a prediction).
+
+    Keyed by bundle path, runtime and the manifest's modification time, so a re-exported
+    bundle is loaded afresh; the least recently used is dropped past ``size``.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, str, float], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[str, str, float], threading.Lock] = {}
+
+    def get(self, bundle: Path, runtime: str = "onnx") -> Any:
+        from shoal.bundle import MANIFEST
+        from shoal.inference import load
+
+        manifest = bundle / MANIFEST if bundle.is_dir() else bundle
+        try:
+            key = (str(bundle), runtime, manifest.stat().st_mtime)
+        except OSError:
+            raise BundleError(f"the bundle {str(bundle)!r} is missing; train or export the model again") from None
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one load per bundle, even when many requests arrive at once
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            classifier = load(bundle, runtime=runtime)
+            with self._lock:
+                self._items[key] = classifier
+                self._loading.pop(key, None)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            return classifier
+
+    def forget(self, bundle_prefix: Path) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0].startswith(str(bundle_prefix))]:
+                del self._items[key]
+
+
+class NetworkCatalog:
+    """The pretrained-network list (``shoal.networks.list_networks``), read once: it imports torch."""
+
+    def __init__(self) -> None:
+        self._specs: list[dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+
+    def specs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._specs is None:
+                from shoal.networks import list_networks
+
+                self._specs = [{
+                    "name": s.name, "description": s.description, "family": s.family,
+                    "input_size": list(s.input_size), "pretrained": s.pretrained,
+                    "pretrained_offline": s.pretrained_offline,
+                } for s in list_networks()]
+            return self._specs
+
+    def names(self) -> list[str]:
+        return [s["name"] for s in self.specs()]
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+def job_view(runner: Runner, job: Job) -> dict[str, Any]:
+    """A job as the API shows it (with its place in the queue while it waits)."""
+    out = job.to_dict()
+    out.pop("params", None)
+    out["queue_position"] = runner.position(job) if job.status == "queued" else None
+    return out
+
+
+def list_jobs(store: Store, runner: Runner, *, recent: int = 20) -> list[dict[str, Any]]:
+    """Running and queued jobs, then the most recent finished ones."""
+    active = store.list_jobs(status=("running", "queued"))
+    done = [j for j in store.list_jobs(limit=recent) if j.status not in ("running", "queued")]
+    return [job_view(runner, j) for j in active + sorted(done, key=lambda j: -j.id)]
+
+
+def abort_job(store: Store, runner: Runner, job_id: int) -> dict[str, Any]:
+    job = store.get_job(job_id)
+    if job.status not in ("queued", "running"):
+        raise TrainingError(f"job {job_id} is {job.status}; only queued or running jobs can be aborted")
+    return job_view(runner, runner.abort(job))
+
+
+def _active_job(store: Store, target: str, kinds: tuple[str, ...]) -> Job | None:
+    jobs = store.list_jobs(status=("queued", "running"), kind=kinds, target=target)
+    return jobs[-1] if jobs else None
+
+
+# -- datasets -------------------------------------------------------------------------------------
+def _check_new_dataset(store: Store, name: str) -> None:
+    check_name(name, "dataset")
+    if store.exists("dataset", name) or _active_job(store, name, ("dataset",)):
+        raise AlreadyExistsError(f"a dataset named {name!r} already exists or is being built: choose another name, "
+                                 "or delete the existing one first")
+
+
+def _dataset_options(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
+    """Check the options now (a bad value fails the request, not the job later); confine paths."""
+    from shoal.data.config import DataConfig
+    from shoal.data.scan import scan_list
+
+    options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(options.get("size"), list):
+        options["size"] = tuple(options["size"])
+    DataConfig().replace(**options)  # raises ConfigError naming the option
+    for key in ("val_folder", "list_file"):
+        if options.get(key):
+            options[key] = str(confine(options[key], settings.roots, what="folder" if key == "val_folder" else "file"))
+    if options.get("list_file"):
+        for files in scan_list(options["list_file"]).files.values():
+            for path in files:
+                confine(str(path), settings.roots, what="image listed in the list file")
+    return options
+
+
+def submit_dataset(store: Store, runner: Runner, settings: Settings, *, name: str, folder: str | None,
+                   sample: bool, options: dict[str, Any]) -> Job:
+    """Queue the build of a dataset from a server-side folder (inside the roots) or the built-in sample."""
+    _check_new_dataset(store, name)
+    options = _dataset_options(settings, options)
+    if sample:
+        from shoal.data.sample import SAMPLE_SIZE, ensure_sample
+
+        source = str(ensure_sample(store))
+        options.setdefault("size", SAMPLE_SIZE)
+    elif folder:
+        source = str(confine(folder, settings.roots))
+    elif options.get("list_file"):
+        source = None
+    else:
+        raise InputError("say where the images are: a server-side folder, a list file, an uploaded zip, "
+                         "or the built-in sample")
+    return runner.submit("dataset", name, lane=DATA_LANE, params={"source": source, "options": options})
+
+
+def submit_dataset_zip(store: Store, runner: Runner, settings: Settings, *, name: str, archive: Path,
+                       options: dict[str, Any]) -> Job:
+    """Queue the build of a dataset from an uploaded zip of class folders (extracted safely first)."""
+    _check_new_dataset(store, name)
+    options = _dataset_options(settings, {k: v for k, v in options.items() if k not in ("val_folder", "list_file")})
+    uploads = store.home / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=uploads))
+    dest.rmdir()
+    root = safe_extract(archive, dest, settings)
+    return runner.submit("dataset", name, lane=DATA_LANE,
+                         params={"source": str(root), "options": options, "cleanup": str(dest)})
+
+
+def dataset_view(store: Store, runner: Runner, name: str) -> dict[str, Any]:
+    """A stored dataset (``Dataset.to_dict()``), or the job building it."""
+    from shoal import datasets
+
+    jobs = store.list_jobs(kind="dataset", target=name)
+    if store.exists("dataset", name):
+        info = datasets.load(name, store=store).to_dict()
+        info["status"] = "done"
+        info["job"] = job_view(runner, jobs[-1]) if jobs else None
+        info["models"] = [e.name for e in store.list("model") if e.summary.get("dataset") == name]
+        return info
+    if not jobs:
+        store.get("dataset", name)  # raises NotFoundError listing the datasets there are
+    job = jobs[-1]
+    return {"name": name, "status": job.status, "error": job.error, "job": job_view(runner, job)}
+
+
+def list_datasets(store: Store, runner: Runner) -> list[dict[str, Any]]:
+    """Stored datasets, then the ones being built (or whose build failed last)."""
+    out = []
+    for entry in store.list("dataset"):
+        s = entry.summary
+        out.append({"name": entry.name, "status": entry.status, "created": entry.created,
+                    "classes": len(s.get("classes", [])), "size": s.get("size"), "channels": s.get("channels"),
+                    "counts": s.get("counts", {}), "skipped": s.get("skipped", 0)})
+    stored = {d["name"] for d in out}
+    latest: dict[str, Job] = {}
+    for job in store.list_jobs(kind="dataset"):
+        latest[job.target] = job
+    for target, job in latest.items():
+        if target not in stored and job.status in ("queued", "running", "failed"):
+            out.append({"name": target, "status": job.status, "created": job.created, "error": job.error,
+                        "job": job_view(runner, job), "progress": job.progress})
+    return out
+
+
+def delete_dataset(store: Store, name: str) -> None:
+    from shoal import datasets
+
+    if _active_job(store, name, ("dataset",)):
+        raise TrainingError(f"dataset {name!r} is being built; abort its job first")
+    if store.exists("dataset", name):
+        datasets.delete(name, store=store)
+    elif not store.list_jobs(kind="dataset", target=name):
+        store.get("dataset", name)
+    store.forget_jobs(name, ("dataset",))
+
+
+def dataset_images(store: Store, name: str, *, split: str, label: str | None, page: int,
+                   per_page: int) -> dict[str, Any]:
+    """One page of a split's images (optionally of one class): indices, labels, file names."""
+    import numpy as np
+
+    from shoal import datasets
+
+    ds = datasets.load(name, store=store)
+    if split not in ds.splits:
+        raise ConfigError(f"split must be one of {', '.join(ds.splits)}, got {split!r}")
+    if label is not None and label not in ds.classes:
+        raise ConfigError(f"class {label!r} is not in dataset {name!r} (classes: {', '.join(ds.classes)})")
+    if ds.count(split) == 0:
+        return {"split": split, "label": label, "page": 0, "pages": 0, "total": 0, "items": []}
+    labels = ds.labels(split)
+    indices = np.flatnonzero(labels == ds.classes.index(label)) if label is not None else np.arange(len(labels))
+    pages = max(1, -(-len(indices) // per_page))
+    page = min(max(page, 0), pages - 1)
+    chosen = indices[page * per_page:(page + 1) * per_page]
+    sources = ds.sources(split)
+    return {
+        "split": split, "label": label, "page": page, "pages": pages, "total": int(len(indices)),
+        "items": [{"index": int(i), "label": ds.classes[int(labels[i])], "file": os.path.basename(sources[i])}
+                  for i in chosen],
+    }
+
+
+def dataset_image_png(store: Store, name: str, split: str, index: int) -> bytes:
+    import io
+
+    from shoal import datasets
+
+    image = datasets.load(name, store=store).image(split, index)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def dataset_mean_path(store: Store, name: str) -> Path:
+    from shoal import datasets
+
+    path = datasets.load(name, store=store).mean_image_path
+    if not path.exists():
+        raise NotFoundError(f"dataset {name!r} has no mean image file; rebuild it")
+    return path
+
+
+# -- models ---------------------------------------------------------------------------------------
+def model_view(store: Store, runner: Runner, name: str) -> dict[str, Any]:
+    """A model: status, configuration, metric history, snapshots, bundle, its job, what can be done."""
+    jobs = store.list_jobs(kind=TRAIN_KINDS, target=name)
+    job = jobs[-1] if jobs else None
+    if store.exists("model", name):
+        info = models.describe(name, store=store)
+        folder = Path(info["path"])
+    elif job is not None:
+        info = {"name": name, "kind": "model", "status": job.status, "config": job.params.get("config", {}),
+                "card": {}, "history": [], "snapshots": [], "bundle": None, "summary": {}}
+        folder = None
+    else:
+        store.get("model", name)  # raises NotFoundError listing the models there are
+        raise AssertionError("unreachable")
+    status = info["status"]
+    if job is not None and job.status == "queued":
+        status = info["status"] = "queued"
+    info["error"] = info.get("summary", {}).get("error") if status == "failed" else None
+    if job is not None and job.status in ("failed", "interrupted") and status == job.status and job.error:
+        info["error"] = info["error"] or job.error
+    active = job is not None and job.status in ("queued", "running")
+    info["job"] = job_view(runner, job) if job is not None else None
+    info["can_abort"] = status in ("queued", "running")
+    info["can_resume"] = (status in RESUMABLE and not active and folder is not None
+                          and (folder / STATE_FILE).exists())
+    info["epochs"] = info["config"].get("epochs")
+    return info
+
+
+def list_models(store: Store, runner: Runner) -> list[dict[str, Any]]:
+    """Models in the store (trained from the CLI or the app), then trainings still waiting to start."""
+    out = []
+    waiting = {j.target: j for j in store.list_jobs(status=("queued", "running"), kind=TRAIN_KINDS)}
+    for entry in store.list("model"):
+        s = entry.summary
+        status = "queued" if entry.name in waiting and waiting[entry.name].status == "queued" else entry.status
+        out.append({"name": entry.name, "status": status, "created": entry.created, "updated": entry.updated,
+                    "dataset": s.get("dataset"), "network": s.get("network"), "pretrained": s.get("pretrained"),
+                    "val_accuracy": s.get("val_accuracy"), "best_epoch": s.get("best_epoch"),
+                    "progress": waiting[entry.name].progress if entry.name in waiting else {}})
+    stored = {m["name"] for m in out}
+    for target, job in waiting.items():
+        if target not in stored:
+            config = job.params.get("config", {})
+            out.append({"name": target, "status": job.status, "created": job.created, "updated": job.created,
+                        "dataset": config.get("dataset"), "network": config.get("network"),
+                        "pretrained": config.get("pretrained") not in (False, None), "val_accuracy": None,
+                        "best_epoch": None, "progress": job.progress,
+                        "queue_position": runner.position(job) if job.status == "queued" else None})
+    return out
+
+
+def _split_values(value: Any) -> list[Any]:
+    if value is None:
+        return [None]
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError("a sweep needs at least one value")
+    return values
+
+
+def _sweep_name(base: str, lr: Any, batch_size: Any, multi_lr: bool, multi_bs: bool) -> str:
+    name = base
+    if multi_lr:
+        name += f"-lr{lr:g}"
+    if multi_bs:
+        name += f"-bs{batch_size}"
+    return name
+
+
+def submit_models(store: Store, runner: Runner, settings: Settings, catalog: NetworkCatalog, *, dataset: str,
+                  name: str | None, network: str, network_file: str | None, pretrained: bool, weights: str | None,
+                  previous: str | None, previous_epoch: str, options: dict[str, Any]) -> list[Job]:
+    """Queue one training, or one per combination of the listed learning rates and batch sizes (a sweep).
+
+    Every configuration is checked before anything is queued, so a bad value queues nothing.
+    """
+    from shoal.training import TrainConfig
+
+    if not store.exists("dataset", dataset):
+        store.get("dataset", dataset)  # NotFoundError naming the datasets there are
+    options = {k: v for k, v in options.items() if v is not None}
+    if "step_values" in options:
+        options["step_values"] = tuple(options["step_values"])
+    sources = [bool(pretrained), bool(weights), bool(previous)]
+    if sum(sources) > 1:
+        raise ConfigError("choose one starting point: the network's pretrained weights, uploaded weights, "
+                          "or a previous model (not several)")
+    if network_file:
+        network = str(uploaded_network_path(store, network_file))
+    elif network.endswith(".py") or network.startswith("file:"):
+        raise ConfigError("a network file must be uploaded first (POST /api/networks/files) and named with "
+                          "network_file; server-side .py paths are not accepted")
+    start: bool | str = bool(pretrained)
+    if weights:
+        info = pretrained_info(store, weights)
+        start = info["path"]
+        if network == "auto":
+            network = info["architecture"]
+    if previous:
+        prev = store.get("model", previous)
+        prev_config = json.loads((prev.path / "config.json").read_text()) if (prev.path / "config.json").exists() else {}
+        if network == "auto":
+            network = prev_config.get("network", "auto")
+        start = str(_previous_weights(prev.path, previous, previous_epoch))
+    lrs, batch_sizes = _split_values(options.pop("lr", None)), _split_values(options.pop("batch_size", None))
+    multi_lr, multi_bs = len(lrs) > 1, len(batch_sizes) > 1
+    configs = []
+    for lr, batch_size in itertools.product(lrs, batch_sizes):
+        config = build(TrainConfig, None, dataset=dataset, network=network, pretrained=start, lr=lr,
+                       batch_size=batch_size, **options).resolved()
+        if name:
+            check_name(name, "model")
+        base = name or config.name or ""
+        final = _sweep_name(base, config.lr, config.batch_size, multi_lr, multi_bs)
+        configs.append(dataclasses.replace(config, name=check_name(final, "model")))
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError("the sweep repeats a combination of learning rate and batch size; list each value once")
+    for model_name in names:
+        if store.exists("model", model_name) or _active_job(store, model_name, TRAIN_KINDS):
+            raise AlreadyExistsError(f"a model named {model_name!r} already exists or is queued: choose another "
+                                     "name, or delete it first")
+    return [runner.submit("train", c.name or "", lane=device_lane(c.device), params={"config": to_dict(c)})
+            for c in configs]
+
+
+def _previous_weights(folder: Path, name: str, epoch: str) -> Path:
+    if epoch in ("best", ""):
+        path = folder / "best.safetensors"
+    else:
+        snapshots = models.list_snapshots(folder)
+        if not epoch.isdigit() or int(epoch) not in snapshots:
+            kept = ", ".join(str(e) for e in snapshots) or "none"
+            raise ConfigError(f"model {name!r} has no snapshot of epoch {epoch!r} (kept: {kept}; or 'best')")
+        path = snapshots[int(epoch)]
+    if not path.exists():
+        raise TrainingError(f"model {name!r} has no trained weights yet; wait for its first validation")
+    return path
+
+
+def resume_model(store: Store, runner: Runner, name: str, *, epochs: int | None) -> Job:
+    """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch."""
+    entry = store.get("model", name)
+    if _active_job(store, name, TRAIN_KINDS) or (entry.status == "running" and models.is_alive(entry)):
+        raise TrainingError(f"model {name!r} is already training or queued")
+    if entry.status not in RESUMABLE and not (entry.status == "done" and epochs):
+        raise TrainingError(f"model {name!r} is {entry.status}; only interrupted, aborted or failed models can be "
+                            "resumed (or a finished one with more epochs)")
+    if not (entry.path / STATE_FILE).exists():
+        raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew")
+    if epochs is not None:
+        from shoal.config import check_int
+
+        check_int("epochs", epochs, minimum=1, maximum=100_000)
+    config = json.loads((entry.path / "config.json").read_text())
+    job = runner.submit("resume", name, lane=device_lane(config.get("device", "auto")), params={"epochs": epochs})
+    (entry.path / "ABORT").unlink(missing_ok=True)
+    store.update("model", name, status="queued")
+    return job
+
+
+def abort_model(store: Store, runner: Runner, name: str) -> dict[str, Any]:
+    job = _active_job(store, name, TRAIN_KINDS)
+    if job is not None:
+        runner.abort(job)
+    elif store.exists("model", name) and store.get("model", name).status in ("running", "queued"):
+        models.abort(name, store=store)  # a training started from the CLI
+    else:
+        status = store.get("model", name).status
+        raise TrainingError(f"model {name!r} is {status}; only queued or running models can be aborted")
+    return model_view(store, runner, name)
+
+
+def delete_model(store: Store, classifiers: Classifiers, name: str) -> None:
+    if _active_job(store, name, TRAIN_KINDS):
+        raise TrainingError(f"model {name!r} is queued or training; abort it first")
+    if store.exists("model", name):
+        entry = store.get("model", name)
+        if entry.status == "running" and models.is_alive(entry):
+            raise TrainingError(f"model {name!r} is training; abort it first")
+        classifiers.forget(entry.path)
+        models.delete(name, store=store)
+    elif not store.list_jobs(kind=TRAIN_KINDS, target=name):
+        store.get("model", name)
+    store.forget_jobs(name, TRAIN_KINDS)
+
+
+def model_events(store: Store, name: str, after: int) -> dict[str, Any]:
+    """The run's progress events from index ``after`` on (the page polls with the last ``next``)."""
+    if not store.exists("model", name):
+        return {"events": [], "next": 0}
+    events = models.events(store.get("model", name).path)
+    after = max(0, min(after, len(events)))
+    return {"events": events[after:], "next": len(events)}
+
+
+def bundle_path(store: Store, name: str) -> Path:
+    """The bundle of a model's best epoch (written when training ends)."""
+    entry = store.get("model", name)
+    bundle = Path(entry.summary.get("bundle") or entry.path / "bundle")
+    if not (bundle / "shoal.json").exists():
+        raise BundleError(f"model {name!r} has no bundle yet (status {entry.status}): it is written when training "
+                          "ends; download a snapshot instead, or wait")
+    return bundle
+
+
+def download_file(store: Store, name: str, epoch: str) -> Path:
+    """A ``.shoal`` file of the model at ``epoch`` (best, last, or a kept snapshot), cached in its folder."""
+    from shoal.bundle import zip_bundle
+
+    entry = store.get("model", name)
+    downloads = entry.path / "downloads"
+    downloads.mkdir(exist_ok=True)
+    if epoch == "best" and (entry.path / "bundle" / "shoal.json").exists():
+        bundle = bundle_path(store, name)
+        out = downloads / f"{name}.shoal"
+        if not out.exists() or out.stat().st_mtime < (bundle / "shoal.json").stat().st_mtime:
+            zip_bundle(bundle, out)
+        return out
+    if epoch not in ("best", "last"):
+        snapshots = models.list_snapshots(entry.path)
+        if not epoch.isdigit() or int(epoch) not in snapshots:
+            kept = ", ".join(str(e) for e in snapshots) or "none yet"
+            raise NotFoundError(f"model {name!r} has no snapshot of epoch {epoch!r}; choose best, last or a kept "
+                                f"snapshot ({kept})")
+    if not (entry.path / "model.json").exists():
+        raise BundleError(f"model {name!r} has not started training yet; nothing to download")
+    out = downloads / f"{name}-{epoch if epoch in ('best', 'last') else 'epoch-' + epoch}.shoal"
+    source = entry.path / STATE_FILE
+    if out.exists() and (not source.exists() or out.stat().st_mtime >= source.stat().st_mtime or epoch.isdigit()):
+        return out
+    _export_in_worker(store, name, epoch, out)
+    return out
+
+
+def _export_in_worker(store: Store, name: str, epoch: str, out: Path) -> None:
+    """Write a bundle with :func:`shoal.bundle.export` in a worker process (it needs torch and ONNX)."""
+    command = [sys.executable, "-m", "shoal.server.worker", "--home", str(store.home), "--export", name,
+               "--epoch", epoch, "--out", str(out)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S,
+                              env={**os.environ, "SHOAL_HOME": str(store.home)})
+    except subprocess.TimeoutExpired:
+        raise BundleError(f"exporting model {name!r} took more than {EXPORT_TIMEOUT_S} s; try 'shoal export'") from None
+    if done.returncode != 0:
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        raise BundleError(lines[-1].removeprefix("failed: ") if lines else f"exporting model {name!r} failed")
+
+
+# -- classification ------------------------------------------------------------------------------
+def classify(classifiers: Classifiers, store: Store, settings: Settings, name: str, *, data: bytes | None,
+             filename: str | None, url: str | None, top: int) -> dict[str, Any]:
+    """Top classes of one image: the same JSON object ``shoal classify --json`` prints for it."""
+    from shoal.inference import download
+
+    if url and data is not None:
+        raise InputError("send one image: either a file in the 'file' field or an address in the 'url' field")
+    if not url and data is None:
+        raise InputError("send an image: a file in the 'file' field, or an http(s) address in the 'url' field")
+    classifier = classifiers.get(bundle_path(store, name))
+    source = url or filename or "upload"
+    try:
+        result = classifier.predict(download(url, max_bytes=settings.max_image_bytes) if url else data, top=top)
+    except InputError as exc:
+        raise InputError(str(exc).replace("<bytes>", source, 1)) from None
+    out = result.to_dict()
+    out["source"] = source
+    return out
+
+
+def classify_many(classifiers: Classifiers, store: Store, settings: Settings, name: str, *,
+                  files: list[tuple[str, bytes]], archive: Path | None, top: int) -> dict[str, Any]:
+    """Classify several uploaded images, or a zip of class folders whose names are the ground truth.
+
+    Returns one row per image (top classes; with ground truth, whether the true class is first
+    and among the top 5), top-1/top-5 accuracy and accuracy per class when there is ground truth.
+    """
+    from shoal.inference.sources import list_images
+
+    classifier = classifiers.get(bundle_path(store, name))
+    items: list[tuple[str, Any, str | None]] = []  # (shown name, payload, true class)
+    workdir = None
+    try:
+        if archive is not None:
+            workdir = Path(tempfile.mkdtemp(prefix="classify-", dir=_uploads(store)))
+            root = safe_extract(archive, workdir / "x", settings)
+            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))):
+                for path in list_images(folder):
+                    items.append((path.relative_to(root).as_posix(), path, folder.name))
+            for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+                items.append((path.name, path, None))
+        for filename, data in files:
+            items.append((filename, data, None))
+        if not items:
+            raise InputError("no images to classify: upload image files, or a zip with one folder of images per class")
+        results = classifier.predict([payload for _, payload, _ in items], top=max(top, 5))
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows, per_class = [], {}
+    labels = set(classifier.labels)
+    for (shown, _, truth), result in zip(items, results):
+        ranked = [p["label"] for p in result.to_dict()["predictions"]]
+        row: dict[str, Any] = {"source": shown, "truth": truth, "error": result.error,
+                               "predictions": result.to_dict()["predictions"][:top]}
+        if truth is not None and result.error is None:
+            row["top1"] = bool(ranked and ranked[0] == truth)
+            row["top5"] = truth in ranked[:5]
+            stats = per_class.setdefault(truth, {"images": 0, "top1": 0, "top5": 0, "known": truth in labels})
+            stats["images"] += 1
+            stats["top1"] += row["top1"]
+            stats["top5"] += row["top5"]
+        rows.append(row)
+    judged = [r for r in rows if "top1" in r]
+    summary: dict[str, Any] = {"images": len(rows), "errors": sum(1 for r in rows if r["error"]),
+                               "with_truth": len(judged)}
+    if judged:
+        summary["top1_accuracy"] = sum(r["top1"] for r in judged) / len(judged)
+        summary["top5_accuracy"] = sum(r["top5"] for r in judged) / len(judged)
+    classes = [{"label": c, "images": s["images"], "top1_accuracy": s["top1"] / s["images"],
+                "top5_accuracy": s["top5"] / s["images"], "known": s["known"]} for c, s in sorted(per_class.items())]
+    return {"model": name, "summary": summary, "per_class": classes, "results": rows}
+
+
+def _uploads(store: Store) -> Path:
+    path = store.home / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- uploaded networks and pretrained weights -------------------------------------------------------
+def networks_dir(store: Store) -> Path:
+    return store.home / "networks"
+
+
+def uploaded_network_path(store: Store, file_name: str) -> Path:
+    path = networks_dir(store) / os.path.basename(file_name)
+    if not file_name.endswith(".py") or not path.is_file():
+        known = ", ".join(p.name for p in sorted(networks_dir(store).glob("*.py"))) or "none yet"
+        raise NotFoundError(f"no uploaded network file {file_name!r} (uploaded: {known})")
+    return path
+
+
+def save_network_file(store: Store, filename: str, data: bytes) -> dict[str, Any]:
+    """Keep an uploaded network definition, after checking it is Python defining ``create_network``.
+
+    The file is not run here; a training worker imports it (it is the user's own code).
+    """
+    from shoal.networks import FACTORY
+    from shoal.server.security import safe_filename
+
+    name = safe_filename(filename, "network.py")
+    if not name.endswith(".py"):
+        raise InputError(f"a network file must be a Python file ending in .py, got {filename!r}")
+    try:
+        tree = ast.parse(data.decode("utf-8"), filename=name)
+    except (UnicodeDecodeError, SyntaxError) as exc:
+        raise NetworkError(f"{filename!r} is not valid Python: {exc}") from None
+    if not any(isinstance(n, ast.FunctionDef) and n.name == FACTORY for n in tree.body):
+        raise NetworkError(f"{filename!r} defines no '{FACTORY}(num_classes, channels)' function; define one that "
+                           "returns your nn.Module")
+    folder = networks_dir(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    return {"file": name, "network": str(folder / name)}
+
+
+def list_network_files(store: Store) -> list[dict[str, Any]]:
+    folder = networks_dir(store)
+    return [{"file": p.name, "network": str(p), "size": p.stat().st_size}
+            for p in sorted(folder.glob("*.py"))] if folder.is_dir() else []
+
+
+def pretrained_dir(store: Store) -> Path:
+    return store.home / "pretrained"
+
+
+def pretrained_info(store: Store, name: str) -> dict[str, Any]:
+    folder = pretrained_dir(store) / name
+    meta = folder / "pretrained.json"
+    if not meta.is_file():
+        known = ", ".join(p.name for p in sorted(pretrained_dir(store).glob("*")) if (p / "pretrained.json").is_file())
+        raise NotFoundError(f"no uploaded pretrained weights named {name!r} (uploaded: {known or 'none yet'})")
+    return json.loads(meta.read_text())
+
+
+def list_pretrained(store: Store) -> list[dict[str, Any]]:
+    folder = pretrained_dir(store)
+    if not folder.is_dir():
+        return []
+    return [json.loads((p / "pretrained.json").read_text())
+            for p in sorted(folder.iterdir()) if (p / "pretrained.json").is_file()]
+
+
+def save_pretrained(store: Store, catalog: NetworkCatalog, *, name: str, architecture: str, upload: Path,
+                    filename: str, labels: str | None) -> dict[str, Any]:
+    """Keep uploaded weights for an architecture (checked to be a readable state dict, never unpickled)."""
+    from shoal.networks import get_spec, read_weights
+
+    check_name(name, "pretrained weights")
+    folder = pretrained_dir(store) / name
+    if folder.exists():
+        raise AlreadyExistsError(f"pretrained weights named {name!r} already exist; choose another name or delete them")
+    get_spec(architecture)  # NetworkError with close matches for an unknown architecture
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".safetensors", ".pth", ".pt"):
+        raise NetworkError(f"weights must be a .safetensors, .pth or .pt file, got {filename!r}")
+    checked = upload.with_suffix(suffix)
+    os.replace(upload, checked)
+    state = read_weights(checked)  # refuses pickled objects, damaged files, non-state-dicts
+    label_list = [line.strip() for line in (labels or "").splitlines() if line.strip()]
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_ensure(pretrained_dir(store))))
+    try:
+        target = staging / f"weights{suffix}"
+        os.replace(checked, target)
+        if label_list:
+            (staging / "labels.txt").write_text("\n".join(label_list) + "\n", encoding="utf-8")
+        info = {"name": name, "architecture": architecture, "file": filename, "tensors": len(state),
+                "parameters": int(sum(t.numel() for t in state.values())), "labels": label_list,
+                "path": str(folder / target.name), "created": time.time()}
+        (staging / "pretrained.json").write_text(json.dumps(info, indent=2))
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return info
+
+
+def delete_pretrained(store: Store, name: str) -> None:
+    pretrained_info(store, name)
+    shutil.rmtree(pretrained_dir(store) / name)
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- folders --------------------------------------------------------------------------------------
+def list_folders(settings: Settings, path: str | None) -> dict[str, Any]:
+    """The sub-folders of a folder inside the allowed roots (to pick a dataset folder on the server)."""
+    if not path:
+        return {"path": None, "parent": None, "roots": [str(r) for r in settings.roots],
+                "folders": [str(r) for r in settings.roots]}
+    folder = confine(path, settings.roots)
+    if not folder.is_dir():
+        raise InputError(f"{path!r} is not a folder")
+    try:
+        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))[:500]
+    except OSError as exc:
+        raise InputError(f"folder {path!r} cannot be read: {exc.strerror}") from None
+    parent = folder.parent if any(folder != r and folder.is_relative_to(r) for r in settings.roots) else None
+    return {"path": str(folder), "parent": str(parent) if parent else None, "roots": [str(r) for r in settings.roots],
+            "folders": [str(c) for c in children]}

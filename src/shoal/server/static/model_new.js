@@ -1,0 +1,97 @@
+// New model: choose dataset, network and starting weights; preview the LR schedule; queue the training(s).
+"use strict";
+(() => {
+  const { api, upload, say } = shoal;
+  const form = document.getElementById("model-form");
+  if (!form) return;
+  const message = document.getElementById("form-message");
+  const start = shoalForms.choicePanels(form, "start", "start");
+  const network = document.getElementById("f-network");
+  const fileField = document.getElementById("network-file-field");
+  const values = shoal.initial("initial-values") || {};
+
+  // A clone starts where its model started.
+  if (values.pretrained === true) form.querySelector('input[name="start"][value="pretrained"]').click();
+  if (values.network && ![...network.options].some((o) => o.value === values.network) && /\.py$/.test(values.network)) {
+    const file = values.network.split("/").pop();
+    const option = [...network.options].find((o) => o.value === `file:${file}`);
+    if (option) option.selected = true;
+  }
+  network.addEventListener("change", () => { fileField.hidden = network.value !== "__upload__"; });
+
+  // -- the learning-rate preview --------------------------------------------------------------------
+  const field = (name) => form.querySelector(`[name="${name}"]`);
+  const first = (raw) => raw.split(",")[0].trim();
+  let timer = null;
+  async function preview() {
+    const params = new URLSearchParams({ policy: field("lr_policy").value });
+    const epochs = field("epochs").value.trim();
+    const lr = first(field("lr").value);
+    if (epochs) params.set("epochs", epochs);
+    if (lr) params.set("lr", lr);
+    for (const name of ["step_size", "gamma", "power"]) {
+      if (field(name).value.trim()) params.set(name, field(name).value.trim());
+    }
+    if (field("step_values").value.trim()) params.set("step_values", field("step_values").value.trim());
+    const text = document.getElementById("schedule-text");
+    try {
+      const found = await api("GET", `/api/schedule?${params}`);
+      const x = found.points.map((p) => p.epoch);
+      const y = found.points.map((p) => p.lr);
+      Plotly.react("lr-chart", [{ x, y, type: "scatter", mode: "lines", line: { color: "#0b6e79", width: 2 }, name: "learning rate" }], {
+        margin: { l: 60, r: 12, t: 8, b: 40 }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "learning rate" }, exponentformat: "e" },
+        showlegend: false,
+      }, { displayModeBar: false, responsive: true });
+      text.textContent = `${found.policy}: from ${y[0].toPrecision(3)} to ${y[y.length - 1].toPrecision(3)} over ${x[x.length - 1]} epochs.`;
+      text.className = "muted small";
+    } catch (e) {
+      text.textContent = e.message;
+      text.className = "message error";
+    }
+  }
+  form.addEventListener("input", (event) => {
+    if (["lr_policy", "epochs", "lr", "step_size", "step_values", "gamma", "power"].includes(event.target.name)) {
+      clearTimeout(timer);
+      timer = setTimeout(preview, 250);
+    }
+  });
+  form.addEventListener("change", (event) => { if (event.target.name === "lr_policy") preview(); });
+  preview();
+
+  // -- submit ---------------------------------------------------------------------------------------
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    say(message, null);
+    const button = document.getElementById("create-model");
+    button.disabled = true;
+    try {
+      const body = { dataset: field("dataset").value, options: shoalForms.options(document.getElementById("options")) };
+      const name = field("name").value.trim();
+      if (name) body.name = name;
+      if (network.value === "__upload__") {
+        const file = document.getElementById("f-network-file").files[0];
+        if (!file) throw new Error("Choose the network file (.py) to upload.");
+        const data = new FormData();
+        data.append("file", file);
+        body.network_file = (await upload("/api/networks/files", data)).file;
+      } else if (network.value.startsWith("file:")) {
+        body.network_file = network.value.slice(5);
+      } else {
+        body.network = network.value;
+      }
+      const how = start();
+      if (how === "pretrained") body.pretrained = true;
+      if (how === "weights") body.weights = document.getElementById("f-weights").value;
+      if (how === "previous") {
+        body.previous = document.getElementById("f-previous").value;
+        body.previous_epoch = document.getElementById("f-previous-epoch").value.trim() || "best";
+      }
+      const accepted = await api("POST", "/api/models", body);
+      window.location.href = accepted.models.length === 1 ? accepted.models[0].url : "/";
+    } catch (e) {
+      say(message, e.message);
+      message.scrollIntoView({ behavior: "smooth", block: "center" });
+      button.disabled = false;
+    }
+  });
+})();

@@ -1,0 +1,136 @@
+"""A worker process: runs one queued job through the library and records how it went.
+
+``python -m shoal.server.worker --home HOME --job ID`` is started by the
+:class:`~shoal.server.jobs.Runner`; it is never imported by the web server itself. It
+reads the job's parameters from the store, calls :func:`shoal.datasets.create`,
+:func:`shoal.training.train` or :func:`shoal.training.resume`, turns progress into the job
+row, and ends with the job ``done``, ``failed`` (with the error's message), ``aborted``
+or ``interrupted`` (on SIGINT, after the run saved its last epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import ShoalError
+from shoal.store import Job, Store
+
+PROGRESS_EVERY_S = 0.5
+
+
+class _Progress:
+    """Writes progress into the job row, at most every PROGRESS_EVERY_S (always for epochs)."""
+
+    def __init__(self, store: Store, job: Job) -> None:
+        self.store, self.job, self.last = store, job, 0.0
+
+    def put(self, values: dict[str, Any], *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            self.store.update_job(self.job.id, progress=values)
+
+    def images(self, done: int, total: int) -> None:
+        self.put({"done": done, "total": total}, force=done == total)
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "start":
+            self.put({"stage": "training", "epoch": event.get("epoch", 0)}, force=True)
+        elif kind == "iteration":
+            self.put({"epoch": event["epoch"], "train_loss": event["train_loss"], "lr": event["lr"]})
+        elif kind == "epoch":
+            values = {"epoch": event["epoch"], "train_loss": event["train_loss"]}
+            if "val_accuracy" in event:
+                values["val_accuracy"] = event["val_accuracy"]
+            self.put(values, force=True)
+
+
+def run_dataset(store: Store, job: Job, progress: _Progress) -> str:
+    from shoal import datasets
+
+    params = job.params
+    try:
+        datasets.create(params["source"], job.target, store=store, progress=progress.images, **params.get("options", {}))
+    finally:
+        cleanup = params.get("cleanup")
+        if cleanup and Path(cleanup).is_relative_to(store.home / "uploads"):
+            shutil.rmtree(cleanup, ignore_errors=True)
+    return "done"
+
+
+def run_training(store: Store, job: Job, progress: _Progress) -> str:
+    from shoal import training
+    from shoal.config import from_dict
+    from shoal.training import TrainConfig
+
+    if job.kind == "resume":
+        result = training.resume(job.target, store=store, on_event=progress.event, epochs=job.params.get("epochs"))
+    else:
+        config = from_dict(TrainConfig, job.params["config"])
+        result = training.train(config, store=store, on_event=progress.event)
+    return "aborted" if result.status == "aborted" else "done"
+
+
+RUNNERS = {"dataset": run_dataset, "train": run_training, "resume": run_training}
+
+
+def export(store: Store, name: str, epoch: str, out: str) -> int:
+    """Write a model's bundle for the web app's download (the request waits for this process)."""
+    from shoal.bundle import export as export_bundle
+
+    try:
+        export_bundle(name, epoch=int(epoch) if epoch.isdigit() else epoch, store=store, out=out)
+    except ShoalError as exc:
+        print(f"failed: {exc}", flush=True)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shoal.server.worker", description=__doc__)
+    parser.add_argument("--home", required=True, help="the store folder (SHOAL_HOME)")
+    parser.add_argument("--job", type=int, help="the job id")
+    parser.add_argument("--export", metavar="MODEL", help="write MODEL's bundle instead of running a job")
+    parser.add_argument("--epoch", default="best", help="with --export: best, last or a snapshot's epoch")
+    parser.add_argument("--out", help="with --export: the .shoal file to write")
+    args = parser.parse_args(argv)
+    store = Store(args.home)
+    if args.export:
+        return export(store, args.export, args.epoch, args.out)
+    if args.job is None:
+        parser.error("give --job ID or --export MODEL")
+    job = store.get_job(args.job)
+    store.update_job(job.id, pid=os.getpid())
+    print(f"job {job.id}: {job.kind} {job.target} {job.params}", flush=True)
+    progress = _Progress(store, job)
+    try:
+        status = RUNNERS[job.kind](store, job, progress)
+    except KeyboardInterrupt:
+        store.update_job(job.id, status="interrupted", finished=time.time(), only_if=("running",),
+                         error="stopped (the server shut down or the job was aborted)")
+        print("interrupted", flush=True)
+        return 130
+    except ShoalError as exc:
+        store.update_job(job.id, status="failed", finished=time.time(), error=str(exc), only_if=("running",))
+        print(f"failed: {exc}", flush=True)
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - record anything, then let the log show the traceback
+        traceback.print_exc()
+        store.update_job(job.id, status="failed", finished=time.time(), only_if=("running",),
+                         error=f"unexpected error ({type(exc).__name__}: {exc}); see the job log")
+        return 1
+    store.update_job(job.id, status=status, finished=time.time(), only_if=("running",))
+    print(status, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
