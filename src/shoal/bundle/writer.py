@@ -127,12 +127,28 @@ def _check_images(dataset_name: str, card: dict[str, Any], store: Store) -> np.n
 
 
 def _export_onnx(model: NormalizedNet, path: Path, example: np.ndarray) -> None:
+    _exportable_pools(model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         # The exporter restores the wrapper's mode afterwards: make it eval so the model stays in eval.
         torch.onnx.export(Probabilities(model).eval(), (torch.from_numpy(example),), str(path), opset_version=OPSET,
                           input_names=["pixels"], output_names=["probabilities"],
                           dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}}, dynamo=False)
+
+
+def _exportable_pools(model: torch.nn.Module) -> None:
+    """Swap adaptive average pools for an equivalent the ONNX exporter takes at any input size.
+
+    (AlexNet's 6×6 pool on a 64-pixel input, say.) They hold no weights, so nothing else changes;
+    the comparison with ONNX Runtime afterwards checks the outputs still agree.
+    """
+    from shoal.networks.lenet import ExportableAdaptiveAvgPool2d
+
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is torch.nn.AdaptiveAvgPool2d:
+                size = child.output_size if isinstance(child.output_size, tuple) else (child.output_size,) * 2
+                setattr(parent, child_name, ExportableAdaptiveAvgPool2d(size))
 
 
 def _compare_onnx(model: NormalizedNet, path: Path, pixels: np.ndarray) -> float:

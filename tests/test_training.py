@@ -1,0 +1,185 @@
+"""Training runs end to end: metrics, snapshots, resume, abort, failures and the bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from shoal import datasets
+from shoal.bundle import export, open_bundle
+from shoal.preprocess import to_network_input
+from shoal.errors import BundleError, NotFoundError, TrainingError
+from shoal.models import describe
+from shoal.store import Store
+from shoal.training import TrainConfig, resume, train
+
+FAST = dict(network="lenet", batch_size=8, solver="adam", lr=0.003)
+
+
+def test_lenet_learns_and_writes_a_complete_bundle(tiny_dataset):
+    events = []
+    result = train(TrainConfig(dataset="tiny", epochs=4, **FAST), on_event=events.append)
+
+    assert result.status == "done" and Store().get("model", "tiny-lenet").status == "done"
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    for h in result.history:
+        assert {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "elapsed_s", "images_per_s"} <= set(h)
+        assert 0 <= h["val_accuracy"] <= 1
+    assert result.history[-1]["val_accuracy"] >= 2 / 3  # three easy colours; chance is 1/3
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "iteration" in kinds
+    logged = [json.loads(line) for line in (result.folder / "metrics.jsonl").read_text().splitlines()]
+    assert [e["type"] for e in logged] == kinds
+
+    bundle = open_bundle(result.bundle)
+    files = sorted(p.name for p in result.bundle.iterdir())
+    assert files == ["labels.txt", "model.onnx", "model.safetensors", "shoal.json"]  # nothing pickled
+    m = bundle.manifest
+    assert m["labels"] == ["circle", "square", "triangle"]
+    assert (result.bundle / "labels.txt").read_text().split() == m["labels"]
+    assert m["architecture"] == "lenet" and m["input"]["resize_mode"] == "squash"
+    assert m["input"]["dataset_size"] == [32, 32] and m["input"]["channel_order"] == "RGB"
+    assert m["normalization"]["mean"] == "image"
+    assert m["epoch"] == result.best_epoch and m["training"]["lr"] == 0.003
+    assert m["onnx"]["opset"] >= 17 and m["onnx"]["check"]["max_abs_diff"] <= 1e-4
+    assert m["onnx"]["check"]["images"] == 9  # real validation images
+
+
+def test_onnx_output_matches_torch_and_batches_dynamically(tiny_dataset):
+    import onnxruntime as ort
+    import torch
+
+    from shoal.bundle.writer import rebuild
+    from shoal.training import snapshots
+
+    result = train(TrainConfig(dataset="tiny", epochs=1, **FAST))
+    card = json.loads((result.folder / "model.json").read_text())
+    model = rebuild(card).eval()
+    snapshots.load_weights(result.bundle / "model.safetensors", model)
+    assert card["input"]["crop"] and card["input"]["size"] == [28, 28]  # LeNet's native size, inside 32x32
+    pixels = to_network_input(np.asarray(tiny_dataset.images("val")), (28, 28))
+    session = ort.InferenceSession(str(result.bundle / "model.onnx"))
+    got = session.run(None, {"pixels": pixels})[0]
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(pixels)), 1).numpy()
+    assert got.shape == (9, 3)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(got.sum(1), 1, atol=1e-5)
+
+
+def test_finetuning_trains_the_head_on_cached_features(tiny_dataset):
+    events = []
+    result = train(TrainConfig(dataset="tiny", pretrained=True, epochs=15, batch_size=8), on_event=events.append)
+    start = events[0]
+    assert start["cached_features"] is True
+    manifest = open_bundle(result.bundle).manifest
+    assert manifest["architecture"] == "efficientnet_lite0"
+    assert manifest["normalization"]["mean"] == "network"
+    assert manifest["normalization"]["values"] == [127.5] * 3
+    assert result.history[-1]["val_accuracy"] >= 2 / 3  # 32-pixel shapes, chance is 1/3
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 2
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_dataset):
+    config = dict(epochs=4, flip=True, crop=28, **FAST)
+    straight = train(TrainConfig(dataset="tiny", name="straight", **config))
+
+    def stop_after_epoch_2(event):
+        if event["type"] == "epoch" and event["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(dataset="tiny", name="cut", **config), on_event=stop_after_epoch_2)
+    assert Store().get("model", "cut").status == "interrupted"
+    resumed = resume("cut")
+
+    assert resumed.status == "done"
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(straight.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_a_killed_run_resumes_from_its_last_epoch(tiny_dataset, shoal_home):
+    cmd = [sys.executable, "-c", "from shoal.cli import main; main()"]
+    env = {**os.environ, "SHOAL_HOME": str(shoal_home)}
+    proc = subprocess.Popen(cmd + ["train", "--dataset", "tiny", "--network", "lenet", "--epochs", "200",
+                                   "--batch-size", "8", "--name", "killed"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = shoal_home / "models" / "killed" / "state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists(), "the run saved no epoch before it was killed"
+    assert Store(shoal_home).get("model", "killed").status == "running"  # as a kill leaves it
+
+    finished = len(describe("killed", store=Store(shoal_home))["history"])
+    assert finished >= 1
+    done = subprocess.run(cmd + ["train", "--resume", "killed", "--epochs", str(finished + 2), "--json"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["name"] == "killed"
+    assert [h["epoch"] for h in report["history"]] == list(range(1, finished + 3))
+    assert open_bundle(report["bundle"]).manifest["epoch"] == report["best_epoch"]
+
+
+def test_abort_stops_the_run(tiny_dataset):
+    store = Store()
+
+    def abort_at_first_step(event):
+        if event["type"] == "iteration":
+            (store.folder("model", "tiny-lenet") / "ABORT").touch()
+
+    result = train(TrainConfig(dataset="tiny", epochs=50, log_every=1, **FAST), on_event=abort_at_first_step)
+    assert result.status == "aborted" and result.bundle is None
+    assert store.get("model", "tiny-lenet").status == "aborted"
+
+
+def test_failures_are_recorded_with_their_reason(tiny_dataset):
+    with pytest.raises(TrainingError, match=r"crop 64 is larger than the dataset's images \(32x32\); use --crop 32 or less"):
+        train(TrainConfig(dataset="tiny", crop=64, **FAST))
+    entry = Store().get("model", "tiny-lenet")
+    assert entry.status == "failed" and "crop 64" in entry.summary["error"]
+
+
+def test_missing_dataset_leaves_no_model_behind(shoal_home):
+    with pytest.raises(NotFoundError, match="no dataset named 'nope'"):
+        train(TrainConfig(dataset="nope"))
+    assert Store().list("model") == []
+
+
+def test_snapshots_export_by_epoch_and_as_a_single_file(tiny_dataset, tmp_path):
+    train(TrainConfig(dataset="tiny", epochs=3, snapshot_every=1, **FAST))
+    single = export("tiny-lenet", epoch=2, out=tmp_path / "e2.shoal")
+    assert zipfile.is_zipfile(single)
+    assert open_bundle(single).manifest["epoch"] == 2
+    assert export("tiny-lenet", epoch="last", out=tmp_path / "last").joinpath("shoal.json").exists()
+    with pytest.raises(BundleError, match=r"no snapshot of epoch 9; kept epochs: \[1, 2, 3\]"):
+        export("tiny-lenet", epoch=9, out=tmp_path / "e9")
+
+
+@pytest.mark.parametrize("network", ["alexnet", "googlenet"])
+def test_standard_networks_train_from_scratch(shoal_home, image_folder_factory, network):
+    folder = image_folder_factory(["a", "b"], 6, size=(64, 64))
+    datasets.create(folder, "d64", size=64)
+    result = train(TrainConfig(dataset="d64", network=network, epochs=1, batch_size=4, lr=0.001))
+    assert result.status == "done"
+    assert open_bundle(result.bundle).manifest["input"]["size"] == [64, 64]
+
+
+def test_grayscale_datasets_train_single_channel_networks(shoal_home, image_folder_factory):
+    folder = image_folder_factory(2, 6, size=(32, 32))
+    datasets.create(folder, "gray", size=28, grayscale=True)
+    result = train(TrainConfig(dataset="gray", epochs=1, **FAST))
+    assert open_bundle(result.bundle).manifest["input"]["channel_order"] == "L"
