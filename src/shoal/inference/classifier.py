@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from shoal.bundle import Bundle, open_bundle
-from shoal.data.imageops import check_channels, check_resize_mode, check_size, prepare
-from shoal.errors import BundleError, ConfigError, InputError, ShoalError
+from shoal.data.imageops import ImageError, check_channels, check_resize_mode, check_size, prepare
+from shoal.errors import BundleError, ConfigError, InputError
 from shoal.inference import runtimes, sources
 from shoal.preprocess import to_network_input
 
@@ -189,6 +189,21 @@ class Classifier:
             return results[0]
         return results
 
+    def predict_iter(self, x: Any, top: int | None = 5, *, bgr: bool = False,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[Result]:
+        """Like :meth:`predict` for many images, but yield each result as soon as its batch has run.
+
+        Memory stays bounded by two batches, so this suits folders of any size. An input that
+        cannot be read yields a result with ``error`` set, even when it is the only one.
+
+        Raises:
+            ConfigError: ``top`` or ``batch_size`` is not an int >= 1.
+        """
+        top = self._check_top(top)
+        items, _ = sources.expand(x, bgr=bgr, strict=False)
+        for item, probs, error in self._run(items, batch_size):
+            yield self._result(item, probs, error, top)
+
     def predict_proba(self, x: Any, *, bgr: bool = False, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Class probabilities, one row per image in input order, columns in :attr:`labels` order.
 
@@ -248,9 +263,9 @@ class Classifier:
         """The item's prepared pixels, or the error message that says why it cannot be read."""
         try:
             return self.prepare(sources.fetch(item))
-        except ShoalError as exc:
-            if isinstance(exc, (ConfigError, BundleError)):
-                raise
+        except ImageError as exc:  # its own label is <bytes>/<array>; name the item as results do
+            return f"cannot read image {item.source}: {exc.reason}"
+        except InputError as exc:
             return str(exc)
 
     def _run(self, items: list[sources.Item], batch_size: int) -> Iterator[tuple[sources.Item, np.ndarray | None, str | None]]:

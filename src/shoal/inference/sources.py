@@ -63,7 +63,7 @@ def is_url(value: object) -> bool:
     return isinstance(value, str) and value[:8].lower().startswith(URL_SCHEMES)
 
 
-def expand(inputs: Any, *, bgr: bool = False) -> tuple[list[Item], bool]:
+def expand(inputs: Any, *, bgr: bool = False, strict: bool = True) -> tuple[list[Item], bool]:
     """Flatten what was given to ``predict`` into items.
 
     Args:
@@ -71,6 +71,7 @@ def expand(inputs: Any, *, bgr: bool = False) -> tuple[list[Item], bool]:
             http(s) URL, bytes, a PIL image, a NumPy array (``H×W`` gray, ``H×W×3`` RGB,
             ``H×W×4`` RGBA, or ``N×H×W×C`` for a batch), or a list/tuple of these.
         bgr: the arrays are in OpenCV's BGR(A) order; they are flipped to RGB(A) here.
+        strict: raise for a single unusable input; ``False`` gives an error item instead.
 
     Returns:
         ``(items, single)``: the items in order, and whether the input was one image (not a
@@ -88,8 +89,8 @@ def expand(inputs: Any, *, bgr: bool = False) -> tuple[list[Item], bool]:
     if isinstance(inputs, np.ndarray) and inputs.ndim == 4:
         return [_array_item(a, bgr=bgr, label=f"<array {i}>") for i, a in enumerate(inputs)], False
     if isinstance(inputs, (str, os.PathLike)) and not is_url(inputs) and Path(inputs).expanduser().is_dir():
-        return _expand_one(inputs, bgr=bgr, index=None, strict=True), False
-    return _expand_one(inputs, bgr=bgr, index=None, strict=True), True
+        return _expand_one(inputs, bgr=bgr, index=None, strict=strict), False
+    return _expand_one(inputs, bgr=bgr, index=None, strict=strict), True
 
 
 def _expand_one(entry: Any, *, bgr: bool, index: int | None, strict: bool) -> list[Item]:
@@ -102,7 +103,11 @@ def _expand_one(entry: Any, *, bgr: bool, index: int | None, strict: bool) -> li
     if isinstance(entry, (str, os.PathLike)):
         path = Path(entry).expanduser()
         if path.is_dir():
-            return [Item(str(p), p) for p in list_images(path)]
+            found = list_images(path)
+            if not found:
+                return [_refuse(os.fspath(entry), "the folder has no image files (looked for names ending in "
+                                ".jpg, .jpeg, .png, .bmp, .gif, .tif, .webp and other image types)", strict)]
+            return [Item(str(p), p) for p in found]
         return [Item(os.fspath(entry), path)]
     if isinstance(entry, (bytes, bytearray, memoryview)):
         return [Item(f"<bytes{suffix}>", bytes(entry))]
