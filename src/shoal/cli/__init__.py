@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -21,13 +20,14 @@ from shoal.errors import ShoalError
 class _ShoalGroup(TyperGroup):
     """Turns a :class:`ShoalError` from any command into ``Error: ...`` and exit code 1."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
         except ShoalError as exc:
             if os.environ.get("SHOAL_DEBUG") == "1":
                 raise
-            raise click.ClickException(str(exc)) from exc
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -56,7 +56,7 @@ def _root(
 
 def _register() -> None:
     # Each stage's commands live in their own module; importing registers them.
-    from shoal.cli import dataset, train  # noqa: F401
+    from shoal.cli import classify, dataset, train  # noqa: F401
 
 
 def main() -> None:
