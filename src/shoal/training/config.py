@@ -41,7 +41,7 @@ class TrainConfig:
     power: float = 1.0                  # exponent (inv, poly)
     weight_decay: float = 1e-4          # L2 penalty
     momentum: float = 0.9               # for sgd, nesterov and rmsprop
-    crop: int | None = None             # train on random crops of this size, validate on the centre; default: the network's input size when smaller than the images, 0 = no crop
+    crop: int | None = None             # train on random crops of this size, validate on the centre; default: the network's input size when the images are at most 4/3 of it, 0 = no crop
     flip: bool = False                  # random horizontal mirroring
     color_jitter: float = 0.0           # brightness/contrast/saturation jitter strength, 0 = off
     mean: str = "auto"                  # subtract the dataset's mean image, its per-pixel mean, the network's, or none; auto: network's when pretrained, else image

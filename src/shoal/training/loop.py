@@ -32,6 +32,9 @@ from shoal.training.schedules import learning_rate
 from shoal.training.solvers import make_optimizer
 
 EventHandler = Callable[[dict[str, Any]], None]
+# Auto-crop only trims a margin: a network whose native size is under 3/4 of the images
+# (LeNet's 28 px on 64-px digits) takes the whole image instead of a small part of it.
+CROP_MARGIN = 0.75
 
 
 @dataclass
@@ -249,9 +252,10 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, dict[
             raise TrainingError(f"crop {config.crop} is larger than the dataset's images ({width}x{height}); "
                                 f"use --crop {min(width, height)} or less, or rebuild the dataset larger")
         crop = (config.crop, config.crop)
-    else:  # the network's native input size when the images are larger
+    else:  # the network's native size when the images are a little larger (256 -> 224), as DIGITS' crop
         native_h, native_w = spec.input_size
-        crop = (native_h, native_w) if native_h < height and native_w < width else None
+        margin = native_h < height <= native_h / CROP_MARGIN and native_w < width <= native_w / CROP_MARGIN
+        crop = (native_h, native_w) if margin else None
     net = networks.create(config.network, len(dataset.classes), pretrained=config.pretrained or None,
                           channels=dataset.channels, freeze=config.freeze)
     mean_mode = config.mean if config.mean != "auto" else ("network" if config.finetune else "image")
