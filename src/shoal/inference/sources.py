@@ -68,7 +68,7 @@ def expand(inputs: Any, *, bgr: bool = False, strict: bool = True) -> tuple[list
 
     Args:
         inputs: a path (str or PathLike), a folder (its images, recursively, sorted), an
-            http(s) URL, bytes, a PIL image, a NumPy array (``H×W`` gray, ``H×W×3`` RGB,
+            http(s) URL, bytes, an open binary file, a PIL image, a NumPy array (``H×W`` gray, ``H×W×3`` RGB,
             ``H×W×4`` RGBA, or ``N×H×W×C`` for a batch), or a list/tuple of these.
         bgr: the arrays are in OpenCV's BGR(A) order; they are flipped to RGB(A) here.
         strict: raise for a single unusable input; ``False`` gives an error item instead.
@@ -117,9 +117,12 @@ def _expand_one(entry: Any, *, bgr: bool, index: int | None, strict: bool) -> li
         return [_array_item(entry, bgr=bgr, label=f"<array{suffix}>")]
     if _is_pil(entry):
         return [Item(f"<PIL image{suffix}>", entry)]
+    if callable(getattr(entry, "read", None)):  # an open binary file
+        name = getattr(entry, "name", None)
+        return [Item(str(name) if isinstance(name, str) else f"<file{suffix}>", entry)]
     return [_refuse(f"<{type(entry).__name__}{suffix}>",
                     f"cannot classify a {type(entry).__name__}: give a path, folder, http(s) URL, bytes, "
-                    "PIL image or NumPy array (or a list of these)", strict)]
+                    "binary file, PIL image or NumPy array (or a list of these)", strict)]
 
 
 def _refuse(source: str, reason: str, strict: bool) -> Item:
