@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/shoal dataset sample
+	SHOAL=$(BIN)/shoal scripts/demo.sh
 
 test: venv
 	$(BIN)/python -m pytest -q
