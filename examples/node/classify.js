@@ -256,7 +256,8 @@ async function main() {
   if (args.json) {
     console.log(JSON.stringify({ source: imageFile, predictions: ranked }));
   } else {
-    console.log([imageFile, ...ranked.map((r) => `${r.label} ${(r.probability * 100).toFixed(2)}%`)].join("  "));
+    const percent = (p) => (p > 0 && p < 0.00005 ? "<0.01%" : `${(p * 100).toFixed(2)}%`);
+    console.log([imageFile, ...ranked.map((r) => `${r.label} ${percent(r.probability)}`)].join("  "));
   }
 }
 
