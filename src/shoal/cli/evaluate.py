@@ -1,0 +1,45 @@
+"""``shoal evaluate``: accuracy, loss, confusion matrix, per-class scores and telling images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from shoal.cli import app
+
+EVALUATE_EXAMPLES = """
+Examples:
+
+  shoal evaluate dolphins-efficientnet_lite0 --dataset dolphins            # its validation split
+
+  shoal evaluate dolphins.shoal --folder new-photos/ --out report.html     # class sub-folders never seen
+
+  shoal evaluate digits-lenet --dataset digits --split test --json
+"""
+
+
+@app.command(epilog=EVALUATE_EXAMPLES)
+def evaluate(
+    model: str = typer.Argument(..., help="Bundle folder, .shoal file, or the name of a trained model."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Stored dataset to evaluate on."),
+    split: str = typer.Option("val", "--split", help="val, test or train."),
+    folder: Optional[Path] = typer.Option(None, "--folder", help="Instead of a dataset: a folder of class sub-folders."),
+    wrong: int = typer.Option(10, "--wrong", min=0, help="How many of the most confidently wrong images to list."),
+    top_per_class: int = typer.Option(9, "--top-per-class", min=0, help="Surest images kept per class (HTML, JSON)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write an HTML report with the images."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Score a model on a dataset split or a folder: accuracy, loss, confusion matrix, precision/recall/F1."""
+    from shoal.evaluate import evaluate as run, write_html
+
+    report = run(model, dataset=dataset, split=split, folder=folder, wrong=wrong, top_per_class=top_per_class)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        typer.echo(report.summary())
+    if out is not None:
+        path = write_html(report, out)
+        typer.echo(f"Report: {path}", err=True)
