@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -16,7 +17,7 @@ import typer
 from shoal.cli import app
 
 if TYPE_CHECKING:
-    from shoal.inference import Result
+    from shoal.inference import Classifier, Result
 
 CLASSIFY_EXAMPLES = """
 Examples:
@@ -26,6 +27,8 @@ Examples:
   shoal classify dolphins-efficientnet_lite0 photos/ https://example.com/fish.jpg --top 1 --json
 
   shoal classify dolphins.shoal --video clip.mp4 --every 30  # every 30th frame; --video 0 is the first camera
+
+  shoal classify dolphins.shoal photo.jpg --heatmap where.png --layers layers.html
 """
 
 
@@ -42,6 +45,11 @@ def classify(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per run of the network."),
+    heatmap: Optional[Path] = typer.Option(None, "--heatmap", help="Write a Grad-CAM overlay of the top class to this PNG "
+                                           "(one image; needs shoal[train])."),
+    target: Optional[str] = typer.Option(None, "--class", help="With --heatmap: explain this class instead of the top one."),
+    layers: Optional[Path] = typer.Option(None, "--layers", help="Write every layer's statistics and activations to this "
+                                          "HTML file (one image; needs shoal[train])."),
 ) -> None:
     """Classify images with a trained model: the top classes and their probabilities, one line per image.
 
@@ -54,14 +62,35 @@ def classify(
         raise ConfigError("give at least one image, folder or URL to classify (or --video FILE|CAMERA)")
     if video is not None and inputs:
         raise ConfigError(f"--video classifies one video; classify the images ({inputs[0]!r}...) in a separate command")
+    if (heatmap is not None or layers is not None) and (video is not None or len(inputs or []) != 1):
+        raise ConfigError("--heatmap and --layers explain one image: give exactly one image (no folder, list or --video)")
+    if target is not None and heatmap is None:
+        raise ConfigError("--class chooses the class a heat-map explains; add --heatmap out.png")
     classifier = load(model, runtime=runtime, threads=threads, device=device)
     if video is not None:
         results = classifier.predict_video(video, top, every=every)
         failed = _emit(results, as_json=as_json, json_lines=True)
     else:
         failed = _emit(classifier.predict_iter(list(inputs or []), top, batch_size=batch_size), as_json=as_json)
+    if not failed and (heatmap is not None or layers is not None):
+        _explain(classifier, (inputs or [])[0], heatmap, layers, target)
     if failed:
         raise typer.Exit(1)
+
+
+def _explain(classifier: Classifier, image: str, heatmap: Path | None, layers: Path | None, target: str | None) -> None:
+    """Write the heat-map and/or the layer report of one image; say where on stderr."""
+    if heatmap is not None:
+        found = classifier.heatmap(image, int(target) if target is not None and target.isdigit() and
+                                   target not in classifier.labels else target)
+        found.save(heatmap)
+        sys.stderr.write(f"Heat-map of {found.label} ({found.probability:.2%}): {heatmap}\n")
+    if layers is not None:
+        from shoal.inference.explain import write_layers_html
+
+        report = classifier.layers(image)
+        write_layers_html(report, layers)
+        sys.stderr.write(f"Layers ({len(report.layers)}, {report.total_parameters:,} parameters): {layers}\n")
 
 
 def _emit(results: Iterable[Result], *, as_json: bool, json_lines: bool = False) -> int:

@@ -14,10 +14,10 @@ Examples:
     [{'source': 'a.jpg', 'predictions': [{'label': 'dolphin', 'probability': 0.99}]}, ...]
 """
 
-from shoal.inference.classifier import DEFAULT_BATCH_SIZE, Classifier, InputSpec, Result, load, resolve
+from shoal.inference.classifier import DEFAULT_BATCH_SIZE, Classifier, Heatmap, InputSpec, Result, load, resolve
 from shoal.inference.runtimes import RUNTIMES
 from shoal.inference.sources import MAX_DOWNLOAD_BYTES, download
 from shoal.inference.video import VideoError
 
-__all__ = ["DEFAULT_BATCH_SIZE", "MAX_DOWNLOAD_BYTES", "RUNTIMES", "Classifier", "InputSpec", "Result", "VideoError",
+__all__ = ["DEFAULT_BATCH_SIZE", "MAX_DOWNLOAD_BYTES", "RUNTIMES", "Classifier", "Heatmap", "InputSpec", "Result", "VideoError",
            "download", "load", "resolve"]

@@ -24,7 +24,7 @@ from shoal.bundle import Bundle, open_bundle
 from shoal.data.imageops import ImageError, check_channels, check_resize_mode, check_size, prepare
 from shoal.errors import BundleError, ConfigError, InputError
 from shoal.inference import runtimes, sources
-from shoal.preprocess import to_network_input
+from shoal.preprocess import centre_crop, to_network_input
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -117,6 +117,33 @@ class Result:
         return out
 
 
+@dataclass(frozen=True)
+class Heatmap:
+    """A Grad-CAM heat-map of one image for one class.
+
+    Attributes:
+        source: the image.
+        label: the class explained.
+        probability: the model's probability for it.
+        heat: float32 ``H×W`` in 0..1 over the network's input (1 = most important).
+        pixels: uint8 ``H×W×C``: the network's input as an image.
+        image: the overlay of ``heat`` on ``pixels`` (a PIL image).
+    """
+
+    source: str
+    label: str
+    probability: float
+    heat: np.ndarray = field(repr=False)
+    pixels: np.ndarray = field(repr=False)
+    image: Any = field(repr=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the overlay (PNG, JPEG... by the file's extension); return the path."""
+        out = Path(path)
+        self.image.save(out)
+        return out
+
+
 class Classifier:
     """A trained model, ready to classify images. Make one with :func:`load`.
 
@@ -136,6 +163,7 @@ class Classifier:
         self.runtime = runtime
         self.threads = threads or runtimes.usable_cores()
         self._bundle = bundle
+        self._torch: runtimes.TorchRuntime | None = None  # built on first use of heatmap()/layers()
 
     def __repr__(self) -> str:
         return (f"Classifier({str(self.path)!r}, architecture={self.manifest.get('architecture')!r}, "
@@ -245,6 +273,77 @@ class Classifier:
         from shoal.inference.video import classify_video
 
         return classify_video(self, source, every=every, top=top, batch_size=batch_size)
+
+    # -- looking inside (torch) ----------------------------------------------------------------------
+    def heatmap(self, x: Any, target: str | int | None = None, *, bgr: bool = False) -> Heatmap:
+        """Grad-CAM: where the network looked to score one class on one image (needs ``shoal[train]``).
+
+        Args:
+            x: one image (anything :meth:`predict` takes for a single image).
+            target: the class to explain, by label or index; ``None`` = the top class.
+            bgr: a NumPy array is BGR.
+
+        Returns:
+            A :class:`Heatmap`; ``heatmap.image`` is the overlay, ``heatmap.save(path)`` writes it.
+
+        Raises:
+            InputError: the image cannot be read. ConfigError: unknown ``target``, or torch missing.
+        """
+        from shoal.inference.explain import grad_cam, overlay
+
+        source, pixels = self._one(x, bgr=bgr)
+        index = self._class_index(target)
+        engine = self._torch_runtime()
+        heat, index, probs = grad_cam(engine.model, self.network_input([pixels]), index)
+        view = self.network_view(pixels)
+        return Heatmap(source, self.labels[index], float(probs[index]), heat, view, overlay(view, heat))
+
+    def layers(self, x: Any, *, bgr: bool = False) -> Any:
+        """Every layer's output statistics and activation images for one image (needs ``shoal[train]``).
+
+        Returns:
+            A :class:`~shoal.inference.explain.LayerReport`; write it with
+            :func:`~shoal.inference.explain.write_layers_html`.
+        """
+        from shoal.inference.explain import layer_stats
+
+        source, pixels = self._one(x, bgr=bgr)
+        engine = self._torch_runtime()
+        return layer_stats(engine.model, self.network_input([pixels]), source=source,
+                           architecture=str(self.manifest.get("architecture", "")), labels=self.labels)
+
+    def network_view(self, pixels: np.ndarray) -> np.ndarray:
+        """The part of prepared pixels (uint8 ``H×W×C``) the network sees: the centre crop, if any."""
+        crop = self.input.crop_hw
+        if crop is None:
+            return pixels
+        return np.ascontiguousarray(centre_crop(pixels.transpose(2, 0, 1), crop).transpose(1, 2, 0))
+
+    def _one(self, x: Any, *, bgr: bool) -> tuple[str, np.ndarray]:
+        items, single = sources.expand(x, bgr=bgr)
+        if not single or len(items) != 1:
+            raise InputError("give one image here (a path, URL, bytes, PIL image or array), not a list or folder")
+        loaded = self._load(items[0])
+        if isinstance(loaded, str):
+            raise InputError(loaded)
+        return items[0].source, loaded
+
+    def _class_index(self, target: str | int | None) -> int | None:
+        if target is None:
+            return None
+        if isinstance(target, str) and target in self.labels:
+            return self.labels.index(target)
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool) and 0 <= target < len(self.labels):
+            return int(target)
+        raise ConfigError(f"target must be one of the model's classes ({', '.join(self.labels)}) or an index "
+                          f"0..{len(self.labels) - 1}, got {target!r}")
+
+    def _torch_runtime(self) -> runtimes.TorchRuntime:
+        if isinstance(self.runtime, runtimes.TorchRuntime):
+            return self.runtime
+        if self._torch is None:
+            self._torch = runtimes.TorchRuntime(self._bundle, device="cpu")
+        return self._torch
 
     def _check_top(self, top: int | None) -> int:
         if top is None:
