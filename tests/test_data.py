@@ -252,6 +252,16 @@ def test_half_crops_the_long_side_and_fills_the_short_one():
     assert out[:15].std() > 50 and out[-15:].std() > 50
 
 
+def test_every_mode_gives_the_exact_size_for_any_aspect_ratio():
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        source = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+        target = (int(rng.integers(1, 200)), int(rng.integers(1, 200)))
+        img = Image.new("RGB", source, (9, 9, 9))
+        for mode in ("squash", "crop", "fill", "half"):
+            assert resize(img, target, mode).shape == (target[1], target[0], 3), (mode, source, target)
+
+
 def test_resize_grayscale_shape_and_prepare_is_deterministic(tmp_path):
     path = tmp_path / "x.png"
     _three_bands(90, 30).save(path)
@@ -592,3 +602,22 @@ def test_building_a_dataset_never_imports_torch(tmp_path, image_folder_factory):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "60 []"
 
+
+
+def test_builds_from_a_threaded_process_decode_in_threads(shoal_home, image_folder_factory):
+    import threading
+
+    from shoal.data import dataset as dataset_module
+
+    root = image_folder_factory(["a", "b"], 30, size=(12, 12))
+    reference = datasets.create(root, "forked", size=8, workers=2)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)  # like a web server's threads: forking is unsafe now
+    other.start()
+    try:
+        assert not dataset_module._fork_is_safe()
+        threaded = datasets.create(root, "threaded", size=8, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert np.array_equal(threaded.images("train"), reference.images("train"))

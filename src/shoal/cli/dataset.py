@@ -169,8 +169,12 @@ def list_command(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for column in ("name", "classes", "train", "val", "test", "size", "skipped", "created"):
-        table.add_column(column, justify="right" if column in ("classes", "train", "val", "test", "skipped") else "left")
+    table.add_column("name", no_wrap=True)
+    for column in ("classes", "train", "val", "test"):
+        table.add_column(column, justify="right")
+    table.add_column("size", no_wrap=True)
+    table.add_column("skipped", justify="right")
+    table.add_column("created (UTC)", no_wrap=True)
     for d in found:
         table.add_row(
             d.name,
@@ -180,7 +184,7 @@ def list_command(
             str(d.count("test")),
             f"{d.size[0]}x{d.size[1]}{'' if d.channels == 3 else ' gray'}",
             str(len(d.skipped)),
-            d.created.replace("T", " ").replace("+00:00", " UTC"),
+            d.created.replace("T", " ")[:16],
         )
     console.print(table)
 

@@ -24,10 +24,9 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -525,29 +524,49 @@ def _decode(items: Sequence[_Item], build: Path, cfg: DataConfig, progress: Prog
         if progress is not None:
             progress(done, total)
 
-    if workers == 1:
-        try:
+    try:
+        if workers == 1:
             for chunk in chunks:
                 record(_decode_chunk(spec, chunk))
-        finally:
-            _release(arrays)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
+        else:
+            _decode_in_parallel(spec, chunks, workers, record)
+    finally:
+        _release(arrays)
+
+
+def _decode_in_parallel(
+    spec: _Spec, chunks: Sequence[list[_Job]], workers: int, record: Callable[[list[tuple[int, str | None]]], None]
+) -> None:
+    """Decode chunks in worker processes (forked), or threads where forking is unsafe.
+
+    Pillow releases the GIL while it decodes and resizes, so threads also run in
+    parallel; they are used when this process already runs other threads (a web
+    server, say), where forking could deadlock. If the process pool breaks (a worker
+    killed by the system), the chunks it had not finished are decoded in threads.
+    """
+    executor: Executor = (
+        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        if _fork_is_safe()
+        else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-decode")
+    )
+    unfinished: list[list[_Job]] = []
     try:
-        futures: dict[Future[list[tuple[int, str | None]]], list[_Job]] = {
-            pool.submit(_decode_chunk, spec, chunk): chunk for chunk in chunks
-        }
+        futures = {executor.submit(_decode_chunk, spec, chunk): chunk for chunk in chunks}
         for future in as_completed(futures):
             try:
                 results = future.result()
-            except Exception as exc:  # a worker died (out of memory, decoder crash): report its files
-                why = f"the decoding process stopped unexpectedly ({type(exc).__name__}) while reading this file's batch"
-                results = [(index, why) for index, *_ in futures[future]]
+            except BrokenExecutor:
+                unfinished.append(futures[future])
+                continue
             record(results)
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)
+    executor.shutdown(wait=True)
+    if unfinished:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-decode") as threads:
+            for results in threads.map(lambda chunk: _decode_chunk(spec, chunk), unfinished):
+                record(results)
 
 
 def _decode_chunk(spec: _Spec, jobs: Sequence[_Job]) -> list[tuple[int, str | None]]:
@@ -556,8 +575,8 @@ def _decode_chunk(spec: _Spec, jobs: Sequence[_Job]) -> list[tuple[int, str | No
     results: list[tuple[int, str | None]] = []
     for index, split_name, row, path in jobs:
         target = _OPEN_ARRAYS.get(arrays[split_name])
-        if target is None:
-            target = _OPEN_ARRAYS[arrays[split_name]] = np.load(arrays[split_name], mmap_mode="r+")
+        if target is None:  # (threads may race here; both maps are of the same file)
+            target = _OPEN_ARRAYS.setdefault(arrays[split_name], np.load(arrays[split_name], mmap_mode="r+"))
         try:
             target[row] = prepare(path, size, resize_mode, channels)
             results.append((index, None))
@@ -589,12 +608,13 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _mp_context() -> Any:
-    """``fork`` (instant start) when safe: on Linux, from a process with one thread."""
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and sys.platform.startswith("linux") and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+def _fork_is_safe() -> bool:
+    """Whether worker processes can be forked: on Linux, from a process running one thread."""
+    return (
+        sys.platform.startswith("linux")
+        and "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+    )
 
 
 # -- writing ------------------------------------------------------------------------------------
