@@ -9,6 +9,8 @@ the app (its lifespan).
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -128,16 +130,45 @@ def _templates() -> Jinja2Templates:
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * float(v):.1f} %"
     env.filters["num"] = lambda v: "–" if v is None else f"{v:,}"
     env.filters["datetime"] = _datetime
-    env.filters["size"] = lambda v: "–" if not v else ("x".join(str(x) for x in v) if isinstance(v, list) else str(v))
+    env.filters["show"] = _show
     return templates
 
 
+def _show(value: Any) -> str:
+    """A config value as a page shows it."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_show(v) for v in value) or "–"
+    return str(value)
+
+
 def _datetime(ts: Any) -> str:
+    """A time stamp (seconds, or ISO 8601 text) as local ``YYYY-MM-DD HH:MM``."""
+    import datetime
     import time
 
+    if isinstance(ts, str):
+        try:
+            ts = datetime.datetime.fromisoformat(ts).timestamp()
+        except ValueError:
+            return ts
     if not isinstance(ts, (int, float)):
-        return str(ts or "–")
+        return "–"
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _option_names() -> list[str]:
+    from shoal.data.config import DataConfig
+    from shoal.server.schemas import DatasetCreate, ModelCreate
+    from shoal.training import TrainConfig
+
+    names = {f.name for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    return sorted(names | set(DatasetCreate.model_fields) | set(ModelCreate.model_fields))
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -180,7 +211,9 @@ def _add_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form"))
             message = err.get("msg", "invalid")
             if err.get("type") == "extra_forbidden":
-                message = "is not an option (see /docs for the options)"
+                close = difflib.get_close_matches(str(err["loc"][-1]), _option_names(), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else " (see /docs for the options)"
+                message = f"is not an option{hint}"
             problems.append(f"{where or 'request'}: {message}")
         return _answer(request, 422, "; ".join(problems))
 

@@ -36,6 +36,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "device": DEVICES,
 }
 
+# How a drop-down names a choice, where the bare value says too little.
+CHOICE_LABELS: dict[str, dict[Any, str]] = {"channels": {3: "3 (RGB colour)", 1: "1 (grayscale)"}}
+
 # Training options shown in each section of the new-model page, in order.
 TRAIN_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Solver", ("epochs", "batch_size", "solver", "lr", "momentum", "weight_decay")),
@@ -63,6 +66,9 @@ class FormField:
     kind: str  # "number", "text", "select", "checkbox"
     choices: tuple[Any, ...] = ()
     sweep: bool = False  # accepts "0.01, 0.001"
+
+    def choice_label(self, choice: Any) -> str:
+        return CHOICE_LABELS.get(self.name, {}).get(choice, str(choice))
 
     @property
     def placeholder(self) -> str:

@@ -116,30 +116,34 @@ class GuardMiddleware:
                 await send(message)
             return
         received = 0
+        exceeded = False
+        started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise RequestTooLarge(limit)
             return message
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if exceeded:  # the app's own answer to a body cut short is replaced by the 413 below
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except RequestTooLarge as exc:
-            if not started:
-                for message in _json_response(413, too_large_detail(exc.limit)):
-                    await send(message)
+            await self.app(scope, counting_receive, guarded_send)
+        except RequestTooLarge:
+            pass
+        if exceeded and not started:
+            for message in _json_response(413, too_large_detail(limit)):
+                await send(message)
 
     def _check_token(self, scope: Scope, headers: dict[str, str]) -> tuple[dict, dict] | None:
         token = self.settings.token or ""

@@ -152,13 +152,12 @@ def _check_new_dataset(store: Store, name: str) -> None:
 
 def _dataset_options(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
     """Check the options now (a bad value fails the request, not the job later); confine paths."""
-    from shoal.data.config import DataConfig
+    from shoal.data.config import DataConfig, normalise_options
     from shoal.data.scan import scan_list
 
-    options = {k: v for k, v in options.items() if v is not None}
-    if isinstance(options.get("size"), list):
-        options["size"] = tuple(options["size"])
-    DataConfig().replace(**options)  # raises ConfigError naming the option
+    options = normalise_options({k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    checked = DataConfig().replace(**options).to_dict()  # raises ConfigError naming the option
+    options = {k: checked[k] for k in options}  # as the config reads them: size "64x48" becomes [64, 48]
     for key in ("val_folder", "list_file"):
         if options.get(key):
             options[key] = str(confine(options[key], settings.roots, what="folder" if key == "val_folder" else "file"))
@@ -266,7 +265,14 @@ def dataset_images(store: Store, name: str, *, split: str, label: str | None, pa
     if ds.count(split) == 0:
         return {"split": split, "label": label, "page": 0, "pages": 0, "total": 0, "items": []}
     labels = ds.labels(split)
-    indices = np.flatnonzero(labels == ds.classes.index(label)) if label is not None else np.arange(len(labels))
+    if label is not None:
+        indices = np.flatnonzero(labels == ds.classes.index(label))
+    else:  # every class in turn (the first image of each class, then the second...), not class after class
+        rank = np.zeros(len(labels), dtype=np.int64)
+        for cls in np.unique(labels):
+            members = np.flatnonzero(labels == cls)
+            rank[members] = np.arange(len(members))
+        indices = np.lexsort((labels, rank))
     pages = max(1, -(-len(indices) // per_page))
     page = min(max(page, 0), pages - 1)
     chosen = indices[page * per_page:(page + 1) * per_page]

@@ -3,7 +3,6 @@ script (``/static/*.js``) keeps it live by polling the JSON API."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -81,7 +80,7 @@ async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalo
     chosen_dataset = dataset or values.get("dataset")
     return render(request, templates, "model_new.html", {
         "page": "model-new", "title": "New model", "sections": forms.train_sections(), "values": values,
-        "values_json": json.dumps(values), "clone": clone, "datasets": datasets, "dataset": chosen_dataset,
+        "clone": clone, "datasets": datasets, "dataset": chosen_dataset,
         "networks": networks, "previous": previous, "pretrained": services.list_pretrained(store),
         "network_files": services.list_network_files(store),
     })
@@ -90,8 +89,7 @@ async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalo
 @router.get("/models/{name}", response_class=HTMLResponse, name="model_page")
 def model(name: str, request: Request, store: StoreDep, runner: RunnerDep, templates: TemplatesDep) -> HTMLResponse:
     info = services.model_view(store, runner, name)
-    return render(request, templates, "model.html", {"page": "model", "title": f"Model {name}", "model": info,
-                                                     "model_json": json.dumps(info, default=str)})
+    return render(request, templates, "model.html", {"page": "model", "title": f"Model {name}", "model": info})
 
 
 @router.get("/pretrained", response_class=HTMLResponse, name="pretrained_page")

@@ -29,7 +29,7 @@ async def classify(name: str, store: StoreDep, settings: SettingsDep, classifier
     """Answers ``{"source", "predictions": [{"label", "probability"}, ...]}``: the object
     ``shoal classify MODEL IMAGE --json`` prints for that image (``source`` is the uploaded
     file's name, or the URL). The model stays loaded between requests."""
-    data = await read_upload(file, limit=settings.max_image_bytes) if file is not None and not url else None
+    data = await read_upload(file, limit=settings.max_image_bytes) if file is not None else None
     return await run_in_threadpool(services.classify, classifiers, store, settings, name, data=data,
                                    filename=file.filename if file is not None else None, url=url, top=top)
 

@@ -1,0 +1,56 @@
+"""``shoal serve``: the web app (FastAPI + uvicorn), over the same store as the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from shoal.cli import app
+
+SERVE_EXAMPLES = """
+Examples:
+
+  shoal serve                                   # http://127.0.0.1:5000, datasets from folders under the current one
+
+  shoal serve --port 8080 --roots ~/photos ~/more-photos
+
+  shoal serve --host 0.0.0.0 --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
+"""
+
+
+@app.command(epilog=SERVE_EXAMPLES)
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on; anything but loopback needs --token."),
+    port: int = typer.Option(5000, "--port", "-p", help="TCP port."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SHOAL_TOKEN",
+                                        help="Access token every request must carry (SHOAL_TOKEN)."),
+    roots: Optional[list[Path]] = typer.Option(
+        None, "--roots", help="Folders datasets may be built from on the server (repeat, or SHOAL_ROOTS); "
+                              "default: the current folder."),
+    max_image_mb: Optional[float] = typer.Option(None, "--max-image-mb", help="Largest image upload in MB (default 50)."),
+    max_zip_mb: Optional[float] = typer.Option(None, "--max-zip-mb", help="Largest zip or weights upload in MB (default 2048)."),
+) -> None:
+    """Start the web app: datasets, models, live training charts, classification, downloads.
+
+    Trainings and dataset builds run in worker processes, one training per device at a time;
+    what the CLI creates appears in the app and the other way round (one store, SHOAL_HOME).
+    """
+    import uvicorn
+
+    from shoal.server import Settings, create_app
+    from shoal.server.config import MB
+
+    if roots is None and not os.environ.get("SHOAL_ROOTS"):
+        roots = [Path.cwd()]
+    settings = Settings.from_env(
+        host=host, port=port, token=token, roots=tuple(roots) if roots else None,
+        max_image_bytes=int(max_image_mb * MB) if max_image_mb else None,
+        max_zip_bytes=int(max_zip_mb * MB) if max_zip_mb else None)
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    address = f"http://{shown}:{port}/" + (f"?token={settings.token}" if settings.token else "")
+    typer.echo(f"shoal is serving {settings.home} at {address}", err=True)
+    typer.echo(f"datasets may come from: {', '.join(str(r) for r in settings.roots) or 'uploads only'}", err=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,322 @@
+// Model page: live charts while it trains, abort/resume, download, classify one or many, evaluate.
+"use strict";
+(() => {
+  const { api, el, badge, pct, num, duration, say, poll, enc, confirmThen } = shoal;
+  let model = shoal.initial("initial-model");
+  const base = `/api/models/${enc(model.name)}`;
+  const live = (status) => status === "queued" || status === "running";
+
+  // -- charts -----------------------------------------------------------------------------------------
+  const series = { it: { x: [], loss: [], lr: [] }, ep: { x: [], loss: [], acc: [], top5: [] } };
+  let cursor = 0;
+  const plotConfig = { displayModeBar: false, responsive: true };
+  const colours = { train: "#1f63b5", val: "#d9822b", acc: "#1d7a46", top5: "#7aa874", lr: "#0b6e79" };
+
+  function addEvents(events) {
+    for (const e of events) {
+      if (e.type === "iteration") {
+        series.it.x.push(e.epoch); series.it.loss.push(e.train_loss); series.it.lr.push(e.lr);
+      } else if (e.type === "epoch" && e.val_loss !== undefined) {
+        series.ep.x.push(e.epoch); series.ep.loss.push(e.val_loss); series.ep.acc.push(e.val_accuracy);
+        series.ep.top5.push(e.val_top5 === undefined ? null : e.val_top5);
+      } else if (e.type === "start" && e.resumed) {
+        // A resumed run starts again after its last saved epoch: drop the points recorded past it.
+        const cut = (xs, ...arrays) => {
+          const i = xs.findIndex((x) => x > e.epoch);
+          if (i >= 0) for (const a of [xs, ...arrays]) a.splice(i);
+        };
+        cut(series.it.x, series.it.loss, series.it.lr);
+        cut(series.ep.x, series.ep.loss, series.ep.acc, series.ep.top5);
+      }
+    }
+  }
+
+  function drawCharts() {
+    const lossTraces = [
+      { x: series.it.x, y: series.it.loss, name: "train loss", mode: "lines", line: { color: colours.train, width: 1.5 } },
+      { x: series.ep.x, y: series.ep.loss, name: "val loss", mode: "lines+markers", line: { color: colours.val, width: 2 } },
+      { x: series.ep.x, y: series.ep.acc, name: "val accuracy", mode: "lines+markers", yaxis: "y2", line: { color: colours.acc, width: 2 } },
+    ];
+    if (series.ep.top5.some((v) => v !== null)) {
+      lossTraces.push({ x: series.ep.x, y: series.ep.top5, name: "val top-5", mode: "lines+markers", yaxis: "y2", line: { color: colours.top5, width: 1.5, dash: "dot" } });
+    }
+    const epochs = model.epochs || undefined;
+    const xaxis = { title: { text: "epoch" }, range: epochs ? [0, epochs] : undefined, zeroline: false };
+    Plotly.react("loss-chart", lossTraces, {
+      margin: { l: 55, r: 55, t: 10, b: 40 }, xaxis,
+      yaxis: { title: { text: "loss" }, rangemode: "tozero" },
+      yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", range: [-0.01, 1.01], dtick: 0.2, tickformat: ".0%", showgrid: false },
+      legend: { orientation: "h", y: -0.22 },
+    }, plotConfig);
+    Plotly.react("lr-chart", [{ x: series.it.x, y: series.it.lr, name: "learning rate", mode: "lines", line: { color: colours.lr, width: 2 } }], {
+      margin: { l: 65, r: 20, t: 10, b: 40 }, xaxis, yaxis: { title: { text: "learning rate" }, exponentformat: "e", rangemode: "tozero" },
+      showlegend: false,
+    }, plotConfig);
+    document.getElementById("loss-chart").dataset.points = String(series.it.x.length + series.ep.x.length);
+    document.getElementById("lr-chart").dataset.points = String(series.it.x.length);
+  }
+
+  async function fetchEvents() {
+    const found = await api("GET", `${base}/events?after=${cursor}`);
+    cursor = found.next;
+    if (found.events.length) {
+      addEvents(found.events);
+      drawCharts();
+      const last = [...found.events].reverse().find((e) => e.type === "iteration" || e.type === "epoch");
+      if (last) renderLive(last);
+    }
+    return found.status;
+  }
+
+  // -- status, stats, actions ---------------------------------------------------------------------------
+  function stat(value, label) { return el("div", { class: "stat" }, el("div", { class: "v", text: value }), el("div", { class: "k", text: label })); }
+
+  function renderLive(last) {
+    const epochs = model.epochs || 0;
+    const epoch = last.epoch || 0;
+    document.getElementById("epoch-bar").style.width = `${epochs ? Math.min(100, (100 * epoch) / epochs) : 0}%`;
+    document.getElementById("epoch-text").textContent = epochs ? `epoch ${Number(epoch).toFixed(1)} of ${epochs}` : "";
+    const lastEpoch = model.history.length ? model.history[model.history.length - 1] : null;
+    const valAcc = series.ep.acc.length ? series.ep.acc[series.ep.acc.length - 1] : (lastEpoch ? lastEpoch.val_accuracy : null);
+    const valLoss = series.ep.loss.length ? series.ep.loss[series.ep.loss.length - 1] : (lastEpoch ? lastEpoch.val_loss : null);
+    const stats = [
+      stat(num(last.train_loss), "train loss"),
+      stat(num(valLoss), "val loss"),
+      stat(pct(valAcc), "val accuracy"),
+      stat(last.lr === undefined ? "–" : Number(last.lr).toExponential(2), "learning rate"),
+      stat(last.images_per_s ? `${Math.round(last.images_per_s)}` : "–", "images / s"),
+      stat(duration(last.elapsed_s), "elapsed"),
+    ];
+    document.getElementById("stats").replaceChildren(...stats);
+  }
+
+  function renderModel() {
+    const status = document.getElementById("model-status");
+    status.textContent = model.status;
+    status.className = `badge ${model.status}`;
+    document.getElementById("abort").hidden = !model.can_abort;
+    document.getElementById("resume").hidden = !model.can_resume;
+    document.getElementById("delete").hidden = live(model.status);
+    const message = document.getElementById("model-message");
+    if (model.error) say(message, model.error);
+    else if (model.status === "queued") {
+      const ahead = model.job && model.job.queue_position;
+      say(message, ahead ? `Waiting: ${ahead} job(s) run or wait before this one on its device.` : "Starting…", "info");
+    } else if (model.status === "interrupted") say(message, "The training stopped when its process ended (the server restarted?). Resume continues from the last saved epoch.", "info");
+    else if (model.status === "aborted") say(message, "The training was aborted. Resume continues from the last saved epoch.", "info");
+    else say(message, null);
+    if (!series.it.x.length && model.history.length) {
+      const last = model.history[model.history.length - 1];
+      renderLive(last);
+    }
+    // Epoch table.
+    const rows = [...model.history].reverse().map((h) => el("tr", {},
+      el("td", { class: "num", text: h.epoch + (h.epoch === model.summary?.best_epoch ? " ★" : "") }),
+      el("td", { class: "num", text: num(h.train_loss) }),
+      el("td", { class: "num", text: num(h.val_loss) }),
+      el("td", { class: "num", text: pct(h.val_accuracy) }),
+      el("td", { class: "num", text: h.val_top5 === undefined ? "–" : pct(h.val_top5) }),
+      el("td", { class: "num", text: h.lr === undefined ? "–" : Number(h.lr).toExponential(2) }),
+      el("td", { class: "num", text: duration(h.elapsed_s) })));
+    shoal.replaceRows(document.getElementById("epochs-body"), rows, live(model.status) ? "The first epoch is on its way." : "No validated epoch.", 7);
+    // Download choices: the best epoch's bundle, the last epoch, and every kept snapshot.
+    const select = document.getElementById("download-epoch");
+    const previous = select.value;
+    const choices = [];
+    if (model.bundle) choices.push(["best", `best epoch${model.summary?.best_epoch ? " (" + model.summary.best_epoch + ")" : ""}`]);
+    if (model.history.length) choices.push(["last", `last epoch (${model.history[model.history.length - 1].epoch})`]);
+    for (const s of model.snapshots) choices.push([String(s), `snapshot of epoch ${s}`]);
+    select.replaceChildren(...choices.map(([value, text]) => el("option", { value, text })));
+    if (choices.some(([v]) => v === previous)) select.value = previous;
+    updateDownload();
+    document.getElementById("classify-button").disabled = !model.bundle;
+    document.getElementById("many-button").disabled = !model.bundle;
+    document.getElementById("eval-button").disabled = !model.bundle;
+    if (!model.bundle) document.getElementById("eval-text").textContent = "Available once training has written the model bundle.";
+  }
+
+  function updateDownload() {
+    const select = document.getElementById("download-epoch");
+    const link = document.getElementById("download-link");
+    const note = document.getElementById("download-note");
+    if (!select.value) {
+      link.removeAttribute("href");
+      link.classList.add("disabled");
+      note.textContent = "Nothing to download yet: the bundle is written when training ends (snapshots as they are kept).";
+      return;
+    }
+    link.href = `${base}/download?epoch=${enc(select.value)}`;
+    note.textContent = select.value === "best" ? "" : "Exporting a snapshot takes a few seconds the first time.";
+  }
+  document.getElementById("download-epoch").addEventListener("change", updateDownload);
+
+  async function refreshModel() {
+    model = await api("GET", base);
+    renderModel();
+  }
+
+  document.getElementById("abort").addEventListener("click", () => confirmThen(`Abort training ${model.name}? Its saved epochs are kept.`, async () => {
+    model = await api("POST", `${base}/abort`); renderModel(); startPolling();
+  }));
+  document.getElementById("resume").addEventListener("click", async () => {
+    try { await api("POST", `${base}/resume`); await refreshModel(); startPolling(); } catch (e) { say(document.getElementById("model-message"), e.message); }
+  });
+  document.getElementById("delete").addEventListener("click", () => confirmThen(`Delete model ${model.name} and all its files?`, async () => {
+    await api("DELETE", base); window.location.href = "/";
+  }));
+
+  let stopPolling = null;
+  function startPolling() {
+    if (stopPolling) stopPolling();
+    let lastStatus = model.status;
+    stopPolling = poll(async () => {
+      const status = await fetchEvents();
+      if (status !== lastStatus || series.ep.x.length !== model.history.length) {
+        lastStatus = status;
+        await refreshModel();
+      }
+      return live(status);
+    }, 1500);
+  }
+
+  // -- classify one -------------------------------------------------------------------------------------
+  const classifyForm = document.getElementById("classify-form");
+  classifyForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const message = document.getElementById("classify-message");
+    say(message, null);
+    const file = document.getElementById("classify-file").files[0];
+    const url = document.getElementById("classify-url").value.trim();
+    if (!file && !url) { say(message, "Choose an image file, or give the address of one."); return; }
+    const form = new FormData();
+    if (file && !url) form.append("file", file); else form.append("url", url);
+    form.append("top", "5");
+    const button = document.getElementById("classify-button");
+    button.disabled = true;
+    try {
+      const result = await api("POST", `${base}/classify`, form);
+      const image = document.getElementById("classify-image");
+      image.src = file && !url ? URL.createObjectURL(file) : url;
+      document.getElementById("classify-body").replaceChildren(...result.predictions.map((p, i) => el("tr", { class: i === 0 ? "top" : "" },
+        el("td", {}, i === 0 ? el("strong", { text: p.label }) : p.label),
+        el("td", {}, el("div", { class: "bar" }, el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * p.probability).toFixed(1)}%` })), el("span", { class: "mono", text: pct(p.probability) }))))));
+      document.getElementById("classify-result").hidden = false;
+      document.getElementById("classify-result").dataset.label = result.predictions[0].label;
+      const figure = document.getElementById("heatmap-figure");
+      figure.hidden = true;
+      if (document.getElementById("classify-heatmap").checked) {
+        const heat = new FormData();
+        if (file && !url) heat.append("file", file); else heat.append("url", url);
+        try {
+          const response = await fetch(`${base}/heatmap`, { method: "POST", body: heat, headers: { "X-Shoal-CSRF": document.querySelector('meta[name="csrf-token"]').content } });
+          if (!response.ok) throw new Error((await response.json()).detail);
+          document.getElementById("heatmap-image").src = URL.createObjectURL(await response.blob());
+          figure.hidden = false;
+        } catch (e) { say(message, `Heat-map: ${e.message}`, "info"); }
+      }
+    } catch (e) {
+      say(message, e.message);
+    } finally {
+      button.disabled = !model.bundle;
+    }
+  });
+
+  // -- classify many ------------------------------------------------------------------------------------
+  document.getElementById("many-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const message = document.getElementById("many-message");
+    say(message, null);
+    const files = document.getElementById("many-files").files;
+    const zip = document.getElementById("many-zip").files[0];
+    if (!files.length && !zip) { say(message, "Choose image files, or a zip with one folder of images per class."); return; }
+    const form = new FormData();
+    for (const f of files) form.append("files", f);
+    if (zip) form.append("archive", zip);
+    const button = document.getElementById("many-button");
+    button.disabled = true;
+    try {
+      const out = await api("POST", `${base}/classify-many`, form);
+      const s = out.summary;
+      const stats = [stat(String(s.images), "images")];
+      if (s.with_truth) stats.push(stat(pct(s.top1_accuracy), "top-1 accuracy"), stat(pct(s.top5_accuracy), "top-5 accuracy"));
+      if (s.errors) stats.push(stat(String(s.errors), "unreadable"));
+      document.getElementById("many-stats").replaceChildren(...stats);
+      const perClass = out.per_class.map((c) => el("tr", {},
+        el("td", {}, c.label, c.known ? null : el("span", { class: "small muted", text: " (not a class of this model)" })),
+        el("td", { class: "num", text: c.images }), el("td", { class: "num", text: pct(c.top1_accuracy) }), el("td", { class: "num", text: pct(c.top5_accuracy) })));
+      document.getElementById("per-class-title").hidden = !perClass.length;
+      document.getElementById("per-class-table").hidden = !perClass.length;
+      document.getElementById("per-class-body").replaceChildren(...perClass);
+      document.getElementById("many-body").replaceChildren(...out.results.map((r) => {
+        const top = r.predictions[0];
+        const mark = r.truth === null || r.truth === undefined ? "" : (r.top1 ? "right" : "wrong");
+        return el("tr", {},
+          el("td", { class: "mono", text: r.source }),
+          el("td", { text: r.truth ?? "–" }),
+          el("td", { class: mark }, r.error ? el("span", { class: "wrong", text: r.error }) : (top ? top.label : "–")),
+          el("td", { class: "num", text: top ? pct(top.probability) : "–" }),
+          el("td", { class: "small muted", text: r.predictions.slice(1, 3).map((p) => `${p.label} ${pct(p.probability)}`).join(", ") }));
+      }));
+      document.getElementById("many-result").hidden = false;
+    } catch (e) {
+      say(message, e.message);
+    } finally {
+      button.disabled = !model.bundle;
+    }
+  });
+
+  // -- evaluation ---------------------------------------------------------------------------------------
+  document.getElementById("eval-button").addEventListener("click", async () => {
+    const message = document.getElementById("eval-message");
+    say(message, null);
+    const split = document.getElementById("eval-split").value;
+    const button = document.getElementById("eval-button");
+    button.disabled = true;
+    document.getElementById("eval-text").textContent = "Evaluating…";
+    try {
+      const ev = await api("GET", `${base}/evaluation?split=${enc(split)}`);
+      renderEvaluation(ev);
+      document.getElementById("eval-text").textContent = `${ev.images} images of the ${ev.split} split.`;
+    } catch (e) {
+      say(message, e.message);
+      document.getElementById("eval-text").textContent = "";
+    } finally {
+      button.disabled = !model.bundle;
+    }
+  });
+
+  function thumb(item, caption) {
+    const src = `/api/datasets/${enc(model.config.dataset)}/images/${enc(item.split)}/${item.index}.png`;
+    return el("figure", { class: "thumb", title: caption }, el("img", { src, alt: caption, loading: "lazy" }), el("div", { class: "cap", text: caption }));
+  }
+
+  function renderEvaluation(ev) {
+    const stats = [stat(pct(ev.accuracy), "accuracy")];
+    if (ev.top5_accuracy !== undefined && ev.top5_accuracy !== null) stats.push(stat(pct(ev.top5_accuracy), "top-5 accuracy"));
+    if (ev.loss !== undefined && ev.loss !== null) stats.push(stat(num(ev.loss), "loss"));
+    stats.push(stat(String(ev.images), "images"));
+    document.getElementById("eval-stats").replaceChildren(...stats);
+    const labels = ev.labels;
+    Plotly.react("confusion-chart", [{
+      z: ev.confusion_matrix, x: labels, y: labels, type: "heatmap", colorscale: [[0, "#f4f8f9"], [1, "#0b6e79"]], showscale: false,
+      hovertemplate: "true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
+    }], {
+      margin: { l: 90, r: 10, t: 10, b: 80 }, xaxis: { title: { text: "predicted" }, type: "category" },
+      yaxis: { title: { text: "true" }, autorange: "reversed", type: "category" },
+      annotations: labels.length <= 12 ? ev.confusion_matrix.flatMap((row, i) => row.map((v, j) => ({ x: labels[j], y: labels[i], text: String(v), showarrow: false, font: { color: v > 0.5 * Math.max(...row) ? "#fff" : "#1d2a35", size: 11 } }))) : [],
+    }, plotConfig);
+    document.getElementById("eval-classes").replaceChildren(...ev.per_class.map((c) => el("tr", {},
+      el("td", { text: c.label }), el("td", { class: "num", text: pct(c.precision) }), el("td", { class: "num", text: pct(c.recall) }),
+      el("td", { class: "num", text: pct(c.f1) }), el("td", { class: "num", text: c.support }))));
+    const wrong = ev.confidently_wrong.map((w) => thumb(w, `${w.truth} → ${w.predicted} ${pct(w.probability)}`));
+    document.getElementById("eval-wrong").replaceChildren(...(wrong.length ? wrong : [el("p", { class: "empty", text: "None: every image was classified correctly." })]));
+    document.getElementById("eval-confident").replaceChildren(...Object.entries(ev.most_confident).map(([label, items]) => el("div", {},
+      el("div", { class: "small", style: "margin: 8px 0 4px; font-weight: 600", text: label }),
+      el("div", { class: "thumbs" }, ...items.map((w) => thumb(w, `${w.predicted === label ? "" : w.truth + " · "}${pct(w.probability)}`))))));
+    document.getElementById("eval-result").hidden = false;
+  }
+
+  // -- start ----------------------------------------------------------------------------------------------
+  renderModel();
+  fetchEvents().then(() => { drawCharts(); if (live(model.status)) startPolling(); });
+})();
