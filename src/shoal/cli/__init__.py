@@ -56,7 +56,7 @@ def _root(
 
 def _register() -> None:
     # Each stage's commands live in their own module; importing registers them.
-    from shoal.cli import classify, dataset, evaluate, train  # noqa: F401
+    from shoal.cli import classify, dataset, evaluate, serve, train  # noqa: F401
 
 
 def main() -> None:
