@@ -192,9 +192,10 @@ class Classifier:
         """Classify one image or many.
 
         Args:
-            x: a path, an http(s) URL, bytes, a PIL image or a NumPy array (uint8 ``H×W×3`` RGB,
-                ``H×W`` gray, ``H×W×4`` RGBA) — or a folder (every image in it, recursively,
-                sorted), a list of any of these, or an ``N×H×W×C`` array.
+            x: a path, an http(s) URL (50 MiB at most, 15 s timeout), bytes, an open binary file,
+                a PIL image or a NumPy array (uint8 ``H×W×3`` RGB, ``H×W`` gray, ``H×W×4`` RGBA) — or a
+                folder (every image in it, recursively, sorted), a list of any of these, or an
+                ``N×H×W×C`` array.
             top: how many classes to return per image, most probable first; ``None`` = all.
             bgr: NumPy arrays are BGR(A), as OpenCV gives them.
             batch_size: images per run of the network.
