@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,7 +56,8 @@ def test_list_explore_delete(tiny_dataset, tmp_path):
     sheet = tmp_path / "sheet.png"
     explored = run("dataset", "explore", "tiny", "--out", str(sheet), "--per-class", "2")
     assert explored.exit_code == 0 and explored.stdout.strip() == str(sheet)
-    assert Image.open(sheet).format == "PNG"
+    with Image.open(sheet) as img:
+        assert img.format == "PNG"
     deleted = run("dataset", "delete", "tiny")
     assert deleted.exit_code == 0 and deleted.stdout.strip() == "Deleted dataset 'tiny'."
     assert json.loads(run("dataset", "list", "--json").stdout) == []
@@ -118,3 +122,19 @@ def test_sample_builds_the_digits_once(shoal_home):
     assert len(list((shoal_home / "samples" / "digits" / "0").glob("*.png"))) == 178
     again = run("dataset", "sample", "--json")
     assert json.loads(again.stdout)["created"] == data["created"]  # reused, not rebuilt
+
+
+def test_dataset_create_command_imports_nothing_heavy(tmp_path, image_folder_factory):
+    root = image_folder_factory(["a", "b"], 3, size=(10, 10))
+    code = (
+        "import sys\n"
+        "from shoal.cli import main\n"
+        f"sys.argv = ['shoal', 'dataset', 'create', {str(root)!r}, '--name', 'x', '--size', '8']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "heavy = ('torch', 'torchvision', 'timm', 'sklearn', 'scipy', 'onnx', 'onnxruntime')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True)
+    assert out.stderr.strip().splitlines()[-1] == "[]"
+    assert "dataset 'x': 2 classes, 6 images" in out.stdout

@@ -24,6 +24,14 @@ from shoal.store import Store
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dolphins-and-seahorses"
 
 
+def _stored(path: Path) -> Image.Image:
+    """The image as Pillow reads it, loaded and with its file closed."""
+    with Image.open(path) as img:
+        out = img.copy()
+        out.format = img.format
+        return out
+
+
 # -- files that are hard to read ----------------------------------------------------------------
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -92,7 +100,7 @@ def test_decompression_bomb_header_is_refused_without_decoding(tmp_path):
 def test_cmyk_jpeg_becomes_rgb_with_the_right_colour(tmp_path):
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(path)  # pure red in CMYK
-    assert Image.open(path).mode == "CMYK"
+    assert _stored(path).mode == "CMYK"
     img = open_image(path)
     assert img.mode == "RGB"
     assert np.abs(np.asarray(img).reshape(-1, 3).mean(axis=0) - (255, 0, 0)).max() < 4
@@ -103,7 +111,7 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path, suffix):
     ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
     path = tmp_path / f"gray16.{suffix}"
     Image.fromarray(ramp).save(path)
-    assert Image.open(path).mode.startswith("I;16")
+    assert _stored(path).mode.startswith("I;16")
     pixels = np.asarray(open_image(path))
     assert pixels.dtype == np.uint8 and pixels.min() == 0 and pixels.max() == 255
     # Clipping would turn everything above 255 white; scaling keeps the ramp.
@@ -369,7 +377,7 @@ def test_mean_image_is_the_mean_of_the_training_images(tiny_dataset):
     mean = tiny_dataset.mean_image()
     assert mean.dtype == np.float32 and mean.shape == (32, 32, 3)
     assert np.allclose(mean, np.asarray(tiny_dataset.images("train"), np.float64).mean(axis=0), atol=1e-3)
-    png = Image.open(tiny_dataset.mean_image_path)
+    png = _stored(tiny_dataset.mean_image_path)
     assert png.size == (32, 32) and png.mode == "RGB"
 
 
@@ -565,7 +573,7 @@ def test_load_list_delete_show(tiny_dataset):
 
 def test_explore_writes_a_contact_sheet(tiny_dataset, tmp_path):
     out = datasets.explore("tiny", tmp_path / "sheets" / "tiny.png", per_class=4)
-    sheet = Image.open(out)
+    sheet = _stored(out)
     assert sheet.format == "PNG"
     # 3 rows of 4 thumbnails, each upscaled to 64 px
     assert sheet.height >= 3 * 64 and sheet.width >= 4 * 64
@@ -577,7 +585,7 @@ def test_grayscale_dataset(shoal_home, image_folder_factory):
     ds = datasets.create(image_folder_factory(size=(10, 10)), "gray", size=(12, 8), grayscale=True, resize_mode="crop")
     assert ds.channels == 1 and ds.images("train").shape[1:] == (8, 12, 1)
     assert ds.mean_image().shape == (8, 12, 1)
-    assert Image.open(ds.mean_image_path).mode == "L"
+    assert _stored(ds.mean_image_path).mode == "L"
 
 
 def test_shoal_datasets_is_the_public_name():

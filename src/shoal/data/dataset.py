@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -129,6 +130,10 @@ class Dataset:
     def mean_image(self) -> np.ndarray:
         """The mean training image: float32 ``H × W × C`` in pixel units 0..255."""
         return np.load(self.path / "mean.npy")
+
+    def mean_pixel(self) -> np.ndarray:
+        """The mean training pixel: float32, one value per channel (for "pixel" mean subtraction)."""
+        return self.mean_image().reshape(-1, self.channels).mean(axis=0, dtype=np.float64).astype(np.float32)
 
     @property
     def mean_image_path(self) -> Path:
@@ -321,7 +326,8 @@ def create(
         skipped = [Skipped(_class_path(main, c), f"class {c!r} left out: {why}") for c, why in left_out]
         skipped += [*main.skipped, *(val_scan.skipped if val_scan is not None else ())]
         skipped += [Skipped(str(it.path), it.reason) for it in items if it.reason is not None]
-        splits = {s: {c: sum(1 for it in final[s] if it.cls == c) for c in classes} for s in SPLITS}
+        tallies = {s: Counter(it.cls for it in final[s]) for s in SPLITS}
+        splits = {s: {c: tallies[s][c] for c in classes} for s in SPLITS}
         meta = {
             "format": FORMAT,
             "name": name,

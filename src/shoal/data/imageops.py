@@ -24,12 +24,14 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import stat
 import warnings
 import zlib
-from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, Literal, Union
 
 import numpy as np
@@ -178,74 +180,84 @@ def open_image(
     if channels is not None:
         channels = check_channels(channels)
     if isinstance(source, Image.Image):
-        img = source
-        label = "<PIL image>"
-        owned = False
-    elif isinstance(source, np.ndarray):
-        img = _from_array(source)
-        label = "<array>"
-        owned = True
-    else:
-        img, label = _open(source, max_pixels)
-        owned = True
+        return _finish(source, "<PIL image>", channels, max_pixels, owned=False)
+    if isinstance(source, np.ndarray):
+        return _finish(_from_array(source), "<array>", channels, max_pixels, owned=True)
+    with _opened(source) as (fp, label):
+        img = _identify(fp, label, max_pixels)
         if draft_size is not None:
             _draft(img, draft_size, channels)
+        return _finish(img, label, channels, max_pixels, owned=True)
+
+
+def _finish(img: Image.Image, label: str, channels: int | None, max_pixels: int, *, owned: bool) -> Image.Image:
+    """Decode (while the file is open), turn upright, and convert to ``RGB``/``L``."""
     try:
         _check_pixels(img, label, max_pixels)
         img.load()
-        img = _exif_transpose(img, in_place=owned)  # a caller's image is never changed
-        img = _to_rgb_or_l(img, label)
+        out = _exif_transpose(img, in_place=owned)  # a caller's image is never changed
+        out = _to_rgb_or_l(out, label)
     except ImageError:
         raise
     except Exception as exc:  # any decoder failure: the file is what is wrong, say how
         raise ImageError(label, _reason(exc)) from exc
-    if channels == 3 and img.mode != "RGB":
-        img = img.convert("RGB")
-    elif channels == 1 and img.mode != "L":
-        img = img.convert("L")
-    if img is source:  # never hand back (and later let callers mutate) the caller's object
-        img = img.copy()
-    return img
+    if channels == 3 and out.mode != "RGB":
+        out = out.convert("RGB")
+    elif channels == 1 and out.mode != "L":
+        out = out.convert("L")
+    if out is img and not owned:  # never hand back (and later let callers mutate) the caller's object
+        out = out.copy()
+    return out
 
 
-def _open(source: str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes], max_pixels: int) -> tuple[Image.Image, str]:
-    """Open (header only) a path, bytes or file object; classify the failures."""
+@contextlib.contextmanager
+def _opened(source: str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]) -> Iterator[tuple[IO[bytes], str]]:
+    """A binary file object for a path, bytes or file object, and how to name it in errors.
+
+    A path is opened (not read whole: a large non-image costs only its header) and closed
+    when the block ends; by then the image is decoded.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        label = "<bytes>"
-        data = bytes(source)
-        if not data:
-            raise ImageError(label, "empty file (0 bytes)")
-        fp: IO[bytes] = io.BytesIO(data)
+        if not len(source):
+            raise ImageError("<bytes>", "empty file (0 bytes)")
+        yield io.BytesIO(bytes(source)), "<bytes>"
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        label = str(path)
+        label = os.fspath(source)
         try:
-            data = path.read_bytes()
+            info = os.stat(label)
+            if stat.S_ISDIR(info.st_mode):
+                raise ImageError(label, "is a folder, not an image file")
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(label, "not a regular file (a device, pipe or socket)")
+            if info.st_size == 0:
+                raise ImageError(label, "empty file (0 bytes)")
+            fp = open(label, "rb")  # noqa: SIM115 - closed below, after decoding
         except FileNotFoundError:
             raise ImageError(label, "file not found (or a broken symbolic link)") from None
-        except IsADirectoryError:
-            raise ImageError(label, "is a folder, not an image file") from None
         except PermissionError:
             raise ImageError(label, "permission denied: the file cannot be read") from None
         except OSError as exc:
             raise ImageError(label, f"cannot be read ({exc.strerror or exc})") from None
-        if not data:
-            raise ImageError(label, "empty file (0 bytes)")
-        fp = io.BytesIO(data)
+        with fp:
+            yield fp, label
     elif hasattr(source, "read"):
         label = str(getattr(source, "name", "<file object>"))
         seekable = getattr(source, "seekable", None)
-        fp = source if callable(seekable) and seekable() else io.BytesIO(source.read())
+        yield (source if callable(seekable) and seekable() else io.BytesIO(source.read())), label
     else:
         raise ImageError(
             repr(type(source).__name__),
             "not an image source: give a path, bytes, a binary file object, a PIL image or a NumPy array",
         )
+
+
+def _identify(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
+    """Read the header (format, size, mode); classify the failures."""
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own limit; the check after opening gives the clear error.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp)
+            return Image.open(fp)
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         claim = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
@@ -258,7 +270,6 @@ def _open(source: str | os.PathLike[str] | bytes | bytearray | memoryview | IO[b
         raise ImageError(label, "not an image: its content is in no image format Pillow can read") from None
     except Exception as exc:
         raise ImageError(label, _reason(exc)) from None
-    return img, label
 
 
 def _check_pixels(img: Image.Image, label: str, max_pixels: int) -> None:
