@@ -769,3 +769,44 @@ def test_a_page_for_a_failed_build_shows_its_error(client: TestClient) -> None:
     assert client.delete("/api/datasets/broken", headers=CSRF).status_code == 204
     assert client.get("/api/datasets").json() == []
 
+
+
+def test_evaluation_scores_the_model_on_its_validation_split(toy_client: TestClient, toy: ToyModel) -> None:
+    from shoal.evaluate import evaluate
+
+    answer = toy_client.get(f"/api/models/{toy.name}/evaluation", params={"split": "val", "per_class": 2})
+    assert answer.status_code == 200
+    ev = answer.json()
+    expected = evaluate(toy.bundle, dataset=toy.dataset, split="val", store=Store(toy.home))
+    assert ev["accuracy"] == pytest.approx(expected.accuracy) and ev["images"] == expected.count
+    assert ev["confusion_matrix"] == expected.confusion and ev["labels"] == list(toy.labels)
+    assert [c["label"] for c in ev["per_class"]] == list(toy.labels)
+    assert len(ev["confidently_wrong"]) == len(expected.wrong)
+    assert set(ev["most_confident"]) == set(toy.labels) and all(len(v) == 2 for v in ev["most_confident"].values())
+    thumb = ev["most_confident"]["circle"][0]["image"]
+    assert thumb.startswith("data:image/png;base64,")
+    bad = toy_client.get(f"/api/models/{toy.name}/evaluation", params={"split": "test"})
+    assert bad.status_code == 400 and "has no test images" in bad.json()["detail"]
+    assert toy_client.get(f"/api/models/{toy.name}/evaluation", params={"split": "dev"}).status_code == 400
+
+
+@pytest.mark.slow
+def test_heatmap_shows_where_the_network_looked(toy_client: TestClient, toy: ToyModel) -> None:
+    image = first_image(toy, "circle")
+    answer = toy_client.post(f"/api/models/{toy.name}/heatmap", files={"file": (image.name, image.read_bytes())},
+                             headers=CSRF)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "image/png"
+    expected = shoal.load(toy.bundle).predict(image, top=1)
+    assert answer.headers["x-shoal-label"] == expected.label
+    assert float(answer.headers["x-shoal-probability"]) == pytest.approx(expected.probability, abs=1e-4)
+    overlay = Image.open(io.BytesIO(answer.content))
+    assert min(overlay.size) >= 224  # LeNet's 28 px input, enlarged to be seen
+    target = toy_client.post(f"/api/models/{toy.name}/heatmap", data={"target": "square"}, headers=CSRF,
+                             files={"file": (image.name, image.read_bytes())})
+    assert target.headers["x-shoal-label"] == "square"
+    bad = toy_client.post(f"/api/models/{toy.name}/heatmap", data={"target": "dog"}, headers=CSRF,
+                          files={"file": (image.name, image.read_bytes())})
+    assert bad.status_code == 400 and "target must be one of the model's classes" in bad.json()["detail"]
+    notimage = toy_client.post(f"/api/models/{toy.name}/heatmap", files={"file": ("x.png", b"text")}, headers=CSRF)
+    assert notimage.status_code == 400 and notimage.json()["detail"].startswith("cannot read image x.png")

@@ -172,6 +172,34 @@ class ClassifyManyOut(BaseModel):
     results: list[dict[str, Any]]
 
 
+class JudgedImage(BaseModel):
+    source: str
+    truth: str
+    predicted: str
+    probability: float
+    true_probability: float
+    image: str | None = Field(None, description="a small PNG thumbnail as a data: URI")
+
+
+class EvaluationOut(BaseModel):
+    """How the model does on a split of its dataset (shoal.evaluate)."""
+
+    model: str
+    dataset: str
+    split: str
+    on: str
+    images: int
+    accuracy: float
+    top5_accuracy: float | None
+    loss: float
+    labels: list[str]
+    confusion_matrix: list[list[int]] = Field(description="rows: true class, columns: predicted, in labels order")
+    per_class: list[dict[str, Any]] = Field(description="label, precision, recall, f1, support")
+    confidently_wrong: list[JudgedImage]
+    most_confident: dict[str, list[JudgedImage]]
+    skipped: list[dict[str, str]]
+
+
 class NetworkOut(BaseModel):
     name: str
     description: str

@@ -58,6 +58,7 @@ class Classifiers:
         self._items: OrderedDict[tuple[str, str, float], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str, float], threading.Lock] = {}
+        self.torch_lock = threading.Lock()
 
     def get(self, bundle: Path, runtime: str = "onnx") -> Any:
         from shoal.bundle import MANIFEST
@@ -628,6 +629,78 @@ def classify_many(classifiers: Classifiers, store: Store, settings: Settings, na
     classes = [{"label": c, "images": s["images"], "top1_accuracy": s["top1"] / s["images"],
                 "top5_accuracy": s["top5"] / s["images"], "known": s["known"]} for c, s in sorted(per_class.items())]
     return {"model": name, "summary": summary, "per_class": classes, "results": rows}
+
+
+def heatmap_png(classifiers: Classifiers, store: Store, settings: Settings, name: str, *, data: bytes | None,
+                filename: str | None, url: str | None, target: str | None) -> tuple[bytes, str, float]:
+    """Grad-CAM overlay of one image (PNG bytes), the class it explains and its probability."""
+    import io
+
+    from shoal.inference import download
+
+    if bool(url) == (data is not None):
+        raise InputError("send one image: either a file in the 'file' field or an address in the 'url' field")
+    classifier = classifiers.get(bundle_path(store, name))
+    source = url or filename or "upload"
+    with classifiers.torch_lock:  # Grad-CAM hooks the shared torch model: one image at a time
+        try:
+            heat = classifier.heatmap(download(url, max_bytes=settings.max_image_bytes) if url else data, target)
+        except InputError as exc:
+            raise InputError(str(exc).replace("<bytes>", source, 1)) from None
+    buffer = io.BytesIO()
+    image = heat.image
+    if max(image.size) < 224:  # small inputs (LeNet's 28 px) are enlarged to be seen
+        factor = -(-224 // max(image.size))
+        image = image.resize((image.width * factor, image.height * factor), resample=0)
+    image.save(buffer, format="PNG")
+    return buffer.getvalue(), heat.label, heat.probability
+
+
+def evaluation(classifiers: Classifiers, store: Store, name: str, *, split: str, wrong: int,
+               per_class: int) -> dict[str, Any]:
+    """Scores of a model on a split of its dataset (:func:`shoal.evaluate.evaluate`), with thumbnails."""
+    from shoal.evaluate import evaluate
+
+    entry = store.get("model", name)
+    dataset = json.loads((entry.path / "config.json").read_text()).get("dataset") if (
+        entry.path / "config.json").exists() else None
+    if not dataset or not store.exists("dataset", dataset):
+        raise NotFoundError(f"model {name!r} was trained on dataset {dataset!r}, which is no longer in the store; "
+                            "evaluate it from the CLI on a folder instead ('shoal evaluate MODEL --folder DIR')")
+    result = evaluate(classifiers.get(bundle_path(store, name)), dataset=dataset, split=split, wrong=wrong,
+                      top_per_class=per_class, store=store)
+
+    def item(j: Any) -> dict[str, Any]:
+        out = {"source": os.path.basename(j.source), "truth": j.true, "predicted": j.predicted,
+               "probability": j.probability, "true_probability": j.true_probability}
+        if result.pixels is not None:
+            out["image"] = _thumbnail_uri(result.pixels(j.index))
+        return out
+
+    return {
+        "model": name, "dataset": dataset, "split": split, "on": result.on, "images": result.count,
+        "accuracy": result.accuracy, "top5_accuracy": result.top5, "loss": result.loss, "labels": result.labels,
+        "confusion_matrix": result.confusion, "per_class": result.per_class,
+        "confidently_wrong": [item(j) for j in result.wrong],
+        "most_confident": {label: [item(j) for j in items] for label, items in result.top_per_class.items()},
+        "skipped": result.skipped,
+    }
+
+
+def _thumbnail_uri(pixels: Any, side: int = 96) -> str:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(pixels)
+    image = Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+    if max(image.size) > side:
+        image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _uploads(store: Store) -> Path:

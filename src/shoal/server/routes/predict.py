@@ -6,13 +6,13 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from shoal.errors import InputError
 from shoal.server import services
 from shoal.server.deps import ClassifiersDep, SettingsDep, StoreDep
-from shoal.server.schemas import ClassifyManyOut, ClassifyOut
+from shoal.server.schemas import ClassifyManyOut, ClassifyOut, EvaluationOut
 from shoal.server.security import check_image, read_upload, save_upload
 
 router = APIRouter(prefix="/models", tags=["predict"])
@@ -55,3 +55,31 @@ async def classify_many(name: str, store: StoreDep, settings: SettingsDep, class
         await save_upload(archive, path, limit=settings.max_zip_bytes, what="zip")
         return await run_in_threadpool(services.classify_many, classifiers, store, settings, name, files=images,
                                        archive=path, top=top)
+
+
+@router.post("/{name}/heatmap", response_class=Response, responses={200: {"content": {"image/png": {}}}},
+             summary="Grad-CAM heat-map: where the network looked to score a class on one image (PNG)")
+async def heatmap(name: str, store: StoreDep, settings: SettingsDep, classifiers: ClassifiersDep,
+                  file: Annotated[UploadFile | None, File(description="the image")] = None,
+                  url: Annotated[str | None, Form(description="or an http(s) address of the image")] = None,
+                  target: Annotated[str | None, Form(description="the class to explain; default the top one")] = None,
+                  ) -> Response:
+    """The overlay of the heat-map on the image as the network sees it; the headers
+    ``X-Shoal-Label`` and ``X-Shoal-Probability`` name the class explained. Needs torch on the server."""
+    data = await read_upload(file, limit=settings.max_image_bytes) if file is not None else None
+    png, label, probability = await run_in_threadpool(
+        services.heatmap_png, classifiers, store, settings, name, data=data,
+        filename=file.filename if file is not None else None, url=url, target=target or None)
+    return Response(png, media_type="image/png",
+                    headers={"X-Shoal-Label": label.encode("utf-8").decode("latin-1"),
+                             "X-Shoal-Probability": f"{probability:.6f}"})
+
+
+@router.get("/{name}/evaluation", response_model=EvaluationOut,
+            summary="Accuracy, confusion matrix, per-class precision/recall, most confidently wrong and surest images")
+async def evaluation(name: str, store: StoreDep, classifiers: ClassifiersDep, split: str = "val",
+                     wrong: Annotated[int, Query(ge=0, le=100)] = 12,
+                     per_class: Annotated[int, Query(ge=0, le=50)] = 6) -> dict[str, Any]:
+    """Runs the model over a split of the dataset it was trained on (``shoal.evaluate``)."""
+    return await run_in_threadpool(services.evaluation, classifiers, store, name, split=split, wrong=wrong,
+                                   per_class=per_class)

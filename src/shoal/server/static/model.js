@@ -286,14 +286,20 @@
   });
 
   function thumb(item, caption) {
-    const src = `/api/datasets/${enc(model.config.dataset)}/images/${enc(item.split)}/${item.index}.png`;
-    return el("figure", { class: "thumb", title: caption }, el("img", { src, alt: caption, loading: "lazy" }), el("div", { class: "cap", text: caption }));
+    return el("figure", { class: "thumb", title: `${item.source}: ${caption}` },
+      el("img", { src: item.image, alt: caption }), el("div", { class: "cap", text: caption }));
+  }
+
+  // Under "surest to be <label>": the probability of <label>, and the true class when it is another one.
+  function confidentCaption(w, label) {
+    if (w.truth === label) return pct(w.true_probability);
+    return `is ${w.truth}` + (w.predicted === label ? ` · ${pct(w.probability)}` : "");
   }
 
   function renderEvaluation(ev) {
     const stats = [stat(pct(ev.accuracy), "accuracy")];
-    if (ev.top5_accuracy !== undefined && ev.top5_accuracy !== null) stats.push(stat(pct(ev.top5_accuracy), "top-5 accuracy"));
-    if (ev.loss !== undefined && ev.loss !== null) stats.push(stat(num(ev.loss), "loss"));
+    if (ev.top5_accuracy !== null) stats.push(stat(pct(ev.top5_accuracy), "top-5 accuracy"));
+    stats.push(stat(num(ev.loss), "loss"));
     stats.push(stat(String(ev.images), "images"));
     document.getElementById("eval-stats").replaceChildren(...stats);
     const labels = ev.labels;
@@ -312,7 +318,7 @@
     document.getElementById("eval-wrong").replaceChildren(...(wrong.length ? wrong : [el("p", { class: "empty", text: "None: every image was classified correctly." })]));
     document.getElementById("eval-confident").replaceChildren(...Object.entries(ev.most_confident).map(([label, items]) => el("div", {},
       el("div", { class: "small", style: "margin: 8px 0 4px; font-weight: 600", text: label }),
-      el("div", { class: "thumbs" }, ...items.map((w) => thumb(w, `${w.predicted === label ? "" : w.truth + " · "}${pct(w.probability)}`))))));
+      el("div", { class: "thumbs" }, ...items.map((w) => thumb(w, confidentCaption(w, label)))))));
     document.getElementById("eval-result").hidden = false;
   }
 

@@ -1,0 +1,144 @@
+"""The job runner with real worker processes: builds and trainings outside the request path.
+
+One training runs per device at a time and the rest wait in order; abort, a server restart
+(running jobs become interrupted) and resume; failures end as ``failed`` with their message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import shoal
+from shoal.server import Settings, create_app
+from shoal.store import Store
+
+CSRF = {"X-Shoal-CSRF": "1"}
+pytestmark = pytest.mark.slow
+
+
+def wait_for(what: str, check: Callable[[], Any], *, timeout: float = 180.0, every: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something true; fail (naming ``what``) if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, image_folder_factory) -> Settings:
+    roots = tmp_path / "allowed"
+    image_folder_factory(["circle", "square", "triangle"], 10, size=(16, 16), name="allowed/shapes")
+    image_folder_factory(["only"], 5, size=(16, 16), name="allowed/lonely")
+    return Settings(home=tmp_path / "home", roots=(roots,), poll_s=0.1)
+
+
+def status_of(c: TestClient, kind: str, name: str) -> str:
+    return c.get(f"/api/{kind}/{name}").json()["status"]
+
+
+def finished(c: TestClient, kind: str, name: str) -> str | None:
+    status = status_of(c, kind, name)
+    return None if status in ("queued", "running") else status
+
+
+def test_a_dataset_is_built_and_a_model_trained_by_workers(settings: Settings, tmp_path: Path) -> None:
+    with TestClient(create_app(settings)) as c:
+        answer = c.post("/api/datasets", json={"name": "shapes", "folder": "shapes", "options": {"size": 16}},
+                        headers=CSRF)
+        assert answer.status_code == 202
+        assert wait_for("the build", lambda: finished(c, "datasets", "shapes")) == "done"
+        ds = c.get("/api/datasets/shapes").json()
+        assert ds["classes"] == ["circle", "square", "triangle"] and ds["total"] == 30
+        assert ds["job"]["status"] == "done" and ds["job"]["progress"] == {"done": 30, "total": 30}
+
+        answer = c.post("/api/models", headers=CSRF, json={
+            "dataset": "shapes", "network": "lenet", "name": "tiny", "options": {"epochs": 3, "batch_size": 8}})
+        assert answer.status_code == 202
+        assert wait_for("the training", lambda: finished(c, "models", "tiny")) == "done"
+        model = c.get("/api/models/tiny").json()
+        assert [h["epoch"] for h in model["history"]] == [1, 2, 3]
+        assert model["bundle"] and model["job"]["status"] == "done" and model["error"] is None
+        events = c.get("/api/models/tiny/events").json()
+        kinds = [e["type"] for e in events["events"]]
+        assert kinds[0] == "start" and kinds.count("epoch") == 3 and kinds[-1] == "done"
+        assert c.get("/api/models/tiny/events", params={"after": events["next"]}).json()["events"] == []
+        bundle = tmp_path / "tiny.shoal"
+        bundle.write_bytes(c.get("/api/models/tiny/download").content)
+        assert shoal.load(bundle).labels == ["circle", "square", "triangle"]
+        # The worker wrote into the same store the CLI uses.
+        assert Store(settings.home).get("model", "tiny").status == "done"
+
+
+def test_failures_end_as_failed_with_their_message(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as c:
+        c.post("/api/datasets", json={"name": "lonely", "folder": "lonely"}, headers=CSRF)
+        assert wait_for("the build", lambda: finished(c, "datasets", "lonely")) == "failed"
+        error = c.get("/api/datasets/lonely").json()["error"]
+        assert "1 class" in error and "need at least 2" in error
+        assert [d["status"] for d in c.get("/api/datasets").json()] == ["failed"]
+
+        c.post("/api/datasets", json={"name": "shapes", "folder": "shapes", "options": {"size": 16}}, headers=CSRF)
+        wait_for("the build", lambda: finished(c, "datasets", "shapes"))
+        c.post("/api/models", json={"dataset": "shapes", "network": "lenet", "name": "crop",
+                                    "options": {"crop": 15, "epochs": 1}}, headers=CSRF)
+        assert c.post("/api/models", json={"dataset": "shapes", "network": "lenet", "name": "huge",
+                                           "options": {"crop": 99}}, headers=CSRF).status_code == 202
+        assert wait_for("the bad training", lambda: finished(c, "models", "huge")) == "failed"
+        model = c.get("/api/models/huge").json()
+        assert model["error"] == ("crop 99 is larger than the dataset's images (16x16); use --crop 16 or less, or "
+                                  "rebuild the dataset larger")
+        assert model["can_resume"] is False
+        assert finished(c, "models", "crop") == "done"  # queued before it, unaffected
+
+
+def test_one_training_per_device_abort_restart_and_resume(settings: Settings) -> None:
+    store = Store(settings.home)
+    with TestClient(create_app(settings)) as c:
+        c.post("/api/datasets", json={"name": "shapes", "folder": "shapes", "options": {"size": 16}}, headers=CSRF)
+        wait_for("the build", lambda: finished(c, "datasets", "shapes"))
+        answer = c.post("/api/models", headers=CSRF, json={
+            "dataset": "shapes", "network": "lenet", "name": "long",
+            "options": {"lr": [0.01, 0.02], "epochs": 20000, "batch_size": 8, "snapshot_every": 0}})
+        first, second = (m["name"] for m in answer.json()["models"])
+
+        def one_at_a_time_and(condition: Callable[[], bool]) -> Callable[[], bool]:
+            def check() -> bool:
+                running = [m["name"] for m in c.get("/api/models").json() if m["status"] == "running"]
+                assert len(running) <= 1, f"two trainings ran at once on the cpu: {running}"
+                return condition()
+            return check
+
+        def has_epochs(name: str) -> Callable[[], bool]:
+            return lambda: status_of(c, "models", name) == "running" and bool(c.get(f"/api/models/{name}").json()["history"])
+
+        wait_for(f"{first} to train", one_at_a_time_and(has_epochs(first)))
+        assert status_of(c, "models", second) == "queued"
+        assert c.get(f"/api/models/{second}").json()["job"]["queue_position"] == 1
+        aborted = c.post(f"/api/models/{first}/abort", headers=CSRF)
+        assert aborted.status_code == 200
+        wait_for(f"{first} to stop", one_at_a_time_and(lambda: status_of(c, "models", first) == "aborted"))
+        wait_for(f"{second} to train", one_at_a_time_and(has_epochs(second)))
+        assert c.get(f"/api/models/{first}").json()["can_resume"] is True
+    # The server stopped while the second trained: it saved its last epoch and shows as interrupted.
+    assert store.get("model", second).status == "interrupted"
+    with TestClient(create_app(settings)) as c:
+        model = c.get(f"/api/models/{second}").json()
+        assert model["status"] == "interrupted" and model["can_resume"] is True
+        for name in (second, first):
+            done = len(c.get(f"/api/models/{name}").json()["history"])
+            answer = c.post(f"/api/models/{name}/resume", json={"epochs": done + 1}, headers=CSRF)
+            assert answer.status_code == 202, answer.text
+        for name in (second, first):
+            assert wait_for(f"{name} to finish", lambda name=name: finished(c, "models", name)) == "done"
+            model = c.get(f"/api/models/{name}").json()
+            epochs = [h["epoch"] for h in model["history"]]
+            assert epochs == list(range(1, len(epochs) + 1)) and model["bundle"]
