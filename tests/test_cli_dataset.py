@@ -92,7 +92,9 @@ def test_bad_options_are_refused_with_the_value(shoal_home, image_folder_factory
     root = image_folder_factory(["a", "b"], 3, size=(10, 10))
     result = run("dataset", "create", str(root), "--name", "x", "--val", "120")
     assert result.exit_code == 1
-    assert "Error: val_pct must be a number from 0 to 90, got 120" in result.output
+    assert "Error: val_pct must be a number from 0 to 90, got 120\n" in result.output
+    result = run("dataset", "create", str(root), "--name", "x", "--val", "10", "--val-folder", str(root))
+    assert "Error: --val 10 does not apply with --val-folder" in result.output
     single = image_folder_factory(["cats"], 3, size=(10, 10), name="photos")
     result = run("dataset", "create", f"{single}/", "--name", "x")
     assert f"Error: '{single}/' has 1 class folder ('cats'); need at least 2 — add one subfolder per label" in result.output

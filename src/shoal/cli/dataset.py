@@ -118,6 +118,11 @@ def create_command(
 
     if folder is None and list_file is None:
         raise ConfigError("give a FOLDER with one sub-folder of images per class, or --list FILE of 'path label' lines")
+    if val_folder is not None and val is not None:
+        raise ConfigError(
+            f"--val {val:g} does not apply with --val-folder: the validation images are the ones in "
+            f"'{val_folder}'; drop --val (or drop --val-folder to hold out a share of each class)"
+        )
     started = time.perf_counter()
     with _Progress("decoding") as progress:
         ds = datasets.create(

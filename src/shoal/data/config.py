@@ -145,7 +145,8 @@ def normalise_options(options: dict[str, Any]) -> dict[str, Any]:
 def _check_pct(name: str, value: Any) -> float:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not ok or not math.isfinite(float(value)) or not 0.0 <= float(value) <= MAX_SPLIT_PCT:
-        raise ConfigError(f"{name} must be a number from 0 to {MAX_SPLIT_PCT:g}, got {value!r}")
+        shown = f"{value:g}" if isinstance(value, (float, np.floating)) and math.isfinite(value) else repr(value)
+        raise ConfigError(f"{name} must be a number from 0 to {MAX_SPLIT_PCT:g}, got {shown}")
     return float(value)
 
 
