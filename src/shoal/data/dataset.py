@@ -594,10 +594,9 @@ def _decode_chunk(spec: _Spec, jobs: Sequence[_Job]) -> list[tuple[int, str | No
 
 
 def _release(arrays: dict[str, str]) -> None:
+    """Forget this process's maps of the arrays (their pages stay in the file)."""
     for path in arrays.values():
-        mapped = _OPEN_ARRAYS.pop(path, None)
-        if mapped is not None and isinstance(mapped, np.memmap):
-            mapped.flush()
+        _OPEN_ARRAYS.pop(path, None)
 
 
 def _workers(requested: int | None, jobs: int) -> int:
@@ -640,7 +639,6 @@ def _rearrange(items: Sequence[_Item], final: dict[str, list[_Item]], build: Pat
         )
         for i, it in enumerate(final[s]):
             new[i] = old[it.split][it.slot]
-        new.flush()
         del new
     del old
     for s in SPLITS:
@@ -666,7 +664,7 @@ def _write_mean(build: Path, cfg: DataConfig) -> np.ndarray:
     mean = (total / max(1, len(train))).astype(np.float32)
     del train
     np.save(build / "mean.npy", mean)
-    _to_pil(np.clip(np.rint(mean), 0, 255).astype(np.uint8), Image).save(build / "mean.png")
+    _to_pil(np.clip(np.rint(mean), 0, 255).astype(np.uint8), Image).save(build / "mean.png", compress_level=1)
     return mean
 
 
