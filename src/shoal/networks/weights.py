@@ -52,6 +52,10 @@ NESTED_KEYS = ("state_dict", "model", "model_state_dict")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Key prefixes left by DataParallel/DDP and torch.compile wrappers."""
 
+SHOAL_PREFIX = "net."
+SHOAL_BUFFERS = frozenset({"mean", "scale"})
+"""How shoal's own weight files (``NormalizedNet``) are laid out: the network under ``net.``."""
+
 _SHOW = 5  # keys named in an error before "and N more"
 
 
@@ -146,6 +150,10 @@ def normalize_state_dict(obj: Any, *, source: str) -> dict[str, torch.Tensor]:
             f"weights under {', '.join(repr(k) for k in NESTED_KEYS)}); save the weights with "
             f"torch.save(model.state_dict(), path)."
         )
+    if SHOAL_BUFFERS <= set(obj) and all(k in SHOAL_BUFFERS or k.startswith(SHOAL_PREFIX) for k in obj):
+        # A shoal model's own weights (best epoch, snapshot or bundle): the network sits under 'net.',
+        # beside its input normalisation, so a trained model can be the start of another.
+        obj = {k[len(SHOAL_PREFIX) :]: v for k, v in obj.items() if k.startswith(SHOAL_PREFIX)}
     state_dict = {}
     for key, value in obj.items():
         for prefix in WRAPPER_PREFIXES:
