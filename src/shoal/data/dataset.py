@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from shoal import __version__
 from shoal.data.config import DataConfig
@@ -114,18 +115,16 @@ class Dataset:
         text = (self.path / f"{_check_split(split)}_sources.txt").read_text(encoding="utf-8")
         return text.splitlines()
 
-    def image(self, split: str, index: int) -> Any:
+    def image(self, split: str, index: int) -> Image.Image:
         """One stored image as a PIL image (for thumbnails and contact sheets).
 
         Raises:
-            ConfigError: ``index`` is outside the split.
+            ConfigError: ``split`` is unknown or ``index`` is outside it.
         """
-        from PIL import Image
-
         pixels = self.images(split)
         if not 0 <= index < len(pixels):
             raise ConfigError(f"index must be from 0 to {len(pixels) - 1} for split {split!r}, got {index}")
-        return _to_pil(np.asarray(pixels[index]), Image)
+        return _to_pil(np.asarray(pixels[index]))
 
     def mean_image(self) -> np.ndarray:
         """The mean training image: float32 ``H × W × C`` in pixel units 0..255."""
@@ -243,10 +242,11 @@ def _check_split(split: str) -> str:
     return split
 
 
-def _to_pil(pixels: np.ndarray, image_module: Any) -> Any:
+def _to_pil(pixels: np.ndarray) -> Image.Image:
+    """An H×W×C uint8 array (C = 1 or 3) as a PIL image."""
     if pixels.shape[2] == 1:
-        return image_module.fromarray(np.ascontiguousarray(pixels[:, :, 0]), mode="L")
-    return image_module.fromarray(np.ascontiguousarray(pixels), mode="RGB")
+        return Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]), mode="L")
+    return Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
 
 
 # -- building -----------------------------------------------------------------------------------
@@ -655,8 +655,6 @@ def _write_labels_and_sources(final: dict[str, list[_Item]], classes: Sequence[s
 
 def _write_mean(build: Path, cfg: DataConfig) -> np.ndarray:
     """Write the mean training image as ``mean.npy`` (float32) and ``mean.png``; return it."""
-    from PIL import Image
-
     train = np.load(build / "train_images.npy", mmap_mode="r")
     total = np.zeros(train.shape[1:], np.uint64)
     for start in range(0, len(train), _MEAN_CHUNK):
@@ -664,7 +662,7 @@ def _write_mean(build: Path, cfg: DataConfig) -> np.ndarray:
     mean = (total / max(1, len(train))).astype(np.float32)
     del train
     np.save(build / "mean.npy", mean)
-    _to_pil(np.clip(np.rint(mean), 0, 255).astype(np.uint8), Image).save(build / "mean.png", compress_level=1)
+    _to_pil(np.clip(np.rint(mean), 0, 255).astype(np.uint8)).save(build / "mean.png", compress_level=1)
     return mean
 
 
@@ -730,8 +728,6 @@ def explore(
         ConfigError: ``per_class`` is below 1 or ``split`` unknown.
         NotFoundError: no dataset of that name.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise ConfigError(f"per_class must be an integer >= 1, got {per_class!r}")
     ds = dataset if isinstance(dataset, Dataset) else load(dataset, store=store)
@@ -761,7 +757,7 @@ def explore(
         draw.text((pad, top + cell_h // 2 - 8), name, fill=(0, 0, 0), font=font)
         picks = np.flatnonzero(labels == cls_index)[:per_class]
         for col, index in enumerate(picks):
-            thumb = _to_pil(np.asarray(pixels[index]), Image).convert("RGB").resize((cell_w, cell_h), resample)
+            thumb = _to_pil(np.asarray(pixels[index])).convert("RGB").resize((cell_w, cell_h), resample)
             sheet.paste(thumb, (label_w + col * (cell_w + pad), top))
     target = Path(out).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
