@@ -230,13 +230,17 @@ def sample_command(
     A sample already built is shown as it is (use --rebuild to build it again).
     """
     from shoal import datasets
+    from shoal.store import Store
 
+    reused = not rebuild and Store().exists("dataset", name)
     started = time.perf_counter()
     with _Progress("decoding") as progress:
         ds = datasets.build_sample(
             name, size=size, grayscale=True if grayscale else None, rebuild=rebuild, progress=progress
         )
-    _print_dataset(ds, as_json=as_json, seconds=time.perf_counter() - started)
+    if reused:
+        _console(stderr=True).print(f"dataset '{name}' was already built; shown as it is (--rebuild builds it again)")
+    _print_dataset(ds, as_json=as_json, seconds=None if reused else time.perf_counter() - started)
 
 
 # -- output -------------------------------------------------------------------------------------
