@@ -16,7 +16,7 @@ def test_defaults_differ_between_scratch_and_finetune():
     scratch = TrainConfig(dataset="d").resolved()
     assert (scratch.network, scratch.freeze, scratch.lr, scratch.epochs) == ("lenet", "none", 0.01, 30)
     tuned = TrainConfig(dataset="d", pretrained=True).resolved()
-    assert (tuned.network, tuned.freeze) == ("efficientnet_lite0", "backbone")
+    assert (tuned.network, tuned.freeze, tuned.lr) == ("efficientnet_lite0", "backbone", 0.05)
     assert tuned.name == "d-efficientnet_lite0"
 
 

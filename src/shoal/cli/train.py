@@ -41,7 +41,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training images (default 30)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default 32)."),
     solver: Optional[str] = typer.Option(None, "--solver", help="sgd, nesterov, adam, adamw, adagrad, rmsprop or adadelta (default sgd)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Base learning rate (default 0.01)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Base learning rate (default 0.01 from scratch, 0.05 fine-tuning)."),
     lr_policy: Optional[str] = typer.Option(None, "--lr-policy", help="fixed, step, multistep, exp, inv, poly, sigmoid, cosine or onecycle (default cosine)."),
     step_size: Optional[float] = typer.Option(None, "--step-size", help="Epochs between drops (step) or the midpoint (sigmoid)."),
     step_values: Optional[str] = typer.Option(None, "--step-values", help="Comma-separated epochs where multistep drops, e.g. 10,20."),
@@ -177,12 +177,15 @@ def model_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries]))
         return
-    table = Table("name", "status", "dataset", "network", "val acc", "bundle")
+    table = Table("name", "status", "dataset", "network", "val acc")
     for e in entries:
         acc = e.summary.get("val_accuracy")
         table.add_row(e.name, e.status, str(e.summary.get("dataset", "")), str(e.summary.get("network", "")),
-                      f"{acc:.1%}" if isinstance(acc, (int, float)) else "", str(e.summary.get("bundle") or ""))
+                      f"{acc:.1%}" if isinstance(acc, (int, float)) else "")
     out.print(table)
+    for e in entries:
+        if e.summary.get("bundle"):
+            out.print(f"{e.name}: {e.summary['bundle']}", soft_wrap=True, highlight=False)
 
 
 @model_app.command("show")

@@ -13,12 +13,14 @@ from shoal.training.solvers import SOLVERS
 MEAN_MODES = ("auto", "image", "pixel", "network", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Measured on the dolphins/seahorses set (2-core CPU): a linear head on the frozen
-# EfficientNet-Lite0 features, SGD at 0.01, reaches 100 % validation accuracy by its third
-# epoch with a median confidence of 0.999; full fine-tuning runs at ~8 images/s, so three
-# epochs already take half a minute. Hence: fine-tuning freezes the backbone by default.
+# Measured on the dolphins/seahorses set, 2-core CPU, judged on 24 photos held out of both
+# training and validation (--test 20). Full fine-tuning runs at ~8 images/s, so three epochs
+# already take half a minute; a linear head on the frozen, cached EfficientNet-Lite0 features
+# reaches 100 % validation accuracy within 5 s. For that head, SGD at 0.05 classified every
+# held-out photo right with at least 99.98 % confidence (0.01: 82.8 %, Adam 0.001: 71 % accuracy);
+# on the digits sample 0.01, 0.05 and 0.1 end within a point of each other.
 SCRATCH_DEFAULTS = {"lr": 0.01, "epochs": 30, "freeze": "none"}
-FINETUNE_DEFAULTS = {"lr": 0.01, "epochs": 30, "freeze": "backbone"}
+FINETUNE_DEFAULTS = {"lr": 0.05, "epochs": 30, "freeze": "backbone"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class TrainConfig:
     epochs: int | None = None           # passes over the training split
     batch_size: int = 32                # images per step
     solver: str = "sgd"                 # sgd | nesterov | adam | adamw | adagrad | rmsprop | adadelta
-    lr: float | None = None             # base learning rate
+    lr: float | None = None             # base learning rate; default 0.01 from scratch, 0.05 fine-tuning
     lr_policy: str = "cosine"           # fixed | step | multistep | exp | inv | poly | sigmoid | cosine | onecycle
     step_size: float | None = None      # epochs between drops (step), or the midpoint (sigmoid); default a third of the run
     step_values: tuple[float, ...] = () # epochs at which multistep drops
