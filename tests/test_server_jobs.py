@@ -77,6 +77,32 @@ def test_a_dataset_is_built_and_a_model_trained_by_workers(settings: Settings, t
         # The worker wrote into the same store the CLI uses.
         assert Store(settings.home).get("model", "tiny").status == "done"
 
+        # A trained model can start another (DIGITS' "previous networks").
+        answer = c.post("/api/models", headers=CSRF, json={
+            "dataset": "shapes", "previous": "tiny", "name": "tiny-more", "options": {"epochs": 1, "batch_size": 8}})
+        assert answer.status_code == 202, answer.text
+        assert wait_for("the continued training", lambda: finished(c, "models", "tiny-more")) == "done"
+        config = c.get("/api/models/tiny-more").json()["config"]
+        assert config["network"] == "lenet" and config["pretrained"].endswith("tiny/best.safetensors")
+
+
+def test_a_dataset_is_built_from_an_uploaded_zip(settings: Settings, tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for path in sorted((tmp_path / "allowed" / "shapes").rglob("*.png")):
+            z.write(path, f"photos/{path.parent.name}/{path.name}")
+    with TestClient(create_app(settings)) as c:
+        answer = c.post("/api/datasets/upload", data={"name": "zipped", "options": '{"size": 16, "val_pct": 20}'},
+                        files={"file": ("photos.zip", buffer.getvalue())}, headers=CSRF)
+        assert answer.status_code == 202, answer.text
+        assert wait_for("the build", lambda: finished(c, "datasets", "zipped")) == "done"
+        ds = c.get("/api/datasets/zipped").json()
+        assert ds["classes"] == ["circle", "square", "triangle"] and ds["counts"]["val"] == 6
+    assert list((settings.home / "uploads").iterdir()) == []  # the extracted files are gone
+
 
 def test_failures_end_as_failed_with_their_message(settings: Settings) -> None:
     with TestClient(create_app(settings)) as c:

@@ -10,7 +10,6 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from shoal import __version__
-from shoal.errors import NotFoundError
 from shoal.server import forms, services
 from shoal.server.deps import CatalogDep, RunnerDep, SettingsDep, StoreDep, TemplatesDep
 from shoal.server.security import CSRF_COOKIE, new_csrf_token

@@ -78,7 +78,7 @@ async def heatmap(name: str, store: StoreDep, settings: SettingsDep, classifiers
 @router.get("/{name}/evaluation", response_model=EvaluationOut,
             summary="Accuracy, confusion matrix, per-class precision/recall, most confidently wrong and surest images")
 async def evaluation(name: str, store: StoreDep, classifiers: ClassifiersDep, split: str = "val",
-                     wrong: Annotated[int, Query(ge=0, le=100)] = 12,
+                     wrong: Annotated[int, Query(ge=0, le=100)] = 10,
                      per_class: Annotated[int, Query(ge=0, le=50)] = 6) -> dict[str, Any]:
     """Runs the model over a split of the dataset it was trained on (``shoal.evaluate``)."""
     return await run_in_threadpool(services.evaluation, classifiers, store, name, split=split, wrong=wrong,

@@ -31,7 +31,9 @@
     }
   }
 
+  let revision = 0;
   function drawCharts() {
+    revision += 1;  // the arrays grow in place: tell Plotly.react that the data changed
     const lossTraces = [
       { x: series.it.x, y: series.it.loss, name: "train loss", mode: "lines", line: { color: colours.train, width: 1.5 } },
       { x: series.ep.x, y: series.ep.loss, name: "val loss", mode: "lines+markers", line: { color: colours.val, width: 2 } },
@@ -43,13 +45,13 @@
     const epochs = model.epochs || undefined;
     const xaxis = { title: { text: "epoch" }, range: epochs ? [0, epochs] : undefined, zeroline: false };
     Plotly.react("loss-chart", lossTraces, {
-      margin: { l: 55, r: 55, t: 10, b: 40 }, xaxis,
+      datarevision: revision, margin: { l: 55, r: 55, t: 10, b: 40 }, xaxis,
       yaxis: { title: { text: "loss" }, rangemode: "tozero" },
       yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", range: [-0.01, 1.01], dtick: 0.2, tickformat: ".0%", showgrid: false },
       legend: { orientation: "h", y: -0.22 },
     }, plotConfig);
     Plotly.react("lr-chart", [{ x: series.it.x, y: series.it.lr, name: "learning rate", mode: "lines", line: { color: colours.lr, width: 2 } }], {
-      margin: { l: 65, r: 20, t: 10, b: 40 }, xaxis, yaxis: { title: { text: "learning rate" }, exponentformat: "e", rangemode: "tozero" },
+      datarevision: revision, margin: { l: 65, r: 20, t: 10, b: 40 }, xaxis, yaxis: { title: { text: "learning rate" }, exponentformat: "e", rangemode: "tozero" },
       showlegend: false,
     }, plotConfig);
     document.getElementById("loss-chart").dataset.points = String(series.it.x.length + series.ep.x.length);
@@ -127,7 +129,7 @@
     if (model.history.length) choices.push(["last", `last epoch (${model.history[model.history.length - 1].epoch})`]);
     for (const s of model.snapshots) choices.push([String(s), `snapshot of epoch ${s}`]);
     select.replaceChildren(...choices.map(([value, text]) => el("option", { value, text })));
-    if (choices.some(([v]) => v === previous)) select.value = previous;
+    if (select.dataset.chosen && choices.some(([v]) => v === previous)) select.value = previous;  // keep the user's pick
     updateDownload();
     document.getElementById("classify-button").disabled = !model.bundle;
     document.getElementById("many-button").disabled = !model.bundle;
@@ -148,7 +150,10 @@
     link.href = `${base}/download?epoch=${enc(select.value)}`;
     note.textContent = select.value === "best" ? "" : "Exporting a snapshot takes a few seconds the first time.";
   }
-  document.getElementById("download-epoch").addEventListener("change", updateDownload);
+  document.getElementById("download-epoch").addEventListener("change", (event) => {
+    event.target.dataset.chosen = "1";
+    updateDownload();
+  });
 
   async function refreshModel() {
     model = await api("GET", base);
@@ -211,6 +216,7 @@
           const response = await fetch(`${base}/heatmap`, { method: "POST", body: heat, headers: { "X-Shoal-CSRF": document.querySelector('meta[name="csrf-token"]').content } });
           if (!response.ok) throw new Error((await response.json()).detail);
           document.getElementById("heatmap-image").src = URL.createObjectURL(await response.blob());
+          document.getElementById("heatmap-caption").textContent = `where it looked for “${response.headers.get("X-Shoal-Label")}”`;
           figure.hidden = false;
         } catch (e) { say(message, `Heat-map: ${e.message}`, "info"); }
       }
@@ -303,6 +309,7 @@
     stats.push(stat(String(ev.images), "images"));
     document.getElementById("eval-stats").replaceChildren(...stats);
     const labels = ev.labels;
+    document.getElementById("eval-result").hidden = false;  // visible first, so the chart takes its box's width
     Plotly.react("confusion-chart", [{
       z: ev.confusion_matrix, x: labels, y: labels, type: "heatmap", colorscale: [[0, "#f4f8f9"], [1, "#0b6e79"]], showscale: false,
       hovertemplate: "true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
@@ -316,9 +323,9 @@
       el("td", { class: "num", text: pct(c.f1) }), el("td", { class: "num", text: c.support }))));
     const wrong = ev.confidently_wrong.map((w) => thumb(w, `${w.truth} → ${w.predicted} ${pct(w.probability)}`));
     document.getElementById("eval-wrong").replaceChildren(...(wrong.length ? wrong : [el("p", { class: "empty", text: "None: every image was classified correctly." })]));
-    document.getElementById("eval-confident").replaceChildren(...Object.entries(ev.most_confident).map(([label, items]) => el("div", {},
-      el("div", { class: "small", style: "margin: 8px 0 4px; font-weight: 600", text: label }),
-      el("div", { class: "thumbs" }, ...items.map((w) => thumb(w, confidentCaption(w, label)))))));
+    document.getElementById("eval-confident").replaceChildren(...Object.entries(ev.most_confident).map(([label, items]) => el("div", { class: "group" },
+      el("div", { class: "group-label", text: label }),
+      el("div", { class: "thumbs small" }, ...items.map((w) => thumb(w, confidentCaption(w, label)))))));
     document.getElementById("eval-result").hidden = false;
   }
 

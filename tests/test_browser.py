@@ -1,0 +1,157 @@
+"""The whole flow in a real browser: Playwright drives Debian's headless chromium.
+
+It builds the built-in digits sample, trains a small LeNet and watches its chart gain points
+while it trains, classifies an uploaded image (with its heat-map), evaluates the model,
+downloads the bundle and loads it with ``shoal.load``. Every page is saved as a screenshot
+under ``out/screenshots/`` (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import shoal
+from shoal.server import Settings, create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[1] / "out" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
+                                                      "(apt-get install chromium)"),
+]
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[str]:
+    """The web app on 127.0.0.1 at a free port, in a thread; it stops (and its workers with it) after the test."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(home=tmp_path / "home", roots=(tmp_path,), poll_s=0.2)
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    app_server = uvicorn.Server(config)
+    thread = threading.Thread(target=app_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not app_server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the web app did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    app_server.should_exit = True
+    thread.join(timeout=60)
+
+
+def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        page.set_default_timeout(30_000)
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
+
+        def shot(name: str) -> None:
+            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+        # Home, empty.
+        page.goto(server + "/")
+        expect(page.locator("#datasets-body")).to_contain_text("No datasets yet")
+        shot("01-home-empty")
+
+        # A dataset from the built-in sample.
+        page.click("text=New dataset")
+        page.fill("#f-name", "digits")
+        page.check('input[name="source"][value="sample"]')
+        shot("02-new-dataset")
+        page.click("#create-dataset")
+        page.wait_for_url(f"{server}/datasets/digits")
+        expect(page.locator("#ds-status")).to_have_text("done", timeout=60_000)
+        expect(page.locator("#counts tfoot")).to_contain_text("1797")
+        expect(page.locator("#thumbs img")).to_have_count(48)
+        page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.select_option("#label", "7")
+        expect(page.locator("#page-text")).to_contain_text("page 1 of")
+        shot("03-dataset")
+
+        # A model: LeNet for a few epochs; the schedule preview follows the policy.
+        page.click("text=New model on this dataset")
+        page.wait_for_url(f"{server}/models/new?dataset=digits")
+        page.select_option("#f-network", "lenet")
+        page.fill("#f-epochs", "6")
+        page.fill("#f-lr", "0.1")
+        page.select_option("#f-lr_policy", "step")
+        page.fill("#f-step_size", "4")
+        expect(page.locator("#schedule-text")).to_contain_text("step: from 0.100 to 0.0100 over 6 epochs")
+        shot("04-new-model")
+        page.click("#create-model")
+        page.wait_for_url(f"{server}/models/digits-lenet")
+
+        # The charts gain points while it trains, without a reload.
+        page.wait_for_function("document.getElementById('model-status').textContent === 'running' && "
+                               "+document.getElementById('loss-chart').dataset.points > 0", timeout=90_000)
+        first = int(page.get_attribute("#loss-chart", "data-points") or 0)
+        page.evaluate("window.__sameDocument = true")
+        page.wait_for_function(f"document.getElementById('model-status').textContent === 'running' && "
+                               f"+document.getElementById('loss-chart').dataset.points > {first}", timeout=60_000)
+        assert page.evaluate("window.__sameDocument") is True  # no reload happened
+        shot("05-model-training")
+        expect(page.locator("#model-status")).to_have_text("done", timeout=120_000)
+        expect(page.locator("#epochs-body tr")).to_have_count(6)
+        traces = page.evaluate("document.getElementById('loss-chart').data.map(t => [t.name, t.x.length])")
+        assert dict(traces)["val accuracy"] == 6 and dict(traces)["train loss"] > 6
+        shot("06-model-done")
+
+        # Classify one uploaded image, with its heat-map.
+        digit = sorted((tmp_path / "home" / "samples" / "digits" / "7").glob("*.png"))[0]
+        page.set_input_files("#classify-file", str(digit))
+        page.click("#classify-button")
+        expect(page.locator("#classify-body tr")).to_have_count(5)
+        expect(page.locator("#heatmap-figure")).to_be_visible(timeout=60_000)
+        label = page.get_attribute("#classify-result", "data-label")
+        expected = shoal.load(tmp_path / "home" / "models" / "digits-lenet" / "bundle").predict(digit)
+        assert label == expected.label
+        shot("07-classified")
+
+        # Evaluate on the validation split.
+        page.click("#eval-button")
+        expect(page.locator("#eval-result")).to_be_visible(timeout=60_000)
+        expect(page.locator("#eval-classes tr")).to_have_count(10)
+        shot("08-evaluation")
+
+        # Download the bundle and use it from Python.
+        with page.expect_download(timeout=60_000) as download:
+            page.click("#download-link")
+        saved = tmp_path / "digits-lenet.shoal"
+        download.value.save_as(saved)
+        assert shoal.load(saved).predict(digit).to_dict() == expected.to_dict()
+
+        # The other pages.
+        page.goto(server + "/")
+        expect(page.locator("#models-body")).to_contain_text("digits-lenet")
+        expect(page.locator("#jobs-body tr")).to_have_count(2)
+        shot("09-home")
+        page.goto(server + "/pretrained")
+        shot("10-pretrained")
+        page.goto(server + "/models/new?clone=digits-lenet")
+        expect(page.locator("#f-epochs")).to_have_value("6")
+        page.goto(server + "/no/such/page")
+        expect(page.locator("h1")).to_have_text("Not found")
+        shot("11-not-found")
+        browser.close()
+    unexpected = [p for p in problems if "404" not in p]  # the last page is a 404 on purpose
+    assert unexpected == []
