@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner: Runner = app.state.runner
         if settings.run_jobs:
             runner.start()
+            # Read the network list (it imports torch) now rather than on the first page view.
+            threading.Thread(target=app.state.catalog.specs, name="shoal-warm-up", daemon=True).start()
         else:
             runner.recover()
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from urllib.parse import quote
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,13 +66,13 @@ async def heatmap(name: str, store: StoreDep, settings: SettingsDep, classifiers
                   target: Annotated[str | None, Form(description="the class to explain; default the top one")] = None,
                   ) -> Response:
     """The overlay of the heat-map on the image as the network sees it; the headers
-    ``X-Shoal-Label`` and ``X-Shoal-Probability`` name the class explained. Needs torch on the server."""
+    ``X-Shoal-Label`` (percent-encoded) and ``X-Shoal-Probability`` name the class explained. Needs torch on the server."""
     data = await read_upload(file, limit=settings.max_image_bytes) if file is not None else None
     png, label, probability = await run_in_threadpool(
         services.heatmap_png, classifiers, store, settings, name, data=data,
         filename=file.filename if file is not None else None, url=url, target=target or None)
     return Response(png, media_type="image/png",
-                    headers={"X-Shoal-Label": label.encode("utf-8").decode("latin-1"),
+                    headers={"X-Shoal-Label": quote(label, safe=""),
                              "X-Shoal-Probability": f"{probability:.6f}"})
 
 

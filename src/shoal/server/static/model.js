@@ -216,7 +216,7 @@
           const response = await fetch(`${base}/heatmap`, { method: "POST", body: heat, headers: { "X-Shoal-CSRF": document.querySelector('meta[name="csrf-token"]').content } });
           if (!response.ok) throw new Error((await response.json()).detail);
           document.getElementById("heatmap-image").src = URL.createObjectURL(await response.blob());
-          document.getElementById("heatmap-caption").textContent = `where it looked for “${response.headers.get("X-Shoal-Label")}”`;
+          document.getElementById("heatmap-caption").textContent = `where it looked for “${decodeURIComponent(response.headers.get("X-Shoal-Label") || "")}”`;
           figure.hidden = false;
         } catch (e) { say(message, `Heat-map: ${e.message}`, "info"); }
       }
