@@ -85,7 +85,9 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         expect(page.locator("#thumbs img")).to_have_count(48)
         page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
         page.select_option("#label", "7")
-        expect(page.locator("#page-text")).to_contain_text("page 1 of")
+        expect(page.locator("#page-text")).to_contain_text("135 images")
+        expect(page.locator("#thumbs .cap").first).not_to_have_text("7")  # a class's page captions file names
+        page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
         shot("03-dataset")
 
         # A model: LeNet for a few epochs; the schedule preview follows the policy.

@@ -810,3 +810,26 @@ def test_heatmap_shows_where_the_network_looked(toy_client: TestClient, toy: Toy
     assert bad.status_code == 400 and "target must be one of the model's classes" in bad.json()["detail"]
     notimage = toy_client.post(f"/api/models/{toy.name}/heatmap", files={"file": ("x.png", b"text")}, headers=CSRF)
     assert notimage.status_code == 400 and notimage.json()["detail"].startswith("cannot read image x.png")
+
+
+def test_the_job_queue_lives_in_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    first = store.add_job("train", "a", lane="cpu", params={"config": {"epochs": 2}})
+    second = store.add_job("dataset", "b", lane="data")
+    assert (first.status, first.params, first.progress, first.pid) == ("queued", {"config": {"epochs": 2}}, {}, None)
+    assert [j.id for j in store.list_jobs(status="queued", lane="cpu")] == [first.id]
+    store.update_job(first.id, status="running", pid=123, progress={"epoch": 1})
+    store.update_job(first.id, progress={"train_loss": 0.5})
+    assert store.get_job(first.id).progress == {"epoch": 1, "train_loss": 0.5}
+    # Compare-and-set: a finished job is not changed by a late "failed".
+    store.update_job(first.id, status="aborted")
+    assert store.update_job(first.id, status="failed", only_if=("running",)).status == "aborted"
+    assert [j.target for j in store.list_jobs(limit=1)] == ["b"]
+    assert [j.target for j in store.list_jobs(kind=("train", "dataset"))] == ["a", "b"]
+    store.forget_jobs("a", ("train",))
+    store.forget_jobs("b", ("dataset",))  # still queued: kept
+    assert [j.id for j in store.list_jobs()] == [second.id]
+    with pytest.raises(ConfigError, match="status must be one of"):
+        store.update_job(second.id, status="paused")
+    with pytest.raises(KeyError, match="no job 999"):
+        store.get_job(999)

@@ -327,6 +327,9 @@ class Store:
             if only_if is not None and job.status not in only_if:
                 return job
             sets: dict[str, Any] = {}
+            guard, guard_args = "", ()
+            if only_if is not None:  # checked again by the UPDATE itself: another process may have changed it
+                guard, guard_args = f" AND status IN ({', '.join('?' * len(only_if))})", tuple(only_if)
             if status is not None:
                 sets["status"] = status
             if progress is not None:
@@ -336,7 +339,7 @@ class Store:
                     sets[column] = value
             if sets:
                 assignments = ", ".join(f"{c} = ?" for c in sets)
-                con.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*sets.values(), job_id))
+                con.execute(f"UPDATE jobs SET {assignments} WHERE id = ?{guard}", (*sets.values(), job_id, *guard_args))
         return self.get_job(job_id)
 
     def forget_jobs(self, target: str, kinds: tuple[str, ...]) -> None:

@@ -182,8 +182,9 @@ class Runner:
             self._launch(job)
 
     def _launch(self, job: Job) -> None:
-        job = self.store.update_job(job.id, status="running", started=time.time(), only_if=("queued",))
-        if job.status != "running":
+        now = time.time()
+        job = self.store.update_job(job.id, status="running", started=now, only_if=("queued",))
+        if job.status != "running" or job.started != now:  # aborted meanwhile, or another server took it
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{job.id}.log"
