@@ -60,6 +60,7 @@ def train(
     early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N validations without improvement."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="float32 or bf16 (autocast) training steps; auto: bf16 where the chip has it natively."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files into the model's folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -85,7 +86,8 @@ def train(
                 gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
                 freeze=int(freeze) if freeze and freeze.isdigit() else freeze, crop=crop, flip=flip,
                 color_jitter=color_jitter, mean=mean, seed=seed, snapshot_every=snapshot_every,
-                val_every=val_every, early_stop=early_stop, device=device, threads=threads)
+                val_every=val_every, early_stop=early_stop, device=device, threads=threads,
+                precision=precision)
             result = train_run(config, on_event=handler)
     except KeyboardInterrupt:
         handler.close()
@@ -127,7 +129,8 @@ class _Progress:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(str(folder / "tensorboard"))
-            how = "on cached backbone features" if event["cached_features"] else "end to end"
+            how = "on cached backbone features" if event["cached_features"] else (
+                "end to end, bf16 autocast" if event["bf16"] else "end to end")
             err.print(f"Training {self.name} on {event['train_images']} images ({event['val_images']} for validation), "
                       f"{how}, on {event['device']}")
             self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.description}"),

@@ -12,6 +12,7 @@ from shoal.training.solvers import SOLVERS
 
 MEAN_MODES = ("auto", "image", "pixel", "network", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "float32", "bf16")
 
 # Measured on the dolphins/seahorses set, 2-core CPU, judged on 24 photos held out of both
 # training and validation (--test 20). Full fine-tuning runs at ~8 images/s, so three epochs
@@ -53,6 +54,7 @@ class TrainConfig:
     early_stop: int | None = None       # stop after this many validations without improvement
     device: str = "auto"                # auto | cpu | cuda | mps
     threads: int | None = None          # CPU threads for torch; default all cores
+    precision: str = "auto"             # float32, or bf16 autocast for training steps; auto: bf16 where the chip computes it natively
     log_every: int = 0                  # iterations between live progress events; 0 = about ten per epoch
 
     def __post_init__(self) -> None:
@@ -80,6 +82,7 @@ class TrainConfig:
         check_int("early_stop", self.early_stop, minimum=1, optional=True)
         check_choice("device", self.device, DEVICES)
         check_int("threads", self.threads, minimum=1, optional=True)
+        check_choice("precision", self.precision, PRECISIONS)
         check_int("log_every", self.log_every, minimum=0)
 
     @property

@@ -7,6 +7,7 @@ model's folder, never as prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -161,7 +162,9 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
                                             train=True, generator=generator)
         val_batches: Any = FeatureBatches(*features.of(val_x, val_y, flip=False), batch_size=config.batch_size, train=False)
         forward: Callable[[torch.Tensor], torch.Tensor] = head
+        autocast: Any = contextlib.nullcontext()  # a linear head on cached features: nothing to gain
     else:
+        autocast = _autocast(config.precision, device)
         train_batches = PixelBatches(train_x, train_y, batch_size=config.batch_size, crop=crop, train=True,
                                      flip=config.flip, color_jitter=config.color_jitter, generator=generator)
         val_batches = PixelBatches(val_x, val_y, batch_size=config.batch_size, crop=crop, train=False)
@@ -177,6 +180,7 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
     if resume:
         state = snapshots.load_state(folder, model, optimizer, generator)
     emit({"type": "start", "name": config.name, "classes": classes, "cached_features": cached, "resumed": resume,
+          "bf16": not isinstance(autocast, contextlib.nullcontext),
           "epoch": state["epoch"], "train_images": len(train_y), "val_images": len(val_y), "device": str(device)})
 
     # -- loop -----------------------------------------------------------------------------------
@@ -193,7 +197,8 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = _to(x, device), y.to(device)
-            loss = _loss(forward(x), y)
+            with autocast:
+                loss = _loss(forward(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -302,6 +307,24 @@ def _device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise TrainingError("device 'mps' was asked for but Apple's Metal backend is not available; use --device cpu or auto")
     return torch.device(name)
+
+
+def _autocast(precision: str, device: torch.device) -> Any:
+    """bf16 autocast for training steps where asked, or (auto) where the chip has native bf16.
+
+    Measured with bench/cpu_options.py on a 2-core AMD EPYC with avx512_bf16: AlexNet training
+    steps 2.1x faster than float32. Validation and the exported model stay float32.
+    """
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if precision == "auto":
+        native = (torch.cuda.is_bf16_supported() if device.type == "cuda"
+                  else device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not native:
+            return contextlib.nullcontext()
+    if device.type not in ("cpu", "cuda"):
+        raise TrainingError(f"precision 'bf16' is not available on {device.type}; use --precision float32")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
