@@ -14,7 +14,28 @@ import torch
 from shoal.preprocess import centre_crop
 
 
-class PixelBatches:
+class _Batches:
+    """Batches of ``(inputs, labels)``: shuffled each pass when training, in order otherwise."""
+
+    def __init__(self, labels: torch.Tensor, *, batch_size: int, train: bool,
+                 generator: torch.Generator | None) -> None:
+        self.labels, self.batch_size, self.train, self.generator = labels, batch_size, train, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self._inputs(index), self.labels[index]
+
+    def _inputs(self, index: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PixelBatches(_Batches):
     """Shuffled, augmented batches of float pixels 0..255 (``N×C×H×W``) and their labels.
 
     Args:
@@ -31,28 +52,21 @@ class PixelBatches:
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, crop: tuple[int, int] | None,
                  train: bool, flip: bool = False, color_jitter: float = 0.0,
                  generator: torch.Generator | None = None) -> None:
-        self.images, self.labels = images, torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        self.batch_size, self.crop, self.train = batch_size, crop, train
-        self.flip, self.generator = flip, generator
+        super().__init__(torch.from_numpy(np.asarray(labels, dtype=np.int64)), batch_size=batch_size, train=train,
+                         generator=generator)
+        self.images, self.crop, self.flip = images, crop, flip
         self.jitter: Callable[[torch.Tensor], torch.Tensor] | None = None
         if train and color_jitter > 0:
             from torchvision.transforms import v2
 
             self.jitter = v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
 
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
-            # Sorted reads are sequential on the memory map; the batch keeps the shuffled order.
-            rows = np.sort(index.numpy())
-            pixels = torch.from_numpy(np.ascontiguousarray(self.images[rows])).permute(0, 3, 1, 2)
-            pixels = pixels[torch.from_numpy(np.searchsorted(rows, index.numpy()))]
-            yield self._augment(pixels).float(), self.labels[index]
+    def _inputs(self, index: torch.Tensor) -> torch.Tensor:
+        # Sorted reads are sequential on the memory map; the batch keeps the shuffled order.
+        rows = np.sort(index.numpy())
+        pixels = torch.from_numpy(np.ascontiguousarray(self.images[rows])).permute(0, 3, 1, 2)
+        pixels = pixels[torch.from_numpy(np.searchsorted(rows, index.numpy()))]
+        return self._augment(pixels).float()
 
     def _augment(self, pixels: torch.Tensor) -> torch.Tensor:
         if not self.train:
@@ -73,20 +87,13 @@ class PixelBatches:
         return pixels
 
 
-class FeatureBatches:
+class FeatureBatches(_Batches):
     """Shuffled batches of cached backbone features (frozen-backbone fine-tuning)."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int, train: bool,
                  generator: torch.Generator | None = None) -> None:
-        self.features, self.labels = features, labels
-        self.batch_size, self.train, self.generator = batch_size, train, generator
+        super().__init__(labels, batch_size=batch_size, train=train, generator=generator)
+        self.features = features
 
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
-            yield self.features[index], self.labels[index]
+    def _inputs(self, index: torch.Tensor) -> torch.Tensor:
+        return self.features[index]
