@@ -13,32 +13,5 @@ Examples:
 
 from __future__ import annotations
 
-from shoal.data import (
-    DataConfig,
-    Dataset,
-    ImageError,
-    Skipped,
-    build_sample,
-    create,
-    delete,
-    ensure_sample,
-    explore,
-    list_datasets,
-    load,
-)
-
-list = list_datasets  # noqa: A001 - shoal.datasets.list() reads naturally
-
-__all__ = [
-    "DataConfig",
-    "Dataset",
-    "ImageError",
-    "Skipped",
-    "build_sample",
-    "create",
-    "delete",
-    "ensure_sample",
-    "explore",
-    "list",
-    "load",
-]
+from shoal.data import *  # noqa: F403 - one public surface, kept in shoal.data
+from shoal.data import __all__  # noqa: F401
