@@ -65,3 +65,12 @@ def test_resume_continues_a_stopped_model(tiny_dataset):
     more = runner.invoke(app, ["train", "--resume", "r", "--epochs", "3", "--json"])
     assert more.exit_code == 0, more.output
     assert [h["epoch"] for h in json.loads(more.stdout)["history"]] == [1, 2, 3]
+
+
+def test_networks_lists_the_registry():
+    listed = json.loads(runner.invoke(app, ["networks", "--json"]).stdout)
+    names = [n["name"] for n in listed]
+    assert {"lenet", "alexnet", "googlenet", "efficientnet_lite0"} <= set(names)
+    lite0 = next(n for n in listed if n["name"] == "efficientnet_lite0")
+    assert lite0["pretrained_offline"] is True and lite0["input_size"] == [224, 224]
+    assert "efficientnet_lite0" in runner.invoke(app, ["networks", "efficient*"]).stdout

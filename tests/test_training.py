@@ -183,3 +183,13 @@ def test_grayscale_datasets_train_single_channel_networks(shoal_home, image_fold
     datasets.create(folder, "gray", size=28, grayscale=True)
     result = train(TrainConfig(dataset="gray", epochs=1, **FAST))
     assert open_bundle(result.bundle).manifest["input"]["channel_order"] == "L"
+
+
+@pytest.mark.parametrize(("mean", "values"), [("pixel", None), ("none", [0.0, 0.0, 0.0]), ("network", [0.0, 0.0, 0.0])])
+def test_mean_subtraction_modes_are_built_into_the_model(tiny_dataset, mean, values):
+    result = train(TrainConfig(dataset="tiny", epochs=1, mean=mean, **FAST))
+    norm = open_bundle(result.bundle).manifest["normalization"]
+    assert norm["mean"] == mean and norm["mean_shape"] == [3, 1, 1]
+    expected = values if values is not None else tiny_dataset.mean_pixel().tolist()
+    assert norm["values"] == pytest.approx(expected, rel=1e-5)
+    assert norm["scale"] == pytest.approx([1 / 255] * 3)  # LeNet's inputs are 0..1

@@ -242,3 +242,29 @@ def export(
 
     path = export_bundle(name, epoch=int(epoch) if epoch.isdigit() else epoch, out=out_path)
     typer.echo(str(path))
+
+
+@app.command("networks")
+def networks_list(
+    pattern: Optional[str] = typer.Argument(None, help="Only names matching this pattern, e.g. 'efficientnet*'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List the built-in networks, their input size and where their pretrained weights come from.
+
+    Any timm model name works too (e.g. --network resnet18), as does your own .py file.
+
+    Example: shoal networks 'efficientnet*'
+    """
+    from dataclasses import asdict
+
+    from shoal.networks import list_networks
+
+    specs = list_networks(pattern)
+    if as_json:
+        typer.echo(json.dumps([asdict(s) for s in specs]))
+        return
+    table = Table("name", "input", "pretrained weights", "description")
+    for s in specs:
+        weights = "none" if s.pretrained is None else (f"{s.pretrained} (offline)" if s.pretrained_offline else s.pretrained)
+        table.add_row(s.name, f"{s.input_size[1]}x{s.input_size[0]}", weights, s.description)
+    out.print(table)

@@ -266,15 +266,16 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, dict[
     mean_mode = config.mean if config.mean != "auto" else ("network" if config.finetune else "image")
     channels = dataset.channels
     in_h, in_w = crop or (height, width)
+    network_mean, network_std = spec.normalization(channels)
     if mean_mode == "image":
         mean = centre_crop(torch.from_numpy(dataset.mean_image().copy()).permute(2, 0, 1), (in_h, in_w))
     elif mean_mode == "pixel":
-        mean = torch.from_numpy(dataset.mean_image().reshape(-1, channels).mean(0).copy()).view(channels, 1, 1)
+        mean = torch.tensor(dataset.mean_pixel(), dtype=torch.float32).view(channels, 1, 1)
     elif mean_mode == "network":
-        mean = _per_channel(spec.mean, channels)
+        mean = torch.tensor(network_mean, dtype=torch.float32).view(channels, 1, 1)
     else:
         mean = torch.zeros(channels, 1, 1)
-    scale = 1.0 / _per_channel(spec.std, channels)
+    scale = 1.0 / torch.tensor(network_std, dtype=torch.float32).view(channels, 1, 1)
     card = {
         "architecture": config.network,
         "labels": list(dataset.classes),
@@ -286,13 +287,6 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, dict[
                           "scale": scale.flatten().tolist()},
     }
     return NormalizedNet(net, mean, scale), card
-
-
-def _per_channel(values: Any, channels: int) -> torch.Tensor:
-    t = torch.as_tensor(values, dtype=torch.float32).flatten()
-    if channels == 1 and len(t) == 3:
-        t = t.mean(0, keepdim=True)
-    return t.view(-1, 1, 1).expand(channels, 1, 1).clone()
 
 
 def _device(name: str) -> torch.device:
