@@ -5,6 +5,7 @@
   const form = document.getElementById("dataset-form");
   const message = document.getElementById("form-message");
   const source = shoalForms.choicePanels(form, "source", "source");
+  document.getElementById("create-dataset").disabled = false;  // the form works once this script runs
 
   // Suggest sub-folders of what has been typed so far (inside the allowed roots).
   const folderInput = document.getElementById("f-folder");

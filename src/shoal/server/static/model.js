@@ -134,7 +134,10 @@
     document.getElementById("classify-button").disabled = !model.bundle;
     document.getElementById("many-button").disabled = !model.bundle;
     document.getElementById("eval-button").disabled = !model.bundle;
-    if (!model.bundle) document.getElementById("eval-text").textContent = "Available once training has written the model bundle.";
+    const evalText = document.getElementById("eval-text");
+    const waiting = "Available once training has written the model bundle.";
+    if (!model.bundle) evalText.textContent = waiting;
+    else if (evalText.textContent === waiting) evalText.textContent = evalText.dataset.idle;
   }
 
   function updateDownload() {
@@ -322,12 +325,14 @@
       el("td", { text: c.label }), el("td", { class: "num", text: pct(c.precision) }), el("td", { class: "num", text: pct(c.recall) }),
       el("td", { class: "num", text: pct(c.f1) }), el("td", { class: "num", text: c.support }))));
     const wrong = ev.confidently_wrong.map((w) => thumb(w, `${w.truth} → ${w.predicted} ${pct(w.probability)}`));
-    document.getElementById("eval-wrong").replaceChildren(...(wrong.length ? wrong : [el("p", { class: "empty", text: "None: every image was classified correctly." })]));
+    document.getElementById("eval-wrong").replaceChildren(...(wrong.length ? wrong : [el("p", { class: "empty", style: "grid-column: 1 / -1", text: "None: every image was classified correctly." })]));
     document.getElementById("eval-confident").replaceChildren(...Object.entries(ev.most_confident).map(([label, items]) => el("div", { class: "group" },
       el("div", { class: "group-label", text: label }),
       el("div", { class: "thumbs small" }, ...items.map((w) => thumb(w, confidentCaption(w, label)))))));
     document.getElementById("eval-result").hidden = false;
   }
+
+  document.getElementById("eval-text").dataset.idle = document.getElementById("eval-text").textContent;
 
   // -- start ----------------------------------------------------------------------------------------------
   renderModel();

@@ -9,6 +9,7 @@
   const network = document.getElementById("f-network");
   const fileField = document.getElementById("network-file-field");
   const values = shoal.initial("initial-values") || {};
+  document.getElementById("create-model").disabled = false;  // the form works once this script runs
 
   // A clone starts where its model started.
   if (values.pretrained === true) form.querySelector('input[name="start"][value="pretrained"]').click();

@@ -2,6 +2,8 @@
 "use strict";
 (() => {
   const { api, upload, say, confirmThen, enc } = shoal;
+  document.getElementById("upload-weights").disabled = false;  // the forms work once this script runs
+  document.getElementById("upload-file").disabled = false;
 
   document.getElementById("weights-form").addEventListener("submit", async (event) => {
     event.preventDefault();
