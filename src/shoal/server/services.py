@@ -109,8 +109,11 @@ class NetworkCatalog:
     def specs(self) -> list[dict[str, Any]]:
         with self._lock:
             if self._specs is None:
-                from shoal.networks import list_networks
-
+                try:
+                    from shoal.networks import list_networks
+                except ImportError:  # the web app without shoal[train]: it can still classify with bundles
+                    self._specs = []
+                    return self._specs
                 self._specs = [{
                     "name": s.name, "description": s.description, "family": s.family,
                     "input_size": list(s.input_size), "pretrained": s.pretrained,
