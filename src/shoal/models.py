@@ -42,14 +42,18 @@ def abort(name: str, *, store: Store | None = None) -> None:
 
 def is_alive(entry: Entry) -> bool:
     """Whether the process recorded as running a model's training is still alive on this machine."""
-    pid = entry.summary.get("pid")
-    if not isinstance(pid, int):
+    return pid_alive(entry.summary.get("pid"))
+
+
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this id exists on this machine (``None`` or junk: no)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # exists, owned by someone else
         return True
     return True
 

@@ -47,18 +47,6 @@ def device_lane(device: str) -> str:
     return "cpu"
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Runner:
     """Starts queued jobs in worker processes and watches them.
 
@@ -109,7 +97,7 @@ class Runner:
     def recover(self) -> None:
         """Mark as ``interrupted`` every job and model whose process is gone (after a restart)."""
         for job in self.store.list_jobs(status="running"):
-            if job.id not in self._procs and not pid_alive(job.pid):
+            if job.id not in self._procs and not models.pid_alive(job.pid):
                 self.store.update_job(job.id, status="interrupted", finished=time.time(), only_if=("running",),
                                       error="the server stopped while this job ran")
         waiting = {j.target for j in self.store.list_jobs(status=("queued", "running"), kind=TRAIN_KINDS)}
@@ -146,7 +134,7 @@ class Runner:
             proc = self._procs.get(job.id)
         if proc is not None and proc.poll() is None:
             _signal(proc, signal.SIGINT)
-        elif pid_alive(job.pid):
+        elif models.pid_alive(job.pid):
             os.kill(job.pid, signal.SIGINT)  # type: ignore[arg-type]
         return self.store.update_job(job.id, status="aborted", finished=time.time(), only_if=("running",))
 
@@ -169,7 +157,7 @@ class Runner:
         running = self.store.list_jobs(status="running")
         busy = set()
         for job in running:
-            if job.id in self._procs or pid_alive(job.pid):
+            if job.id in self._procs or models.pid_alive(job.pid):
                 busy.add(job.lane)
             elif job.started is not None and time.time() - job.started > 5:  # started elsewhere and gone
                 self._finish_dead(job, None)
