@@ -91,7 +91,8 @@ def train(
             result = train_run(config, on_event=handler)
     except KeyboardInterrupt:
         handler.close()
-        err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {handler.name}")
+        err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {handler.name}",
+                  soft_wrap=True, highlight=False)
         raise typer.Exit(130)
     finally:
         handler.close()

@@ -123,9 +123,7 @@ def _run(config: TrainConfig, folder: Path, store: Store, on_event: EventHandler
         store.update("model", config.name, status="failed", summary={"error": str(exc)})
         emit({"type": "stopped", "status": "failed", "error": str(exc)})
         raise
-    store.update("model", config.name, status="done", summary={
-        "bundle": str(result.bundle), "best_epoch": result.best_epoch,
-        "val_accuracy": max((h["val_accuracy"] for h in result.history), default=None)})
+    store.update("model", config.name, status="done", summary={"bundle": str(result.bundle)})
     return result
 
 
@@ -202,10 +200,11 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if not math.isfinite(loss.item()):
-                raise TrainingError(f"the training loss became {loss.item()} in epoch {epoch}: the learning rate "
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingError(f"the training loss became {loss_value} in epoch {epoch}: the learning rate "
                                     f"{lr:g} is too high for this network; try --lr {config.lr / 10:g}")
-            seen, loss_sum = seen + len(y), loss_sum + loss.item() * len(y)
+            seen, loss_sum = seen + len(y), loss_sum + loss_value * len(y)
             if (i + 1) % log_every == 0 or i + 1 == iters:
                 emit({"type": "iteration", "epoch": round(epoch - 1 + (i + 1) / iters, 4), "train_loss": loss_sum / seen,
                       "lr": lr, "images_per_s": seen / (time.perf_counter() - tick),
@@ -214,7 +213,7 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
                   "images_per_s": seen / (time.perf_counter() - tick)}
         if epoch % config.val_every == 0 or epoch == config.epochs:
             record.update(evaluate(forward, val_batches, len(classes), device, model))
-            best = next((h for h in state["history"] if h["epoch"] == state["best"]), None)
+            best = _best(state)
             improved = best is None or _better(record, best)
             state["stale"] = 0 if improved else state["stale"] + 1
             if improved:
@@ -226,6 +225,9 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
         if config.snapshot_every and epoch % config.snapshot_every == 0:
             snapshots.save_weights(snapshots.snapshot_path(folder, epoch), model, epoch=epoch)
         snapshots.save_state(folder, model, optimizer, generator, state)
+        best = _best(state)
+        store.update("model", config.name, summary={"epoch": epoch, "best_epoch": state["best"],
+                                                     "val_accuracy": best["val_accuracy"] if best else None})
         emit({"type": "epoch", **record})
         if config.early_stop and state["stale"] >= config.early_stop:
             emit({"type": "early_stop", "epoch": epoch, "best_epoch": state["best"]})
@@ -363,6 +365,11 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], batches: Any, num_
     if num_classes >= 5:
         metrics["val_top5"] = top5 / n
     return metrics
+
+
+def _best(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of the best validated epoch so far."""
+    return next((h for h in state["history"] if h["epoch"] == state["best"]), None)
 
 
 def _better(record: dict[str, Any], best: dict[str, Any]) -> bool:
