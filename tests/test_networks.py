@@ -346,7 +346,7 @@ def test_missing_or_foreign_weight_files_are_refused(tmp_path):
         networks.create("lenet", 2, pretrained=missing)
     assert str(error.value) == (
         f"pretrained weights file '{missing}' does not exist; give the path of a .safetensors or "
-        f".pth file, or pretrained=True for the network's own weights."
+        f".pth file, or --pretrained (pretrained=True) for the network's own weights."
     )
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"x")

@@ -16,7 +16,7 @@ import pytest
 from shoal import datasets
 from shoal.bundle import export, open_bundle
 from shoal.preprocess import to_network_input
-from shoal.errors import BundleError, NotFoundError, TrainingError
+from shoal.errors import BundleError, NotFoundError, ShoalError, TrainingError
 from shoal.models import describe
 from shoal.store import Store
 from shoal.training import TrainConfig, resume, train
@@ -195,3 +195,14 @@ def test_mean_subtraction_modes_are_built_into_the_model(tiny_dataset, mean, val
     expected = values if values is not None else tiny_dataset.mean_pixel().tolist()
     assert norm["values"] == pytest.approx(expected, rel=1e-5)
     assert norm["scale"] == pytest.approx([1 / 255] * 3)  # LeNet's inputs are 0..1
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"network": "alexnett"}, "unknown network 'alexnett'"),
+    ({"pretrained": "missing.pth"}, "pretrained weights file 'missing.pth' does not exist"),
+])
+def test_bad_network_or_weights_leave_no_model_behind(tiny_dataset, option, message):
+    with pytest.raises(ShoalError, match=message):
+        train(TrainConfig(dataset="tiny", name="typo", **option))
+    assert not Store().exists("model", "typo")
+    train(TrainConfig(dataset="tiny", name="typo", epochs=1, **FAST))  # the corrected command works

@@ -59,6 +59,26 @@ SHOAL_BUFFERS = frozenset({"mean", "scale"})
 _SHOW = 5  # keys named in an error before "and N more"
 
 
+def check_weights_path(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` if it names an existing weights file of a type shoal reads.
+
+    Raises:
+        NetworkError: The file is missing or of another type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NetworkError(
+            f"pretrained weights file '{path}' does not exist; give the path of a .safetensors or "
+            f".pth file, or --pretrained (pretrained=True) for the network's own weights."
+        )
+    if path.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise NetworkError(
+            f"pretrained weights file '{path}' has type '{path.suffix}'; shoal reads "
+            f"{', '.join(WEIGHT_SUFFIXES)} files."
+        )
+    return path
+
+
 def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a user's weights file into a flat state dict, never unpickling objects.
 
@@ -76,18 +96,8 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         NetworkError: The file is missing, of another type, damaged, holds Python
             objects, or holds no state dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise NetworkError(
-            f"pretrained weights file '{path}' does not exist; give the path of a "
-            f".safetensors or .pth file, or pretrained=True for the network's own weights."
-        )
+    path = check_weights_path(path)
     suffix = path.suffix.lower()
-    if suffix not in WEIGHT_SUFFIXES:
-        raise NetworkError(
-            f"pretrained weights file '{path}' has type '{path.suffix}'; shoal reads "
-            f"{', '.join(WEIGHT_SUFFIXES)} files."
-        )
     if suffix == ".safetensors":
         import safetensors.torch
         from safetensors import SafetensorError

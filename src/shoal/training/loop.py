@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from shoal import datasets, networks
 from shoal.config import from_dict, to_dict
 from shoal.errors import TrainingError
+from shoal.networks.weights import check_weights_path
 from shoal.preprocess import centre_crop
 from shoal.store import Store
 from shoal.training import snapshots
@@ -77,7 +78,12 @@ def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHan
     """
     store = store or Store()
     config = config.resolved()
-    dataset = datasets.load(config.dataset, store=store)  # before reserving: a missing dataset leaves nothing behind
+    # Check what can be checked before a model is registered, so a typo leaves nothing behind.
+    datasets.load(config.dataset, store=store)
+    networks.get_spec(config.network)
+    if isinstance(config.pretrained, str):
+        check_weights_path(config.pretrained)
+    _device(config.device)
     entry = store.reserve("model", config.name, status="queued",
                           summary={"dataset": config.dataset, "network": config.network, "pretrained": config.finetune})
     (entry.path / "config.json").write_text(json.dumps(to_dict(config), indent=2))
