@@ -174,12 +174,12 @@ def list_command(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    table.add_column("name", no_wrap=True)
+    table.add_column("name", overflow="fold")
     for column in ("classes", "train", "val", "test"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     table.add_column("size", no_wrap=True)
-    table.add_column("skipped", justify="right")
-    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("skipped", justify="right", no_wrap=True)
+    table.add_column("created (UTC)", overflow="fold")
     for d in found:
         table.add_row(
             d.name,

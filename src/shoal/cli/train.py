@@ -181,7 +181,9 @@ def model_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries]))
         return
-    table = Table("name", "status", "dataset", "network", "val acc")
+    table = Table()
+    for column in ("name", "status", "dataset", "network", "val acc"):
+        table.add_column(column, overflow="fold")
     for e in entries:
         acc = e.summary.get("val_accuracy")
         table.add_row(e.name, e.status, str(e.summary.get("dataset", "")), str(e.summary.get("network", "")),
