@@ -151,7 +151,11 @@ def test_the_api_is_documented_and_plotly_is_served_locally(client: TestClient) 
         assert path in spec["paths"], path
     options = spec["components"]["schemas"]["TrainOptions"]["properties"]
     assert options["momentum"]["description"].startswith("for sgd, nesterov and rmsprop (default: 0.9)")
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/swagger/swagger-ui-bundle.js" in docs.text
+    assert "https://" not in docs.text  # no CDN: the API docs work offline
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
     js = client.get("/static/plotly.min.js")
     assert js.status_code == 200 and b"plotly" in js.content[:2000].lower() and len(js.content) > 1_000_000
     assert client.get("/static/style.css").status_code == 200

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from shoal import __version__
 from shoal.errors import (
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 runner.stop()
 
     app = FastAPI(title="shoal", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
     app.state.runner = Runner(Store(settings.home), poll_s=settings.poll_s)
     app.state.classifiers = Classifiers()
@@ -121,6 +123,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def favicon() -> FileResponse:
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        # FastAPI's default page loads Swagger UI from a CDN; serve the copy the
+        # swagger-ui-bundle package ships, so the API docs work offline too.
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="shoal API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/favicon.ico")
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_router)
     app.include_router(pages.router)
