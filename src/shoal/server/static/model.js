@@ -77,7 +77,7 @@
     const epochs = model.epochs || 0;
     const epoch = last.epoch || 0;
     document.getElementById("epoch-bar").style.width = `${epochs ? Math.min(100, (100 * epoch) / epochs) : 0}%`;
-    document.getElementById("epoch-text").textContent = epochs ? `epoch ${Number(epoch).toFixed(1)} of ${epochs}` : "";
+    document.getElementById("epoch-text").textContent = epochs ? `epoch ${Number.isInteger(Number(epoch)) ? epoch : Number(epoch).toFixed(1)} of ${epochs}` : "";
     const lastEpoch = model.history.length ? model.history[model.history.length - 1] : null;
     const valAcc = series.ep.acc.length ? series.ep.acc[series.ep.acc.length - 1] : (lastEpoch ? lastEpoch.val_accuracy : null);
     const valLoss = series.ep.loss.length ? series.ep.loss[series.ep.loss.length - 1] : (lastEpoch ? lastEpoch.val_loss : null);
