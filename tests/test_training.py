@@ -206,3 +206,21 @@ def test_bad_network_or_weights_leave_no_model_behind(tiny_dataset, option, mess
         train(TrainConfig(dataset="tiny", name="typo", **option))
     assert not Store().exists("model", "typo")
     train(TrainConfig(dataset="tiny", name="typo", epochs=1, **FAST))  # the corrected command works
+
+
+def test_freezing_the_first_stages_keeps_them_and_trains_the_rest(tiny_dataset):
+    import torch
+    from safetensors.torch import load_file
+
+    from shoal import networks
+
+    events = []
+    result = train(TrainConfig(dataset="tiny", pretrained=True, freeze=2, epochs=1, batch_size=8, lr=0.01),
+                   on_event=events.append)
+    assert events[0]["cached_features"] is False  # part of the backbone trains: features change every step
+    trained = load_file(str(result.bundle / "model.safetensors"))
+    start = networks.create("efficientnet_lite0", 3, pretrained=True).state_dict()
+    stem, late = "conv_stem.weight", "blocks.6.0.conv_pw.weight"
+    assert torch.equal(trained[f"net.{stem}"], start[stem])  # stage 1 frozen
+    assert torch.equal(trained["net.bn1.running_mean"], start["bn1.running_mean"])  # its statistics too
+    assert not torch.equal(trained[f"net.{late}"], start[late])  # later stages trained
