@@ -224,3 +224,12 @@ def test_freezing_the_first_stages_keeps_them_and_trains_the_rest(tiny_dataset):
     assert torch.equal(trained[f"net.{stem}"], start[stem])  # stage 1 frozen
     assert torch.equal(trained["net.bn1.running_mean"], start["bn1.running_mean"])  # its statistics too
     assert not torch.equal(trained[f"net.{late}"], start[late])  # later stages trained
+
+
+def test_a_run_is_reproducible_from_its_recorded_configuration(tiny_dataset):
+    from shoal.config import build
+
+    first = train(TrainConfig(dataset="tiny", name="first", epochs=2, flip=True, **FAST))
+    again = train(build(TrainConfig, first.folder / "config.json", name="again"))
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in first.history]
+    assert [h["val_loss"] for h in again.history] == [h["val_loss"] for h in first.history]
