@@ -104,3 +104,19 @@ def tiny_dataset(shoal_home: Path, image_folder_factory: ImageFolderFactory):
 
     folder = image_folder_factory(["circle", "square", "triangle"], 12, size=(40, 32), name="tiny-src")
     return datasets.create(folder, "tiny", size=32)
+
+
+@pytest.fixture(scope="session")
+def rgb(tmp_path_factory: pytest.TempPathFactory):
+    """A small trained RGB model bundle and its images (see tests/inference_fixtures.py), built once."""
+    from inference_fixtures import toy_model
+
+    return toy_model("rgb", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gray(tmp_path_factory: pytest.TempPathFactory):
+    """Like ``rgb``, for a grayscale model."""
+    from inference_fixtures import toy_model
+
+    return toy_model("gray", tmp_path_factory)

@@ -15,17 +15,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import shoal
-from inference_fixtures import ToyModel, toy_model
+from inference_fixtures import ToyModel
 from shoal.cli import _register, app
 
 _register()
 runner = CliRunner()
 LINE = re.compile(r"^(?P<source>\S+)((  (?P<label>\w+) (?P<pct>\d+\.\d\d%|<0\.01%))+)$")
 
-
-@pytest.fixture(scope="session")
-def rgb(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("rgb", tmp_path_factory)
 
 
 def _images(toy: ToyModel, n: int = 3) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import shoal
-from inference_fixtures import ToyModel, toy_model
+from inference_fixtures import ToyModel
 from shoal.cli import _register, app
 from shoal.errors import ConfigError, DatasetError
 from shoal.evaluate import evaluate, score, write_html
@@ -20,10 +20,6 @@ from shoal.store import Store
 _register()
 runner = CliRunner()
 
-
-@pytest.fixture(scope="session")
-def rgb(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("rgb", tmp_path_factory)
 
 
 def test_score_computes_every_figure_from_probabilities():

@@ -24,14 +24,6 @@ from shoal.errors import BundleError, ConfigError, InputError
 from shoal.inference import Classifier, Result, download
 
 
-@pytest.fixture(scope="session")
-def rgb(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("rgb", tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def gray(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("gray", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

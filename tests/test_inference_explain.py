@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import shoal
-from inference_fixtures import ToyModel, toy_model
+from inference_fixtures import ToyModel
 from shoal.cli import _register, app
 from shoal.errors import ConfigError, InputError
 
@@ -20,14 +20,6 @@ _register()
 runner = CliRunner()
 
 
-@pytest.fixture(scope="session")
-def rgb(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("rgb", tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def gray(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("gray", tmp_path_factory)
 
 
 def _image(toy: ToyModel, label: str = "circle") -> str:

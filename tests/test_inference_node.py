@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import shoal
-from inference_fixtures import ToyModel, toy_model
+from inference_fixtures import ToyModel
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node"
 NODE = shutil.which("node")
@@ -28,14 +28,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="session")
-def rgb(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("rgb", tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def gray(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("gray", tmp_path_factory)
 
 
 def _node(*args: str) -> subprocess.CompletedProcess[str]:

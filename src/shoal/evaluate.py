@@ -235,14 +235,7 @@ def _on_dataset(classifier: Classifier, name: str, split: str, store: Store | No
         probs = np.concatenate([classifier.runtime(classifier.network_input(list(images[i : i + batch_size])))
                                 for i in range(0, len(labels), batch_size)])
         return probs, to_model[labels], sources, [], lambda i: np.asarray(images[i])
-    keep, rows, skipped = [], [], []
-    for i, result in enumerate(classifier.predict_iter(sources, None, batch_size=batch_size)):
-        if result.ok:
-            keep.append(i)
-            found = dict(result.predictions)
-            rows.append([found[label] for label in classifier.labels])
-        else:
-            skipped.append({"source": result.source, "error": result.error or ""})
+    keep, rows, skipped = _predict_files(classifier, sources, batch_size)
     if not rows:
         raise DatasetError(f"none of the {split} images of dataset {name!r} could be read again from their source "
                            f"files (the model needs {spec.dataset_size[0]}x{spec.dataset_size[1]} "
@@ -250,6 +243,20 @@ def _on_dataset(classifier: Classifier, name: str, split: str, store: Store | No
     kept_sources = [sources[i] for i in keep]
     return (np.asarray(rows, np.float32), to_model[labels[keep]], kept_sources, skipped,
             lambda i: classifier.prepare(kept_sources[i]))
+
+
+def _predict_files(classifier: Classifier, sources: list[str], batch_size: int
+                   ) -> tuple[list[int], list[list[float]], list[dict[str, str]]]:
+    """Probabilities (in the model's label order) of the files that could be read, and why others could not."""
+    keep, rows, skipped = [], [], []
+    for i, result in enumerate(classifier.predict_iter(sources, None, batch_size=batch_size)):
+        if result.ok:
+            keep.append(i)
+            scores = dict(result.predictions)
+            rows.append([scores[label] for label in classifier.labels])
+        else:
+            skipped.append({"source": result.source, "error": result.error or ""})
+    return keep, rows, skipped
 
 
 def _on_folder(classifier: Classifier, folder: Path, batch_size: int
@@ -264,14 +271,7 @@ def _on_folder(classifier: Classifier, folder: Path, batch_size: int
     to_model = _label_index(classifier, classes, f"folder '{folder}'")
     paths = [str(p) for c in classes for p in found.files[c]]
     truth_all = np.array([to_model[i] for i, c in enumerate(classes) for _ in found.files[c]], np.int64)
-    keep, rows, skipped = [], [], []
-    for i, result in enumerate(classifier.predict_iter(paths, None, batch_size=batch_size)):
-        if result.ok:
-            keep.append(i)
-            scores = dict(result.predictions)
-            rows.append([scores[label] for label in classifier.labels])
-        else:
-            skipped.append({"source": result.source, "error": result.error or ""})
+    keep, rows, skipped = _predict_files(classifier, paths, batch_size)
     if not rows:
         raise DatasetError(f"no image in '{folder}' could be read ({len(skipped)} file(s) tried)")
     kept = [paths[i] for i in keep]
