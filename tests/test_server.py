@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import shoal
-from inference_fixtures import ToyModel, toy_model
+from inference_fixtures import ToyModel
 from shoal.errors import ConfigError, InputError
 from shoal.server import Settings, create_app, get_settings
 from shoal.server.deps import get_store
@@ -33,8 +33,8 @@ CSRF = {"X-Shoal-CSRF": "1"}
 
 # -- fixtures ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> ToyModel:
-    return toy_model("rgb", tmp_path_factory)
+def toy(rgb: ToyModel) -> ToyModel:
+    return rgb
 
 
 @pytest.fixture()
