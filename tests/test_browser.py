@@ -95,6 +95,7 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         page.wait_for_url(f"{server}/models/new?dataset=digits")
         page.select_option("#f-network", "lenet")
         page.fill("#f-epochs", "6")
+        page.fill("#f-batch_size", "8")  # many small steps: the run lasts long enough to watch
         page.fill("#f-lr", "0.1")
         page.select_option("#f-lr_policy", "step")
         page.fill("#f-step_size", "4")
@@ -108,8 +109,8 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
                                "+document.getElementById('loss-chart').dataset.points > 0", timeout=90_000)
         first = int(page.get_attribute("#loss-chart", "data-points") or 0)
         page.evaluate("window.__sameDocument = true")
-        page.wait_for_function(f"document.getElementById('model-status').textContent === 'running' && "
-                               f"+document.getElementById('loss-chart').dataset.points > {first}", timeout=60_000)
+        # (A fast machine may finish the run meanwhile: the points must still arrive without a reload.)
+        page.wait_for_function(f"+document.getElementById('loss-chart').dataset.points > {first}", timeout=60_000)
         assert page.evaluate("window.__sameDocument") is True  # no reload happened
         shot("05-model-training")
         expect(page.locator("#model-status")).to_have_text("done", timeout=120_000)
