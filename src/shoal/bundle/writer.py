@@ -16,6 +16,7 @@ import torch
 from shoal import __version__, networks
 from shoal.bundle import FORMAT_VERSION, LABELS_FILE, MANIFEST, ONNX_FILE, SUFFIX, WEIGHTS_FILE, zip_bundle
 from shoal.errors import BundleError, NotFoundError
+from shoal.models import list_snapshots
 from shoal.preprocess import to_network_input
 from shoal.store import Store
 from shoal.training import snapshots
@@ -104,7 +105,7 @@ def _load_epoch(folder: Path, model: NormalizedNet, epoch: int | str) -> int:
         saved = torch.load(folder / snapshots.STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         return int(saved["state"]["epoch"])
-    kept = snapshots.list_snapshots(folder)
+    kept = list_snapshots(folder)
     if epoch not in kept:
         raise BundleError(f"no snapshot of epoch {epoch!r}; kept epochs: {sorted(kept) or 'none'} "
                           "(or use 'best' or 'last')")

@@ -121,15 +121,13 @@ class _Progress:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "start":
-            self.name = event["name"]
-            from shoal.store import Store
-
-            folder = Store().folder("model", self.name)
-            self.epochs = json.loads((folder / "config.json").read_text())["epochs"]
+            self.name, self.epochs = event["name"], event["epochs"]
             if self.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(folder / "tensorboard"))
+                from shoal.store import Store
+
+                self.writer = SummaryWriter(str(Store().folder("model", self.name) / "tensorboard"))
             how = "on cached backbone features" if event["cached_features"] else (
                 "end to end, bf16 autocast" if event["bf16"] else "end to end")
             err.print(f"Training {self.name} on {event['train_images']} images ({event['val_images']} for validation), "

@@ -110,7 +110,7 @@ def check_channels(channels: int) -> int:
         ConfigError: for anything else.
     """
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or int(channels) not in CHANNELS:
-        raise ConfigError(f"channels must be 3 (colour) or 1 (grayscale), got {channels!r}")
+        raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     return int(channels)
 
 

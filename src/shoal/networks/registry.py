@@ -16,9 +16,10 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from shoal.errors import ConfigError, NetworkError
+from shoal.data.imageops import check_channels
+from shoal.errors import NetworkError
 
 if TYPE_CHECKING:
     import torch
@@ -40,26 +41,6 @@ FAMILIES = ("shoal", "torchvision", "timm", "file")
 
 PRETRAINED_KINDS = ("package", "torchvision", "timm")
 """Kinds of default pretrained source: a PyPI package's file, torchvision's or timm's hub."""
-
-
-def check_channels(channels: Any) -> int:
-    """Validate an input channel count.
-
-    Args:
-        channels: The value to check.
-
-    Returns:
-        ``channels`` as an int.
-
-    Raises:
-        ConfigError: ``channels`` is not 1 or 3.
-    """
-    if isinstance(channels, bool) or channels not in (1, 3):
-        raise ConfigError(
-            f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}; use the "
-            f"dataset's channel count."
-        )
-    return int(channels)
 
 
 @dataclass(frozen=True)

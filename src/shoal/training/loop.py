@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from shoal import datasets, networks
 from shoal.config import from_dict, to_dict
 from shoal.errors import TrainingError
+from shoal.models import snapshot_path
 from shoal.networks.weights import check_weights_path
 from shoal.preprocess import centre_crop
 from shoal.store import Store
@@ -185,14 +186,15 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
         state = snapshots.load_state(folder, model, optimizer, generator)
     emit({"type": "start", "name": config.name, "classes": classes, "cached_features": cached, "resumed": resume,
           "bf16": not isinstance(autocast, contextlib.nullcontext),
-          "epoch": state["epoch"], "train_images": len(train_y), "val_images": len(val_y), "device": str(device)})
+          "epoch": state["epoch"], "epochs": config.epochs, "train_images": len(train_y), "val_images": len(val_y),
+          "device": str(device)})
 
     # -- loop -----------------------------------------------------------------------------------
     iters = len(train_batches)
     log_every = config.log_every or max(1, iters // 10)
     started = clock - state["elapsed"]
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        _train_mode(model, cached)
+        _train_mode(model)
         seen, loss_sum, tick = 0, 0.0, time.perf_counter()
         for i, (x, y) in enumerate(train_batches):
             if (folder / "ABORT").exists():
@@ -229,7 +231,7 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
         state["history"].append(record)
         state["epoch"], state["elapsed"] = epoch, record["elapsed_s"]
         if config.snapshot_every and epoch % config.snapshot_every == 0:
-            snapshots.save_weights(snapshots.snapshot_path(folder, epoch), model, epoch=epoch)
+            snapshots.save_weights(snapshot_path(folder, epoch), model, epoch=epoch)
         snapshots.save_state(folder, model, optimizer, generator, state)
         best = _best(state)
         store.update("model", config.name, summary={"epoch": epoch, "best_epoch": state["best"],
@@ -342,7 +344,7 @@ def _loss(output: Any, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(output, target)
 
 
-def _train_mode(model: NormalizedNet, cached: bool) -> None:
+def _train_mode(model: NormalizedNet) -> None:
     """Training mode, except for layers whose parameters are all frozen (their batch-norm statistics stay)."""
     model.train()
     for module in model.modules():

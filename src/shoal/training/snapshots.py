@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shoal.errors import TrainingError
-from shoal.models import list_snapshots, snapshot_path  # noqa: F401 - the folder layout lives there
 
 STATE_FILE = "state.pt"
 
