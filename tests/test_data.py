@@ -300,7 +300,7 @@ def test_config_parses_and_validates():
         DataConfig().replace(val_pc=10)
     with pytest.raises(ConfigError, match="max_per_class \\(1\\) must be at least min_per_class \\(2\\)"):
         DataConfig(max_per_class=1)
-    with pytest.raises(ConfigError, match="seed must be an integer >= 0, got -1"):
+    with pytest.raises(ConfigError, match="seed must be an int >= 0, got -1"):
         DataConfig(seed=-1)
     cfg = DataConfig(size=(10, 20), test_pct=10)
     assert DataConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

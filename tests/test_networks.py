@@ -229,7 +229,7 @@ def test_unknown_name_lists_close_matches():
 def test_bad_arguments_are_config_errors():
     with pytest.raises(ConfigError) as error:
         networks.create("lenet", 0)
-    assert str(error.value) == "num_classes must be an int >= 1, got 0."
+    assert str(error.value) == "num_classes must be an int >= 1, got 0"
     with pytest.raises(ConfigError) as error:
         networks.create("lenet", 2, channels=2)
     assert str(error.value) == "channels must be 1 (grayscale) or 3 (RGB), got 2"

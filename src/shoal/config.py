@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from shoal.errors import ConfigError
 
 C = TypeVar("C")
@@ -73,14 +75,20 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}{hint}")
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, optional: bool = False) -> None:
-    """Raise unless ``value`` is an int within ``[minimum, maximum]`` (or ``None`` when optional)."""
+def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
+              optional: bool = False) -> int | None:
+    """Return ``value`` as an int if it is a whole number within ``[minimum, maximum]`` (or ``None`` when optional).
+
+    Raises:
+        ConfigError: naming the option, the bounds and the value.
+    """
     if value is None and optional:
-        return
-    ok = isinstance(value, int) and not isinstance(value, bool)
+        return None
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
     if not ok:
         raise ConfigError(f"{name} must be {_bounds('an int', minimum, maximum)}, got {value!r}")
+    return int(value)
 
 
 def check_number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,

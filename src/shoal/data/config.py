@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from shoal.config import check_int
 from shoal.data.imageops import check_channels, check_resize_mode, check_size
 from shoal.errors import ConfigError
 
@@ -57,12 +58,12 @@ class DataConfig:
         _check_split_total(self.val_pct, self.test_pct, self.val_folder is not None)
         set_(self, "val_folder", _check_optional_path("val_folder", self.val_folder))
         set_(self, "list_file", _check_optional_path("list_file", self.list_file))
-        set_(self, "seed", _check_int("seed", self.seed, minimum=0))
+        set_(self, "seed", check_int("seed", self.seed, minimum=0))
         if self.workers is not None:
-            set_(self, "workers", _check_int("workers", self.workers, minimum=1))
-        set_(self, "min_per_class", _check_int("min_per_class", self.min_per_class, minimum=1))
+            set_(self, "workers", check_int("workers", self.workers, minimum=1))
+        set_(self, "min_per_class", check_int("min_per_class", self.min_per_class, minimum=1))
         if self.max_per_class is not None:
-            set_(self, "max_per_class", _check_int("max_per_class", self.max_per_class, minimum=1))
+            set_(self, "max_per_class", check_int("max_per_class", self.max_per_class, minimum=1))
             if self.max_per_class < self.min_per_class:
                 raise ConfigError(
                     f"max_per_class ({self.max_per_class}) must be at least min_per_class ({self.min_per_class}): "
@@ -157,12 +158,6 @@ def _check_split_total(val_pct: float, test_pct: float, has_val_folder: bool) ->
             f"val_pct + test_pct must be at most {MAX_SPLIT_PCT:g} so that images are left for training, "
             f"got {val_pct:g} + {test_pct:g} = {held_out:g}"
         )
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_optional_path(name: str, value: Any) -> str | None:

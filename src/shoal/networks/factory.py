@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shoal.config import check_int
 from shoal.errors import ConfigError, NetworkError
 from shoal.networks import builtin as _builtin  # noqa: F401  (registers the built-in networks)
 from shoal.networks.registry import (
@@ -156,9 +157,7 @@ def check_num_classes(num_classes: Any) -> int:
     Raises:
         ConfigError: ``num_classes`` is not an int >= 1.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be an int >= 1, got {num_classes!r}.")
-    return num_classes
+    return check_int("num_classes", num_classes, minimum=1)
 
 
 def parse_freeze(freeze: Any) -> str | int:
