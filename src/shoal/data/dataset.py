@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from shoal import __version__
+from shoal.config import check_int
 from shoal.data.config import DataConfig
 from shoal.data.imageops import ImageError, prepare
 from shoal.data.scan import SPLITS, Scan, Skipped, scan, scan_list, shuffled, split
@@ -728,8 +729,7 @@ def explore(
         ConfigError: ``per_class`` is below 1 or ``split`` unknown.
         NotFoundError: no dataset of that name.
     """
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ConfigError(f"per_class must be an integer >= 1, got {per_class!r}")
+    check_int("per_class", per_class, minimum=1)
     ds = dataset if isinstance(dataset, Dataset) else load(dataset, store=store)
     _check_split(split)
     pixels, labels = ds.images(split), ds.labels(split)
