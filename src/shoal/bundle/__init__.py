@@ -19,9 +19,12 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal.errors import BundleError
+
+if TYPE_CHECKING:
+    from shoal.store import Store
 
 FORMAT_VERSION = 1
 SUFFIX = ".shoal"
@@ -101,8 +104,12 @@ def zip_bundle(folder: Path, out: Path) -> Path:
     return out
 
 
-def export(*args: Any, **kwargs: Any) -> Path:
-    """Write a model's bundle; see :func:`shoal.bundle.writer.export_model` (needs torch)."""
+def export(name: str, *, epoch: int | str = "best", store: Store | None = None,
+           out: str | os.PathLike[str] | None = None) -> Path:
+    """Write a model's bundle (a folder, or a ``.shoal`` file when ``out`` ends so).
+
+    See :func:`shoal.bundle.writer.export_model`; imports torch only when called.
+    """
     from shoal.bundle.writer import export_model
 
-    return export_model(*args, **kwargs)
+    return export_model(name, epoch=epoch, store=store, out=out)
