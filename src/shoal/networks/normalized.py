@@ -7,8 +7,12 @@ normalisation travels inside the weights.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from shoal.networks.factory import create
 
 
 class NormalizedNet(nn.Module):
@@ -27,6 +31,7 @@ class NormalizedNet(nn.Module):
         self.register_buffer("scale", scale.detach().float().clone())
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The network's input: ``(pixels - mean) * scale``."""
         return (pixels - self.mean) * self.scale
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -43,3 +48,22 @@ class Probabilities(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(pixels), dim=1)
 
+
+
+def rebuild(architecture: str, num_classes: int, *, channels: int, mean_shape: Sequence[int]) -> NormalizedNet:
+    """Build an untrained :class:`NormalizedNet` of the shape a model card describes, to load weights into.
+
+    Args:
+        architecture: the network's name (the card's ``architecture``).
+        num_classes: how many classes it outputs (the card's labels).
+        channels: 3 (RGB) or 1 (grayscale).
+        mean_shape: ``(C, H, W)`` or ``(C, 1, 1)``: the shape of the mean buffer.
+
+    Returns:
+        The network, with zero normalisation buffers that its weights file fills in.
+
+    Raises:
+        NetworkError: the architecture is unknown here.
+    """
+    net = create(architecture, num_classes, pretrained=None, channels=channels)
+    return NormalizedNet(net, torch.zeros(tuple(mean_shape)), torch.zeros(channels, 1, 1))
