@@ -48,3 +48,7 @@ class InputError(ShoalError):
 
 class NotTrainedError(ShoalError):
     """A classifier was used before it was trained or loaded."""
+
+
+class CodeNotAllowedError(ShoalError):
+    """Running a user's Python network file was needed but not allowed (see :mod:`shoal.trust`)."""

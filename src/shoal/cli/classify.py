@@ -50,6 +50,9 @@ def classify(
     target: Optional[str] = typer.Option(None, "--class", help="With --heatmap: explain this class instead of the top one."),
     layers: Optional[Path] = typer.Option(None, "--layers", help="Write every layer's statistics and activations to this "
                                           "HTML file (one image; needs shoal[train])."),
+    trust_code: bool = typer.Option(False, "--trust-code",
+                                    help="Allow --runtime torch, --heatmap and --layers to run the Python file a "
+                                         "bundle names as its network (only for bundles you trust; ONNX needs no code)."),
 ) -> None:
     """Classify images with a trained model: the top classes and their probabilities, one line per image.
 
@@ -57,6 +60,7 @@ def classify(
     """
     from shoal.errors import ConfigError
     from shoal.inference import load
+    from shoal.trust import check_bundle_code
 
     if video is None and not inputs:
         raise ConfigError("give at least one image, folder or URL to classify (or --video FILE|CAMERA)")
@@ -66,7 +70,9 @@ def classify(
         raise ConfigError("--heatmap and --layers explain one image: give exactly one image (no folder, list or --video)")
     if target is not None and heatmap is None:
         raise ConfigError("--class chooses the class a heat-map explains; add --heatmap out.png")
-    classifier = load(model, runtime=runtime, threads=threads, device=device)
+    classifier = load(model, runtime=runtime, threads=threads, device=device, trust_code=trust_code)
+    if heatmap is not None or layers is not None:  # refuse before classifying, not after
+        check_bundle_code(classifier.manifest, str(classifier.path), trust_code=trust_code)
     if video is not None:
         results = classifier.predict_video(video, top, every=every)
         failed = _emit(results, as_json=as_json, json_lines=True)

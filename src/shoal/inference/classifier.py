@@ -153,15 +153,19 @@ class Classifier:
         labels: the class names, in the model's output order.
         input: how images are prepared (:class:`InputSpec`).
         runtime: the engine (``runtime.name`` is ``"onnx"`` or ``"torch"``).
+        trust_code: whether :meth:`heatmap` and :meth:`layers` may rebuild a network defined
+            by a ``.py`` file (that runs the file; see :func:`load`).
     """
 
-    def __init__(self, bundle: Bundle, runtime: runtimes.Runtime, *, threads: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, runtime: runtimes.Runtime, *, threads: int | None = None,
+                 trust_code: bool = False) -> None:
         self.path = bundle.path
         self.manifest = bundle.manifest
         self.labels = bundle.labels
         self.input = InputSpec.from_manifest(bundle.manifest, str(bundle.path))
         self.runtime = runtime
         self.threads = threads or runtimes.usable_cores()
+        self.trust_code = trust_code
         self._bundle = bundle
         self._torch: runtimes.TorchRuntime | None = None  # built on first use of heatmap()/layers()
 
@@ -289,6 +293,8 @@ class Classifier:
 
         Raises:
             InputError: the image cannot be read. ConfigError: unknown ``target``, or torch missing.
+            CodeNotAllowedError: the network is a ``.py`` file and the model was loaded without
+                ``trust_code=True``.
         """
         from shoal.inference.explain import grad_cam, overlay
 
@@ -343,7 +349,7 @@ class Classifier:
         if isinstance(self.runtime, runtimes.TorchRuntime):
             return self.runtime
         if self._torch is None:
-            self._torch = runtimes.TorchRuntime(self._bundle, device="cpu")
+            self._torch = runtimes.TorchRuntime(self._bundle, device="cpu", trust_code=self.trust_code)
         return self._torch
 
     def _check_top(self, top: int | None) -> int:
@@ -432,7 +438,7 @@ def resolve(model: str | os.PathLike[str]) -> Path:
 
 
 def load(path: str | os.PathLike[str], *, runtime: str = "onnx", threads: int | None = None,
-         device: str = "auto") -> Classifier:
+         device: str = "auto", trust_code: bool = False) -> Classifier:
     """Load a model bundle for classification.
 
     Args:
@@ -441,6 +447,10 @@ def load(path: str | os.PathLike[str], *, runtime: str = "onnx", threads: int | 
             the network in PyTorch: GPUs, heat-maps; needs ``shoal[train]``).
         threads: CPU threads for the network and for loading images; ``None`` = all usable cores.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (ONNX Runtime: CPU unless ``cuda``).
+        trust_code: a bundle is data, but one whose network is a user's ``.py`` file (its
+            ``architecture`` is ``file:...`` or ends in ``.py``) is rebuilt in torch by running that
+            file. Only ``trust_code=True`` allows it, for ``runtime="torch"``, :meth:`Classifier.heatmap`
+            and :meth:`Classifier.layers`; the ONNX runtime never runs code.
 
     Returns:
         The :class:`Classifier`.
@@ -448,6 +458,8 @@ def load(path: str | os.PathLike[str], *, runtime: str = "onnx", threads: int | 
     Raises:
         BundleError: no bundle there, or it is damaged or from a newer shoal.
         ConfigError: an unknown runtime or device, or ``threads`` < 1.
+        CodeNotAllowedError: ``runtime="torch"`` on a bundle whose network is a ``.py`` file,
+            without ``trust_code=True``.
 
     Example:
         >>> import shoal  # doctest: +SKIP
@@ -458,5 +470,5 @@ def load(path: str | os.PathLike[str], *, runtime: str = "onnx", threads: int | 
     runtimes.check_threads(threads)
     bundle = open_bundle(resolve(path))
     InputSpec.from_manifest(bundle.manifest, str(bundle.path))  # fail on a bad manifest before starting an engine
-    engine = runtimes.create(bundle, runtime, threads=threads, device=device)
-    return Classifier(bundle, engine, threads=threads)
+    engine = runtimes.create(bundle, runtime, threads=threads, device=device, trust_code=trust_code)
+    return Classifier(bundle, engine, threads=threads, trust_code=trust_code)

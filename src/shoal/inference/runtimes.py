@@ -7,6 +7,8 @@ float32 ``N×classes`` softmax probabilities.
   no torch import, fast to start, fast on CPU.
 * :class:`TorchRuntime` rebuilds the network from ``model.safetensors`` and the manifest
   (needs the ``train`` extra): for GPUs, and for looking inside the network (heat-maps).
+  A bundle whose network is a user's ``.py`` file is rebuilt only with ``trust_code=True``
+  (building it runs that file; see :mod:`shoal.trust`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from shoal.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle
 from shoal.errors import BundleError, ConfigError
+from shoal.trust import check_bundle_code
 
 if TYPE_CHECKING:
     import torch
@@ -58,12 +61,14 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
-def create(bundle: Bundle, runtime: str, *, threads: int | None, device: str) -> Runtime:
+def create(bundle: Bundle, runtime: str, *, threads: int | None, device: str, trust_code: bool = False) -> Runtime:
     """Start the engine ``runtime`` (``"onnx"`` or ``"torch"``) on a bundle.
 
     Raises:
         ConfigError: unknown runtime or device, or a device that is not available.
         BundleError: the model file cannot be loaded.
+        CodeNotAllowedError: ``runtime="torch"`` on a bundle whose network is a ``.py`` file,
+            without ``trust_code``.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be 'onnx' (fast, no torch) or 'torch' (GPUs, heat-maps), got {runtime!r}")
@@ -72,7 +77,7 @@ def create(bundle: Bundle, runtime: str, *, threads: int | None, device: str) ->
     threads = check_threads(threads)
     if runtime == "onnx":
         return OnnxRuntime(bundle, threads=threads, device=device)
-    return TorchRuntime(bundle, threads=threads, device=device)
+    return TorchRuntime(bundle, threads=threads, device=device, trust_code=trust_code)
 
 
 class OnnxRuntime:
@@ -131,6 +136,9 @@ class TorchRuntime:
         bundle: the opened bundle.
         threads: torch's CPU threads (a process-wide setting); ``None`` leaves torch's default.
         device: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
+        trust_code: allow rebuilding a network defined by a ``.py`` file the manifest names
+            (that runs the file); without it such a bundle raises
+            :class:`~shoal.errors.CodeNotAllowedError` before anything is imported.
 
     Attributes:
         model: the :class:`~shoal.training.model.NormalizedNet` (pixels in, logits out), in
@@ -139,7 +147,9 @@ class TorchRuntime:
 
     name = "torch"
 
-    def __init__(self, bundle: Bundle, *, threads: int | None = None, device: str = "auto") -> None:
+    def __init__(self, bundle: Bundle, *, threads: int | None = None, device: str = "auto",
+                 trust_code: bool = False) -> None:
+        check_bundle_code(bundle.manifest, str(bundle.path), trust_code=trust_code)
         try:
             import torch
             from safetensors.torch import load as load_safetensors

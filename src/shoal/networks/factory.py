@@ -28,6 +28,7 @@ from shoal.networks.timm_network import TimmNetwork
 from shoal.networks.user_file import PREFIX as FILE_PREFIX
 from shoal.networks.user_file import FileNetwork
 from shoal.networks.weights import load_into, read_weights
+from shoal.trust import is_network_file
 
 __all__ = [
     "FREEZE_MODES",
@@ -84,7 +85,7 @@ def resolve_network(name: str) -> Network:
     registry = registered_networks()
     if name in registry:
         return registry[name]
-    if name.startswith(FILE_PREFIX) or name.endswith(".py"):
+    if is_network_file(name):
         return FileNetwork(name.removeprefix(FILE_PREFIX))
 
     import timm

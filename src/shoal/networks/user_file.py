@@ -26,13 +26,14 @@ from torch import nn
 
 from shoal.errors import NetworkError
 from shoal.networks.registry import Network, NetworkSpec
+from shoal.trust import FILE_PREFIX
 
 __all__ = ["FACTORY", "FileNetwork"]
 
 FACTORY = "create_network"
 """Name of the function a network file must define."""
 
-PREFIX = "file:"
+PREFIX = FILE_PREFIX  # the one rule for which names are network files lives in shoal.trust
 
 
 class FileNetwork(Network):
