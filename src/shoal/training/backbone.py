@@ -1,0 +1,241 @@
+"""Frozen backbones prepared once for fast fine-tuning: an ONNX graph of the features, cached.
+
+Fine-tuning with a frozen backbone needs the backbone only to turn images into features.
+The first time a network (with given weights, channels and input size) is used, it is built
+in torch and its feature extractor exported to ONNX; afterwards ONNX Runtime computes the
+features and torch is not imported at all. The cache lives in the store:
+
+    $SHOAL_HOME/cache/backbones/<network>-<weights id>/
+        backbone.json              the network's input size, normalisation, head parameter names
+        c<C>.safetensors           the backbone's weights (the head left out), per input channels
+        c<C>-<H>x<W>.onnx          normalised N×C×H×W → features N×D
+
+The weights are kept so that a fitted head's model still has a complete ``model.safetensors``
+(``runtime="torch"`` and Grad-CAM rebuild the network from it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shoal import __version__
+from shoal.errors import TrainingError
+from shoal.preprocess import to_network_input
+from shoal.store import Store
+
+FORMAT = 1
+OPSET = 17
+INPUT = "x"
+FEATURES = "features"
+# Largest allowed |features_onnx - features_torch|, relative to the largest feature.
+TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A prepared backbone in the cache.
+
+    Attributes:
+        folder: its cache folder.
+        network: the registry name.
+        input_size: the network's native ``(height, width)``.
+        mean, std: its normalisation per channel in pixel units (for 3 channels; grayscale averages).
+        feature_dim: D, the width of the features.
+        head: the names of the head's parameters in the network's ``state_dict`` (``weight``, ``bias``).
+    """
+
+    folder: Path
+    network: str
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    feature_dim: int
+    head: dict[str, str]
+
+    def normalization(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` for ``channels`` input channels (grayscale: their averages)."""
+        if channels == len(self.mean):
+            return self.mean, self.std
+        return (float(np.mean(self.mean)),), (float(np.mean(self.std)),)
+
+    def graph_path(self, channels: int, height: int, width: int) -> Path:
+        return self.folder / f"c{channels}-{height}x{width}.onnx"
+
+    def weights_path(self, channels: int) -> Path:
+        return self.folder / f"c{channels}.safetensors"
+
+
+def cache_folder(network: str, pretrained: bool | str, *, store: Store) -> Path:
+    """Where a network with these weights is cached: ``<network>-default`` or ``<network>-<file digest>``."""
+    if pretrained is True:
+        weights = "default"
+    else:
+        digest = hashlib.sha256()
+        with open(pretrained, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        weights = digest.hexdigest()[:16]
+    safe = network.replace(":", "_").replace("/", "_")
+    return store.home / "cache" / "backbones" / f"{safe}-{weights}"
+
+
+def open_backbone(network: str, pretrained: bool | str, *, store: Store) -> Backbone | None:
+    """The cached backbone, or ``None`` when it was never prepared (or by another format)."""
+    folder = cache_folder(network, pretrained, store=store)
+    try:
+        meta = json.loads((folder / "backbone.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("format") != FORMAT:
+        return None
+    return Backbone(folder, meta["network"], tuple(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"]),
+                    int(meta["feature_dim"]), dict(meta["head"]))
+
+
+def prepare(network: str, pretrained: bool | str, *, channels: int, size: tuple[int, int] | None,
+            store: Store, on_prepare: Callable[[str], None] | None = None) -> Backbone:
+    """The backbone's cache entry, with the graph for ``channels`` and ``size`` exported if missing.
+
+    Args:
+        network: a registry name.
+        pretrained: ``True`` (the network's default weights) or a weights file.
+        channels: input channels.
+        size: ``(height, width)`` of the network input; ``None``: only make sure the entry exists.
+        store: whose cache to use.
+        on_prepare: told what is being prepared when torch has to run (once per backbone).
+
+    Returns:
+        The backbone; its graph for ``(channels, size)`` exists when ``size`` was given.
+
+    Raises:
+        NetworkError: the network or its weights cannot be loaded.
+        TrainingError: the network's head is not a linear layer on features (use the training loop).
+    """
+    backbone = open_backbone(network, pretrained, store=store)
+    missing = backbone is None or not backbone.weights_path(channels).exists() or (
+        size is not None and not backbone.graph_path(channels, *size).exists())
+    if missing:
+        if on_prepare is not None:
+            on_prepare(f"preparing {network} for fast fine-tuning, once")
+        _export(network, pretrained, channels, size, cache_folder(network, pretrained, store=store))
+        backbone = open_backbone(network, pretrained, store=store)
+    assert backbone is not None  # just written
+    return backbone
+
+
+def embed(backbone: Backbone, images: np.ndarray, *, channels: int, crop: tuple[int, int] | None,
+          mean: np.ndarray, scale: np.ndarray, flip: bool = False, batch_size: int = 32) -> np.ndarray:
+    """Features of uint8 ``N×H×W×C`` images through the cached graph, with ONNX Runtime.
+
+    Args:
+        crop: the ``(h, w)`` centre crop the model takes, or ``None``.
+        mean, scale: the model's normalisation (``(x - mean) * scale``), broadcastable to ``C×h×w``.
+        flip: mirror the images first.
+
+    Returns:
+        float32 ``(N, D)``.
+    """
+    import onnxruntime as ort
+
+    height, width = crop or images.shape[1:3]
+    session = ort.InferenceSession(str(backbone.graph_path(channels, height, width)),
+                                   providers=["CPUExecutionProvider"])
+    mean, scale = np.asarray(mean, np.float32), np.asarray(scale, np.float32)
+    out = np.empty((len(images), backbone.feature_dim), np.float32)
+    for start in range(0, len(images), batch_size):
+        x = to_network_input(np.asarray(images[start:start + batch_size]), crop)
+        if flip:
+            x = x[..., ::-1]
+        out[start:start + len(x)] = session.run(None, {INPUT: np.ascontiguousarray((x - mean) * scale)})[0]
+    return out
+
+
+def load_weights(backbone: Backbone, channels: int) -> dict[str, np.ndarray]:
+    """The backbone's weights (the head left out), keyed as in the network's ``state_dict``."""
+    from safetensors.numpy import load_file
+
+    return load_file(backbone.weights_path(channels))
+
+
+def _export(network: str, pretrained: bool | str, channels: int, size: tuple[int, int] | None, folder: Path) -> None:
+    """Build the network in torch; write its meta, its weights and the feature graph for ``size``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from shoal import networks
+    from shoal.networks.export import exportable_pools
+
+    spec = networks.get_spec(network)
+    net = networks.create(network, 2, pretrained=pretrained, channels=channels).eval()
+    head = networks.classifier_head(net)
+    if not isinstance(head, torch.nn.Linear):
+        raise TrainingError(f"{network}'s head is a {type(head).__name__}, not a linear layer on features, so it "
+                            "cannot be fitted; train it with the loop instead: --head sgd")
+    head_name = next(name for name, module in net.named_modules() if module is head)
+    extract = networks.feature_extractor(net)
+
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return extract(x).flatten(1)
+
+    features = Features().eval()
+    height, width = size or spec.input_size
+    example = torch.rand(2, channels, height, width) * 2 - 1
+    with torch.no_grad():
+        want = features(example).numpy()
+    mean, std = spec.normalization(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "shoal_version": __version__, "network": network, "input_size": list(spec.input_size),
+            "mean": list(mean), "std": list(std), "feature_dim": int(want.shape[1]),
+            "head": {"weight": f"{head_name}.weight", "bias": f"{head_name}.bias"}}
+    state = {k: v.contiguous() for k, v in net.state_dict().items() if not k.startswith(f"{head_name}.")}
+    _atomic(folder / f"c{channels}.safetensors", lambda tmp: save_file(state, tmp))
+    if size is not None:
+        exportable_pools(features)
+        graph = folder / f"c{channels}-{height}x{width}.onnx"
+
+        def write(tmp: str) -> None:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                torch.onnx.export(features, (example,), tmp, opset_version=OPSET, input_names=[INPUT],
+                                  output_names=[FEATURES], dynamic_axes={INPUT: {0: "batch"}, FEATURES: {0: "batch"}},
+                                  dynamo=False)
+            _check_graph(tmp, example.numpy(), want, network)
+
+        _atomic(graph, write)
+    _atomic(folder / "backbone.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+
+
+def _check_graph(path: str, example: np.ndarray, want: np.ndarray, network: str) -> None:
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {INPUT: example})[0]
+    diff = float(np.abs(got - want).max() / max(1.0, float(np.abs(want).max())))
+    if diff > TOLERANCE:
+        raise TrainingError(f"{network}'s exported feature graph differs from torch by {diff:.1e} (allowed "
+                            f"{TOLERANCE:.0e}); train it with the loop instead (--head sgd) and please report this")
+
+
+def _atomic(path: Path, write: Callable[[str], Any]) -> None:
+    """Write through a temporary file in the same folder, then rename: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
