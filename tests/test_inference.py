@@ -22,6 +22,7 @@ from inference_fixtures import ToyModel, toy_model
 from shoal.bundle import zip_bundle
 from shoal.errors import BundleError, ConfigError, InputError
 from shoal.inference import Classifier, Result, download
+from waiting import GENEROUS_S
 
 
 
@@ -48,20 +49,22 @@ def test_predict_gives_the_probabilities_of_the_training_validation_path(kind, t
     import torch
 
     from shoal import datasets
-    from shoal.bundle.writer import rebuild
+    from shoal.models import ModelFolder
+    from shoal.networks.normalized import rebuild
+    from shoal.networks.weights import load_weights
     from shoal.store import Store
-    from shoal.training import snapshots
     from shoal.training.batches import PixelBatches
 
     toy = toy_model(kind, tmp_path_factory)
     store = Store(toy.home)
     ds = datasets.load(toy.dataset, store=store)
-    folder = store.get("model", toy.name).path
-    card = json.loads((folder / "model.json").read_text())
-    net = rebuild(card)
-    snapshots.load_weights(folder / "best.safetensors", net)
+    folder = ModelFolder.of(toy.name, store=store)
+    card = folder.read_card()
+    net = rebuild(card.architecture, len(card.labels), channels=card.input.channels,
+                  mean_shape=card.normalization.mean_shape)
+    load_weights(folder.best_path, net)
     net.eval()
-    crop = tuple(reversed(card["input"]["size"])) if card["input"]["crop"] else None
+    crop = card.input.crop_hw
     with torch.no_grad():
         want = torch.cat([torch.softmax(net(x), 1) for x, _ in
                           PixelBatches(ds.images("val"), ds.labels("val"), batch_size=5, crop=crop, train=False)])
@@ -78,7 +81,8 @@ def test_predict_gives_the_probabilities_of_the_training_validation_path(kind, t
 
 def test_manifest_input_is_read(model, rgb):
     assert model.labels == list(rgb.labels)
-    assert model.input.dataset_size == (32, 32) and model.input.size == (28, 28) and model.input.crop
+    assert model.input.dataset_wh == (32, 32) and (model.input.width, model.input.height) == (28, 28)
+    assert model.input.crop and model.card.input is model.input and model.card.architecture == "lenet"
     assert model.input.crop_hw == (28, 28) and model.input.channels == 3 and model.input.resize_mode == "squash"
     assert model.manifest["architecture"] == "lenet"
     assert model.runtime.name == "onnx"
@@ -347,7 +351,7 @@ def test_loading_and_predicting_never_import_torch(rgb):
         "'fastapi', 'typer', 'rich') if m in sys.modules)\n"
         "print('heavy:', heavy)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=GENEROUS_S,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "heavy: []"

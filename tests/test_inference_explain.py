@@ -47,7 +47,7 @@ def _reference_cam(model, layer, pixels: np.ndarray, index: int) -> np.ndarray:
 def test_grad_cam_works_for_every_registered_network(name):
     from shoal import networks
     from shoal.inference.explain import grad_cam
-    from shoal.training.model import NormalizedNet
+    from shoal.networks.normalized import NormalizedNet
 
     torch.manual_seed(0)
     net = networks.create(name, 3, pretrained=None, channels=3)

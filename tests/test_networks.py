@@ -24,7 +24,7 @@ from shoal import networks  # noqa: E402
 from shoal.errors import ConfigError, NetworkError  # noqa: E402
 from shoal.networks import registry as registry_module  # noqa: E402
 from shoal.networks.builtin import AlexNet, GoogLeNet  # noqa: E402
-from shoal.networks.lenet import ExportableAdaptiveAvgPool2d  # noqa: E402
+from shoal.networks.export import ExportableAdaptiveAvgPool2d  # noqa: E402
 from shoal.networks.weights import hub_cache_path  # noqa: E402
 
 LITE0_FILE = Path(

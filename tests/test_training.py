@@ -57,14 +57,16 @@ def test_onnx_output_matches_torch_and_batches_dynamically(tiny_dataset):
     import onnxruntime as ort
     import torch
 
-    from shoal.bundle.writer import rebuild
-    from shoal.training import snapshots
+    from shoal.models import ModelFolder
+    from shoal.networks.normalized import rebuild
+    from shoal.networks.weights import load_weights
 
     result = train(TrainConfig(dataset="tiny", epochs=1, **FAST))
-    card = json.loads((result.folder / "model.json").read_text())
-    model = rebuild(card).eval()
-    snapshots.load_weights(result.bundle / "model.safetensors", model)
-    assert card["input"]["crop"] and card["input"]["size"] == [28, 28]  # LeNet's native size, inside 32x32
+    card = ModelFolder(result.folder).read_card()
+    model = rebuild(card.architecture, len(card.labels), channels=card.input.channels,
+                    mean_shape=card.normalization.mean_shape).eval()
+    load_weights(result.bundle / "model.safetensors", model)
+    assert card.input.crop and (card.input.width, card.input.height) == (28, 28)  # LeNet's native size, inside 32x32
     pixels = to_network_input(np.asarray(tiny_dataset.images("val")), (28, 28))
     session = ort.InferenceSession(str(result.bundle / "model.onnx"))
     got = session.run(None, {"pixels": pixels})[0]

@@ -230,7 +230,7 @@ def _on_dataset(classifier: Classifier, name: str, split: str, store: Store | No
         raise DatasetError(f"dataset {name!r} has no {split} images; evaluate another split "
                            f"(it has {', '.join(f'{s}: {ds.count(s)}' for s in SPLITS)})")
     spec = classifier.input
-    same = (tuple(ds.size) == spec.dataset_size and ds.channels == spec.channels and ds.resize_mode == spec.resize_mode)
+    same = (tuple(ds.size) == spec.dataset_wh and ds.channels == spec.channels and ds.resize_mode == spec.resize_mode)
     if same:  # the stored pixels are exactly what prepare() would make of the sources
         probs = np.concatenate([classifier.runtime(classifier.network_input(list(images[i : i + batch_size])))
                                 for i in range(0, len(labels), batch_size)])
@@ -238,7 +238,7 @@ def _on_dataset(classifier: Classifier, name: str, split: str, store: Store | No
     keep, rows, skipped = _predict_files(classifier, sources, batch_size)
     if not rows:
         raise DatasetError(f"none of the {split} images of dataset {name!r} could be read again from their source "
-                           f"files (the model needs {spec.dataset_size[0]}x{spec.dataset_size[1]} "
+                           f"files (the model needs {spec.dataset_width}x{spec.dataset_height} "
                            f"{spec.resize_mode}, the dataset stores {ds.size[0]}x{ds.size[1]} {ds.resize_mode})")
     kept_sources = [sources[i] for i in keep]
     return (np.asarray(rows, np.float32), to_model[labels[keep]], kept_sources, skipped,

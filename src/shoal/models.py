@@ -1,13 +1,152 @@
-"""Trained models in the store: list, describe, delete. Torch-free (reads the run's JSON files)."""
+"""Trained models in the store: their folders, list, describe, delete, abort. Torch-free.
+
+:class:`ModelFolder` is the one owner of a model's folder: every file name in it is
+spelled here, and everyone else asks it for paths, the configuration, the model card,
+the metric history and the kept snapshots.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoal.bundle import MANIFEST
+from shoal.bundle.card import ModelCard
 from shoal.store import Entry, Store
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A model's folder (``$SHOAL_HOME/models/<name>/``) and the files a run keeps in it.
+
+    Args:
+        path: the folder.
+
+    Example:
+        >>> folder = ModelFolder(Path("/tmp/m"))
+        >>> folder.snapshot(3).name
+        'epoch-0003.safetensors'
+    """
+
+    path: Path
+
+    CONFIG = "config.json"
+    CARD = "model.json"
+    METRICS = "metrics.jsonl"
+    STATE = "state.pt"
+    BEST = "best.safetensors"
+    SNAPSHOTS = "snapshots"
+    BUNDLE = "bundle"
+    ABORT = "ABORT"
+
+    @classmethod
+    def of(cls, name: str, *, store: Store | None = None) -> ModelFolder:
+        """The folder of the model ``name`` in the store.
+
+        Raises:
+            NotFoundError: no such model.
+        """
+        return cls((store or Store()).get("model", name).path)
+
+    # -- paths ------------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        """``config.json``: the resolved training configuration."""
+        return self.path / self.CONFIG
+
+    @property
+    def card_path(self) -> Path:
+        """``model.json``: the model card."""
+        return self.path / self.CARD
+
+    @property
+    def metrics_path(self) -> Path:
+        """``metrics.jsonl``: the run's progress events, one JSON object a line."""
+        return self.path / self.METRICS
+
+    @property
+    def state_path(self) -> Path:
+        """``state.pt``: the resume point, rewritten after every epoch."""
+        return self.path / self.STATE
+
+    @property
+    def best_path(self) -> Path:
+        """``best.safetensors``: the weights of the best validated epoch."""
+        return self.path / self.BEST
+
+    @property
+    def bundle_path(self) -> Path:
+        """``bundle/``: the bundle of the best epoch, written when training ends."""
+        return self.path / self.BUNDLE
+
+    @property
+    def abort_path(self) -> Path:
+        """``ABORT``: present while an abort is asked for."""
+        return self.path / self.ABORT
+
+    def snapshot(self, epoch: int) -> Path:
+        """Where the weight snapshot of ``epoch`` is kept."""
+        return self.path / self.SNAPSHOTS / f"epoch-{epoch:04d}.safetensors"
+
+    # -- reading ----------------------------------------------------------------------------------
+    def snapshots(self) -> dict[int, Path]:
+        """Return ``{epoch: path}`` of the weight snapshots kept, in epoch order."""
+        found = (self.path / self.SNAPSHOTS).glob("epoch-*.safetensors")
+        return dict(sorted((int(p.stem.split("-")[1]), p) for p in found))
+
+    def has_state(self) -> bool:
+        """Whether a finished epoch can be resumed from."""
+        return self.state_path.exists()
+
+    def has_bundle(self) -> bool:
+        """Whether the bundle of the best epoch has been written."""
+        return (self.bundle_path / MANIFEST).exists()
+
+    def read_config(self) -> dict[str, Any]:
+        """Return ``config.json`` as a dict (empty before it is written)."""
+        return json.loads(self.config_path.read_text()) if self.config_path.exists() else {}
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json``."""
+        self.config_path.write_text(json.dumps(config, indent=2))
+
+    def read_card(self) -> ModelCard | None:
+        """Return the model card (``None`` before training has built the network).
+
+        Raises:
+            BundleError: ``model.json`` is damaged.
+        """
+        if not self.card_path.exists():
+            return None
+        return ModelCard.from_dict(json.loads(self.card_path.read_text()), str(self.card_path))
+
+    def write_card(self, card: ModelCard) -> None:
+        """Write ``model.json``."""
+        self.card_path.write_text(json.dumps(card.to_dict(), indent=2))
+
+    def events(self) -> list[dict[str, Any]]:
+        """Return the progress events the run wrote to ``metrics.jsonl`` (empty before it starts)."""
+        if not self.metrics_path.exists():
+            return []
+        found = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+        return found
+
+    def history(self) -> list[dict[str, Any]]:
+        """Return one record per validated epoch, in epoch order (the latest record wins after a resume)."""
+        by_epoch = {e["epoch"]: e for e in self.events() if e.get("type") == "epoch" and "val_accuracy" in e}
+        return [{k: v for k, v in by_epoch[n].items() if k not in ("type", "time")} for n in sorted(by_epoch)]
+
+    def abort_requested(self) -> bool:
+        """Whether someone asked the run to stop."""
+        return self.abort_path.exists()
 
 
 def list(*, store: Store | None = None) -> list[Entry]:  # noqa: A001 - the public name mirrors datasets.list
@@ -35,7 +174,7 @@ def abort(name: str, *, store: Store | None = None) -> None:
     """
     store = store or Store()
     entry = store.get("model", name)
-    (entry.path / "ABORT").touch()
+    ModelFolder(entry.path).abort_path.touch()
     if entry.status == "queued":
         store.update("model", name, status="aborted")
 
@@ -58,36 +197,6 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
-def snapshot_path(folder: Path, epoch: int) -> Path:
-    """Return where the weight snapshot of ``epoch`` is kept in a model's folder."""
-    return folder / "snapshots" / f"epoch-{epoch:04d}.safetensors"
-
-
-def list_snapshots(folder: Path) -> dict[int, Path]:
-    """Return ``{epoch: path}`` of the weight snapshots kept for a model."""
-    return {int(p.stem.split("-")[1]): p for p in sorted((folder / "snapshots").glob("epoch-*.safetensors"))}
-
-
-def events(folder: Path) -> list[dict[str, Any]]:
-    """Return the progress events a run wrote to ``metrics.jsonl`` (empty before it starts)."""
-    path = folder / "metrics.jsonl"
-    if not path.exists():
-        return []
-    found = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            found.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-    return found
-
-
-def history(folder: Path) -> list[dict[str, Any]]:
-    """Return one record per validated epoch (the latest record wins after a resume)."""
-    by_epoch = {e["epoch"]: e for e in events(folder) if e.get("type") == "epoch" and "val_accuracy" in e}
-    return [{k: v for k, v in by_epoch[n].items() if k not in ("type", "time")} for n in sorted(by_epoch)]
-
-
 def describe(name: str, *, store: Store | None = None) -> dict[str, Any]:
     """Return a model's status, configuration, metric history, snapshots and bundle path.
 
@@ -95,15 +204,13 @@ def describe(name: str, *, store: Store | None = None) -> dict[str, Any]:
         NotFoundError: no such model.
     """
     entry = (store or Store()).get("model", name)
-    folder = entry.path
-    config_path = folder / "config.json"
-    card_path = folder / "model.json"
-    bundle = folder / "bundle"
+    folder = ModelFolder(entry.path)
+    card = folder.read_card()
     return {
         **entry.to_dict(),
-        "config": json.loads(config_path.read_text()) if config_path.exists() else {},
-        "card": json.loads(card_path.read_text()) if card_path.exists() else {},
-        "history": history(folder),
-        "snapshots": sorted(list_snapshots(folder)),
-        "bundle": str(bundle) if (bundle / "shoal.json").exists() else None,
+        "config": folder.read_config(),
+        "card": card.to_dict() if card is not None else {},
+        "history": folder.history(),
+        "snapshots": sorted(folder.snapshots()),
+        "bundle": str(folder.bundle_path) if folder.has_bundle() else None,
     }

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal.bundle.card import InputSpec, ModelCard, Normalization
 from shoal.errors import BundleError
 
 if TYPE_CHECKING:
@@ -34,35 +35,54 @@ WEIGHTS_FILE = "model.safetensors"
 LABELS_FILE = "labels.txt"
 REQUIRED = (MANIFEST, ONNX_FILE, WEIGHTS_FILE, LABELS_FILE)
 
+__all__ = ["FORMAT_VERSION", "SUFFIX", "Bundle", "InputSpec", "ModelCard", "Normalization", "export",
+           "open_bundle", "zip_bundle"]
+
 
 @dataclass(frozen=True)
 class Bundle:
-    """A bundle opened for reading: its manifest, and its files on demand."""
+    """A bundle opened for reading: its manifest, its checked model card, and its files on demand."""
 
     path: Path
     manifest: dict[str, Any]
+    card: ModelCard
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest["labels"])
+        """The class names, in the model's output order."""
+        return list(self.card.labels)
 
     def read(self, name: str) -> bytes:
-        """Return the bytes of one file of the bundle (directory or ``.shoal`` zip)."""
-        try:
-            if self.path.is_dir():
-                return (self.path / name).read_bytes()
-            with zipfile.ZipFile(self.path) as z:
-                return z.read(name)
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
-            raise BundleError(f"bundle {str(self.path)!r} has no readable {name!r}: {exc}") from exc
+        """Return the bytes of one file of the bundle (directory or ``.shoal`` zip).
+
+        Raises:
+            BundleError: the file is missing or unreadable.
+        """
+        return _read(self.path, name)
+
+
+def _read(path: Path, name: str) -> bytes:
+    try:
+        if path.is_dir():
+            return (path / name).read_bytes()
+        with zipfile.ZipFile(path) as z:
+            return z.read(name)
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"bundle {str(path)!r} has no readable {name!r}: {exc}") from exc
 
 
 def open_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Open a bundle directory or ``.shoal`` file and check its manifest.
 
+    Args:
+        path: a bundle folder or a ``.shoal`` file.
+
+    Returns:
+        The :class:`Bundle`, with its model card read and checked.
+
     Raises:
-        BundleError: if the path is missing, is not a bundle, lacks a file, or was written
-            by a newer shoal (format version).
+        BundleError: if the path is missing, is not a bundle, lacks a file, was written by a
+            newer shoal (format version), or its model card is incomplete or unusable.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -79,19 +99,15 @@ def open_bundle(path: str | os.PathLike[str]) -> Bundle:
     missing = [n for n in REQUIRED if n not in names]
     if missing:
         raise BundleError(f"{str(path)!r} is not a complete shoal bundle: missing {', '.join(missing)}")
-    bundle = Bundle(path, {})
     try:
-        manifest = json.loads(bundle.read(MANIFEST))
+        manifest = json.loads(_read(path, MANIFEST))
     except json.JSONDecodeError as exc:
         raise BundleError(f"the manifest of {str(path)!r} is not valid JSON: {exc}") from exc
     version = manifest.get("format")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(f"bundle {str(path)!r} has format {version!r}; this shoal reads format "
                           f"{FORMAT_VERSION} or older — upgrade shoal (pip install -U shoal)")
-    for key in ("architecture", "labels", "input", "normalization"):
-        if key not in manifest:
-            raise BundleError(f"the manifest of {str(path)!r} lacks {key!r}")
-    return Bundle(path, manifest)
+    return Bundle(path, manifest, ModelCard.from_dict(manifest, str(path)))
 
 
 def zip_bundle(folder: Path, out: Path) -> Path:

@@ -8,19 +8,19 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
-from shoal import __version__, networks
+from shoal import __version__
 from shoal.bundle import FORMAT_VERSION, LABELS_FILE, MANIFEST, ONNX_FILE, SUFFIX, WEIGHTS_FILE, zip_bundle
+from shoal.bundle.card import ModelCard
 from shoal.errors import BundleError, NotFoundError
-from shoal.models import list_snapshots
+from shoal.models import ModelFolder
+from shoal.networks.export import exportable_pools
+from shoal.networks.normalized import NormalizedNet, Probabilities, rebuild
+from shoal.networks.weights import load_resume_point, load_weights, save_weights
 from shoal.preprocess import to_network_input
 from shoal.store import Store
-from shoal.training import snapshots
-from shoal.training.model import NormalizedNet, Probabilities
 
 OPSET = 17
 ONNX_TOLERANCE = 1e-4  # largest allowed |p_onnx - p_torch| on the check images
@@ -45,28 +45,31 @@ def export_model(name: str, *, epoch: int | str = "best", store: Store | None = 
         graph disagrees with torch.
     """
     store = store or Store()
-    folder = store.get("model", name).path
-    card = json.loads((folder / "model.json").read_text())
-    config = json.loads((folder / "config.json").read_text())
-    model = rebuild(card)
+    folder = ModelFolder.of(name, store=store)
+    card = folder.read_card()
+    if card is None:
+        raise BundleError(f"model {name!r} has not started training yet; nothing to export")
+    config = folder.read_config()
+    model = rebuild(card.architecture, len(card.labels), channels=card.input.channels,
+                    mean_shape=card.normalization.mean_shape)
     chosen = _load_epoch(folder, model, epoch)
     model.eval()
-    history = snapshots.load_history(folder)
-    out = Path(out) if out is not None else folder / "bundle"
+    history = folder.history()
+    out = Path(out) if out is not None else folder.bundle_path
 
     with tempfile.TemporaryDirectory(prefix="shoal-bundle-", dir=out.parent if out.parent.exists() else None) as tmp:
         staging = Path(tmp) / "bundle"
         staging.mkdir()
-        snapshots.save_weights(staging / WEIGHTS_FILE, model, epoch=chosen)
+        save_weights(staging / WEIGHTS_FILE, model, epoch=chosen)
         pixels = _check_images(config["dataset"], card, store)
         _export_onnx(model, staging / ONNX_FILE, pixels[:1])
         diff = _compare_onnx(model, staging / ONNX_FILE, pixels)
-        (staging / LABELS_FILE).write_text("\n".join(card["labels"]) + "\n", encoding="utf-8")
+        (staging / LABELS_FILE).write_text("\n".join(card.labels) + "\n", encoding="utf-8")
         manifest = {
             "format": FORMAT_VERSION,
             "shoal_version": __version__,
             "name": name,
-            **card,
+            **card.to_dict(),
             "epoch": chosen,
             "metrics": next((h for h in history if h["epoch"] == chosen), None),
             "history": history,
@@ -86,70 +89,44 @@ def export_model(name: str, *, epoch: int | str = "best", store: Store | None = 
     return out
 
 
-def rebuild(card: dict[str, Any]) -> NormalizedNet:
-    """Build an untrained :class:`NormalizedNet` of the shape a model card describes."""
-    net = networks.create(card["architecture"], len(card["labels"]), pretrained=None,
-                          channels=card["input"]["channels"])
-    norm = card["normalization"]
-    return NormalizedNet(net, torch.zeros(norm["mean_shape"]), torch.zeros(len(norm["scale"]), 1, 1))
-
-
-def _load_epoch(folder: Path, model: NormalizedNet, epoch: int | str) -> int:
+def _load_epoch(folder: ModelFolder, model: NormalizedNet, epoch: int | str) -> int:
     if epoch == "best":
-        if not (folder / "best.safetensors").exists():
-            raise BundleError(f"model in {folder} has no validated epoch yet; train it at least one epoch")
-        return snapshots.load_weights(folder / "best.safetensors", model)
+        if not folder.best_path.exists():
+            raise BundleError(f"model in {folder.path} has no validated epoch yet; train it at least one epoch")
+        return load_weights(folder.best_path, model)
     if epoch == "last":
-        if not snapshots.has_state(folder):
-            raise BundleError(f"model in {folder} has no finished epoch yet")
-        saved = torch.load(folder / snapshots.STATE_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        return int(saved["state"]["epoch"])
-    kept = list_snapshots(folder)
+        if not folder.has_state():
+            raise BundleError(f"model in {folder.path} has no finished epoch yet")
+        return load_resume_point(folder.state_path, model)
+    kept = folder.snapshots()
     if epoch not in kept:
         raise BundleError(f"no snapshot of epoch {epoch!r}; kept epochs: {sorted(kept) or 'none'} "
                           "(or use 'best' or 'last')")
-    return snapshots.load_weights(kept[int(epoch)], model)
+    return load_weights(kept[int(epoch)], model)
 
 
-def _check_images(dataset_name: str, card: dict[str, Any], store: Store) -> np.ndarray:
+def _check_images(dataset_name: str, card: ModelCard, store: Store) -> np.ndarray:
     """Up to 16 real validation images as network input, or random pixels if the dataset is gone."""
     from shoal import datasets
 
-    width, height = card["input"]["size"]
-    crop = (height, width) if card["input"]["crop"] else None
+    spec = card.input
     try:
         images = datasets.load(dataset_name, store=store).images("val")[:16]
     except NotFoundError:
-        images = np.random.default_rng(0).integers(0, 256, (4, *card["input"]["dataset_size"][::-1],
-                                                            card["input"]["channels"]), dtype=np.uint8)
-    return to_network_input(np.asarray(images), crop) if len(images) else to_network_input(
-        np.zeros((1, height, width, card["input"]["channels"]), np.uint8), None)
+        images = np.random.default_rng(0).integers(
+            0, 256, (4, spec.dataset_height, spec.dataset_width, spec.channels), dtype=np.uint8)
+    return to_network_input(np.asarray(images), spec.crop_hw) if len(images) else to_network_input(
+        np.zeros((1, spec.height, spec.width, spec.channels), np.uint8), None)
 
 
 def _export_onnx(model: NormalizedNet, path: Path, example: np.ndarray) -> None:
-    _exportable_pools(model)
+    exportable_pools(model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         # The exporter restores the wrapper's mode afterwards: make it eval so the model stays in eval.
         torch.onnx.export(Probabilities(model).eval(), (torch.from_numpy(example),), str(path), opset_version=OPSET,
                           input_names=["pixels"], output_names=["probabilities"],
                           dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}}, dynamo=False)
-
-
-def _exportable_pools(model: torch.nn.Module) -> None:
-    """Swap adaptive average pools for an equivalent the ONNX exporter takes at any input size.
-
-    (AlexNet's 6×6 pool on a 64-pixel input, say.) They hold no weights, so nothing else changes;
-    the comparison with ONNX Runtime afterwards checks the outputs still agree.
-    """
-    from shoal.networks.lenet import ExportableAdaptiveAvgPool2d
-
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if type(child) is torch.nn.AdaptiveAvgPool2d:
-                size = child.output_size if isinstance(child.output_size, tuple) else (child.output_size,) * 2
-                setattr(parent, child_name, ExportableAdaptiveAvgPool2d(size))
 
 
 def _compare_onnx(model: NormalizedNet, path: Path, pixels: np.ndarray) -> float:

@@ -20,54 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from shoal.bundle import Bundle, open_bundle
-from shoal.data.imageops import ImageError, check_channels, check_resize_mode, check_size, prepare
+from shoal.bundle import Bundle, InputSpec, open_bundle
+from shoal.data.imageops import ImageError, prepare
 from shoal.errors import BundleError, ConfigError, InputError
 from shoal.inference import runtimes, sources
 from shoal.preprocess import centre_crop, to_network_input
 
 DEFAULT_BATCH_SIZE = 32
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How the model wants its images, read from the manifest's ``input`` section."""
-
-    dataset_size: tuple[int, int]  # (width, height) images are resized to, as the dataset was built
-    size: tuple[int, int]  # (width, height) the network takes
-    crop: bool  # centre-crop dataset_size to size
-    channels: int  # 3 (RGB) or 1 (grayscale)
-    resize_mode: str  # squash | crop | fill | half
-
-    @property
-    def crop_hw(self) -> tuple[int, int] | None:
-        """The ``(height, width)`` centre crop, or ``None``."""
-        return (self.size[1], self.size[0]) if self.crop else None
-
-    @classmethod
-    def from_manifest(cls, manifest: dict[str, Any], where: str) -> InputSpec:
-        """Read and check the manifest's ``input`` section.
-
-        Raises:
-            BundleError: a field is missing or has a value shoal cannot use.
-        """
-        section = manifest.get("input")
-        try:
-            if not isinstance(section, dict):
-                raise KeyError("input")
-            size = check_size(section["size"])
-            spec = cls(dataset_size=check_size(section.get("dataset_size", section["size"])), size=size,
-                       crop=bool(section.get("crop", False)), channels=check_channels(section["channels"]),
-                       resize_mode=check_resize_mode(section.get("resize_mode", "squash")))
-        except KeyError as exc:
-            raise BundleError(f"the manifest of {where!r} lacks input.{exc.args[0]}; re-export the bundle "
-                              "with this shoal (shoal export MODEL --out ...)") from None
-        except ConfigError as exc:
-            raise BundleError(f"the manifest of {where!r} has an unusable input section: {exc}") from None
-        if spec.crop and (spec.size[0] > spec.dataset_size[0] or spec.size[1] > spec.dataset_size[1]):
-            raise BundleError(f"the manifest of {where!r} crops {spec.size} out of smaller images "
-                              f"{spec.dataset_size}; the bundle is damaged")
-        return spec
 
 
 @dataclass(frozen=True)
@@ -150,6 +109,7 @@ class Classifier:
     Attributes:
         path: the bundle's folder or ``.shoal`` file.
         manifest: the bundle's ``shoal.json``.
+        card: its :class:`~shoal.bundle.ModelCard` (architecture, labels, input, normalisation).
         labels: the class names, in the model's output order.
         input: how images are prepared (:class:`InputSpec`).
         runtime: the engine (``runtime.name`` is ``"onnx"`` or ``"torch"``).
@@ -161,8 +121,9 @@ class Classifier:
                  trust_code: bool = False) -> None:
         self.path = bundle.path
         self.manifest = bundle.manifest
+        self.card = bundle.card
         self.labels = bundle.labels
-        self.input = InputSpec.from_manifest(bundle.manifest, str(bundle.path))
+        self.input: InputSpec = bundle.card.input
         self.runtime = runtime
         self.threads = threads or runtimes.usable_cores()
         self.trust_code = trust_code
@@ -170,7 +131,7 @@ class Classifier:
         self._torch: runtimes.TorchRuntime | None = None  # built on first use of heatmap()/layers()
 
     def __repr__(self) -> str:
-        return (f"Classifier({str(self.path)!r}, architecture={self.manifest.get('architecture')!r}, "
+        return (f"Classifier({str(self.path)!r}, architecture={self.card.architecture!r}, "
                 f"labels={len(self.labels)}, runtime={self.runtime.name!r})")
 
     # -- preprocessing ----------------------------------------------------------------------------
@@ -183,8 +144,7 @@ class Classifier:
         Raises:
             InputError: the image cannot be decoded (the message says why).
         """
-        w_h = self.input.dataset_size
-        return prepare(source, w_h, self.input.resize_mode, self.input.channels)
+        return prepare(source, self.input.dataset_wh, self.input.resize_mode, self.input.channels)
 
     def network_input(self, images: list[np.ndarray]) -> np.ndarray:
         """Stack prepared images into the network's float32 ``N×C×H×W`` input (centre-cropped if trained so)."""
@@ -317,7 +277,7 @@ class Classifier:
         source, pixels = self._one(x, bgr=bgr)
         engine = self._torch_runtime()
         return layer_stats(engine.model, self.network_input([pixels]), source=source,
-                           architecture=str(self.manifest.get("architecture", "")), labels=self.labels)
+                           architecture=self.card.architecture, labels=self.labels)
 
     def network_view(self, pixels: np.ndarray) -> np.ndarray:
         """The part of prepared pixels (uint8 ``H×W×C``) the network sees: the centre crop, if any."""
@@ -468,7 +428,6 @@ def load(path: str | os.PathLike[str], *, runtime: str = "onnx", threads: int | 
         'dolphin'
     """
     runtimes.check_threads(threads)
-    bundle = open_bundle(resolve(path))
-    InputSpec.from_manifest(bundle.manifest, str(bundle.path))  # fail on a bad manifest before starting an engine
+    bundle = open_bundle(resolve(path))  # checks the model card before an engine starts
     engine = runtimes.create(bundle, runtime, threads=threads, device=device, trust_code=trust_code)
     return Classifier(bundle, engine, threads=threads, trust_code=trust_code)

@@ -9,7 +9,7 @@
   statistics"; :func:`write_layers_html` makes a page of it.
 
 Both work on any network from :func:`shoal.networks.create` wrapped in the trained
-:class:`~shoal.training.model.NormalizedNet` (pixels 0..255 in, logits out).
+:class:`~shoal.networks.normalized.NormalizedNet` (pixels 0..255 in, logits out).
 """
 
 from __future__ import annotations

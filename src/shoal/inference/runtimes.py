@@ -141,7 +141,7 @@ class TorchRuntime:
             :class:`~shoal.errors.CodeNotAllowedError` before anything is imported.
 
     Attributes:
-        model: the :class:`~shoal.training.model.NormalizedNet` (pixels in, logits out), in
+        model: the :class:`~shoal.networks.normalized.NormalizedNet` (pixels in, logits out), in
             eval mode on :attr:`device`.
     """
 
@@ -154,14 +154,16 @@ class TorchRuntime:
             import torch
             from safetensors.torch import load as load_safetensors
 
-            from shoal.bundle.writer import rebuild
+            from shoal.networks.normalized import rebuild
         except ImportError as exc:
             raise ConfigError(f"runtime='torch' needs PyTorch ({exc.name} is missing): pip install 'shoal[train]', "
                               "or use the default runtime='onnx'") from exc
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = _torch_device(device)
-        self.model = rebuild(bundle.manifest)
+        card = bundle.card
+        self.model = rebuild(card.architecture, len(card.labels), channels=card.input.channels,
+                             mean_shape=card.normalization.mean_shape)
         try:
             self.model.load_state_dict(load_safetensors(bundle.read(WEIGHTS_FILE)))
         except RuntimeError as exc:

@@ -6,42 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ExportableAdaptiveAvgPool2d", "LeNet"]
+from shoal.networks.export import ExportableAdaptiveAvgPool2d
 
-
-class ExportableAdaptiveAvgPool2d(nn.Module):
-    """``nn.AdaptiveAvgPool2d`` that also exports to ONNX when the sizes do not divide.
-
-    ONNX has no adaptive pooling, and PyTorch's exporter only handles output sizes that
-    divide the input. Otherwise this pools with two averaging matrices (the same
-    windows as PyTorch: ``floor(i·n/k)`` to ``ceil((i+1)·n/k)``), which export as MatMul.
-
-    Args:
-        output_size: ``(height, width)`` of the output.
-    """
-
-    def __init__(self, output_size: tuple[int, int]) -> None:
-        super().__init__()
-        self.output_size = output_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Average-pool the last two dimensions of ``x`` to :attr:`output_size`."""
-        height, width = int(x.shape[-2]), int(x.shape[-1])
-        out_h, out_w = self.output_size
-        if height % out_h == 0 and width % out_w == 0:
-            return F.adaptive_avg_pool2d(x, self.output_size)
-        rows = _pooling_matrix(height, out_h, x)
-        cols = _pooling_matrix(width, out_w, x)
-        return rows @ x @ cols.T
-
-
-def _pooling_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
-    """(out, size) matrix whose row i averages adaptive window i."""
-    matrix = torch.zeros(out, size, dtype=like.dtype, device=like.device)
-    for i in range(out):
-        start, end = (i * size) // out, -(-((i + 1) * size) // out)
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix
+__all__ = ["LeNet"]
 
 
 class LeNet(nn.Module):

@@ -37,8 +37,11 @@ __all__ = [
     "download_state_dict",
     "hub_cache_path",
     "load_into",
+    "load_resume_point",
+    "load_weights",
     "normalize_state_dict",
     "read_weights",
+    "save_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +80,59 @@ def check_weights_path(path: str | os.PathLike[str]) -> Path:
             f"{', '.join(WEIGHT_SUFFIXES)} files."
         )
     return path
+
+
+def save_weights(path: Path, model: nn.Module, *, epoch: int) -> None:
+    """Write a model's weights (normalisation buffers included) as safetensors, atomically.
+
+    Args:
+        path: the ``.safetensors`` file to write (its folder is created).
+        model: the network, usually a :class:`~shoal.networks.normalized.NormalizedNet`.
+        epoch: the epoch the weights are from, kept in the file's metadata.
+    """
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"epoch": str(epoch)})
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path, model: nn.Module) -> int:
+    """Load weights written by :func:`save_weights` into ``model`` (strictly).
+
+    Args:
+        path: the ``.safetensors`` file.
+        model: a network of the same shape.
+
+    Returns:
+        The epoch the weights were saved at (0 when the file does not say).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    with safe_open(str(path), framework="pt") as f:
+        return int((f.metadata() or {}).get("epoch", 0))
+
+
+def load_resume_point(path: Path, model: nn.Module) -> int:
+    """Load the model weights of a training run's resume point (``state.pt``) into ``model``.
+
+    The file holds ``{"model": state dict, "state": {"epoch": n, ...}, ...}`` (the optimizer and
+    RNG states beside them are training's); it is read with ``weights_only=True``.
+
+    Args:
+        path: the resume point.
+        model: a network of the same shape.
+
+    Returns:
+        The last finished epoch.
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["model"])
+    return int(saved["state"]["epoch"])
 
 
 def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

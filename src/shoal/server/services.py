@@ -447,7 +447,7 @@ def _previous_weights(folder: Path, name: str, epoch: str) -> Path:
     if epoch in ("best", ""):
         path = folder / "best.safetensors"
     else:
-        snapshots = models.list_snapshots(folder)
+        snapshots = models.ModelFolder(folder).snapshots()
         if not epoch.isdigit() or int(epoch) not in snapshots:
             kept = ", ".join(str(e) for e in snapshots) or "none"
             raise ConfigError(f"model {name!r} has no snapshot of epoch {epoch!r} (kept: {kept}; or 'best')")
@@ -508,7 +508,7 @@ def model_events(store: Store, name: str, after: int) -> dict[str, Any]:
     """The run's progress events from index ``after`` on (the page polls with the last ``next``)."""
     if not store.exists("model", name):
         return {"events": [], "next": 0}
-    events = models.events(store.get("model", name).path)
+    events = models.ModelFolder.of(name, store=store).events()
     after = max(0, min(after, len(events)))
     return {"events": events[after:], "next": len(events)}
 
@@ -537,7 +537,7 @@ def download_file(store: Store, name: str, epoch: str) -> Path:
             zip_bundle(bundle, out)
         return out
     if epoch not in ("best", "last"):
-        snapshots = models.list_snapshots(entry.path)
+        snapshots = models.ModelFolder(entry.path).snapshots()
         if not epoch.isdigit() or int(epoch) not in snapshots:
             kept = ", ".join(str(e) for e in snapshots) or "none yet"
             raise NotFoundError(f"model {name!r} has no snapshot of epoch {epoch!r}; choose best, last or a kept "

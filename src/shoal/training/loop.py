@@ -21,16 +21,17 @@ import torch
 import torch.nn.functional as F
 
 from shoal import datasets, networks
+from shoal.bundle.card import InputSpec, ModelCard, Normalization
 from shoal.config import from_dict, to_dict
 from shoal.errors import TrainingError
-from shoal.models import snapshot_path
-from shoal.networks.weights import check_weights_path
+from shoal.models import ModelFolder
+from shoal.networks.normalized import NormalizedNet
+from shoal.networks.weights import check_weights_path, save_weights
 from shoal.preprocess import centre_crop
 from shoal.store import Store
 from shoal.training import snapshots
 from shoal.training.batches import FeatureBatches, PixelBatches
 from shoal.training.config import TrainConfig
-from shoal.training.model import NormalizedNet
 from shoal.training.schedules import learning_rate
 from shoal.training.solvers import make_optimizer
 
@@ -87,8 +88,9 @@ def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHan
     _device(config.device)
     entry = store.reserve("model", config.name, status="queued",
                           summary={"dataset": config.dataset, "network": config.network, "pretrained": config.finetune})
-    (entry.path / "config.json").write_text(json.dumps(to_dict(config), indent=2))
-    return _run(config, entry.path, store, on_event, resume=False)
+    folder = ModelFolder(entry.path)
+    folder.write_config(to_dict(config))
+    return _run(config, folder, store, on_event, resume=False)
 
 
 def resume(name: str, *, store: Store | None = None, on_event: EventHandler | None = None,
@@ -100,20 +102,21 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
         epochs: a new total number of epochs (to train longer than first planned).
     """
     store = store or Store()
-    entry = store.get("model", name)
-    config = from_dict(TrainConfig, json.loads((entry.path / "config.json").read_text()))
+    folder = ModelFolder.of(name, store=store)
+    config = from_dict(TrainConfig, folder.read_config())
     if epochs is not None:
         config = TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
-        (entry.path / "config.json").write_text(json.dumps(to_dict(config), indent=2))
-    if not snapshots.has_state(entry.path):
+        folder.write_config(to_dict(config))
+    if not folder.has_state():
         raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew "
                             f"('shoal model delete {name}', then 'shoal train ...')")
-    return _run(config, entry.path, store, on_event, resume=True)
+    return _run(config, folder, store, on_event, resume=True)
 
 
-def _run(config: TrainConfig, folder: Path, store: Store, on_event: EventHandler | None, *, resume: bool) -> TrainResult:
-    emit = _Emitter(folder / "metrics.jsonl", on_event, append=resume)
-    (folder / "ABORT").unlink(missing_ok=True)
+def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: EventHandler | None, *,
+         resume: bool) -> TrainResult:
+    emit = _Emitter(folder.metrics_path, on_event, append=resume)
+    folder.abort_path.unlink(missing_ok=True)
     store.update("model", config.name, status="running", summary={"pid": os.getpid()})
     try:
         with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, restore it after
@@ -125,7 +128,7 @@ def _run(config: TrainConfig, folder: Path, store: Store, on_event: EventHandler
     except Aborted:
         store.update("model", config.name, status="aborted")
         emit({"type": "stopped", "status": "aborted"})
-        return TrainResult(config.name, "aborted", folder, None, snapshots.load_history(folder))
+        return TrainResult(config.name, "aborted", folder.path, None, folder.history())
     except BaseException as exc:
         store.update("model", config.name, status="failed", summary={"error": str(exc)})
         emit({"type": "stopped", "status": "failed", "error": str(exc)})
@@ -134,7 +137,7 @@ def _run(config: TrainConfig, folder: Path, store: Store, on_event: EventHandler
     return result
 
 
-def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, resume: bool) -> TrainResult:
+def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: _Emitter, *, resume: bool) -> TrainResult:
     # -- setup ----------------------------------------------------------------------------------
     device = _device(config.device)
     if config.threads:
@@ -146,8 +149,8 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
 
     # -- model ----------------------------------------------------------------------------------
     model, card = build_model(config, dataset)
-    (folder / "model.json").write_text(json.dumps(card, indent=2))
-    crop = tuple(reversed(card["input"]["size"])) if card["input"]["crop"] else None
+    folder.write_card(card)
+    crop = card.input.crop_hw
     model.to(device=device, memory_format=torch.channels_last)
     head = networks.classifier_head(model.net)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -197,7 +200,7 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
         _train_mode(model)
         seen, loss_sum, tick = 0, 0.0, time.perf_counter()
         for i, (x, y) in enumerate(train_batches):
-            if (folder / "ABORT").exists():
+            if folder.abort_requested():
                 raise Aborted
             lr = lr_at(epoch - 1 + i / iters)
             for group in optimizer.param_groups:
@@ -226,12 +229,12 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
             state["stale"] = 0 if improved else state["stale"] + 1
             if improved:
                 state["best"] = epoch
-                snapshots.save_weights(folder / "best.safetensors", model, epoch=epoch)
+                save_weights(folder.best_path, model, epoch=epoch)
         record["elapsed_s"] = time.perf_counter() - started
         state["history"].append(record)
         state["epoch"], state["elapsed"] = epoch, record["elapsed_s"]
         if config.snapshot_every and epoch % config.snapshot_every == 0:
-            snapshots.save_weights(snapshot_path(folder, epoch), model, epoch=epoch)
+            save_weights(folder.snapshot(epoch), model, epoch=epoch)
         snapshots.save_state(folder, model, optimizer, generator, state)
         best = _best(state)
         store.update("model", config.name, summary={"epoch": epoch, "best_epoch": state["best"],
@@ -245,18 +248,27 @@ def _loop(config: TrainConfig, folder: Path, store: Store, emit: _Emitter, *, re
     from shoal import bundle
 
     history = [h for h in state["history"] if "val_accuracy" in h]
-    out = bundle.export(config.name, epoch="best", store=store, out=folder / "bundle")
+    out = bundle.export(config.name, epoch="best", store=store, out=folder.bundle_path)
     emit({"type": "done", "bundle": str(out), "best_epoch": state["best"], "elapsed_s": time.perf_counter() - started})
-    return TrainResult(config.name, "done", folder, out, history, state["best"])
+    return TrainResult(config.name, "done", folder.path, out, history, state["best"])
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, dict[str, Any]]:
+def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, ModelCard]:
     """Return the network with its normalisation built in, and its card (what the bundle records).
 
-    The card says what the model takes: architecture, labels, input size and crop, resize mode,
-    channels and normalisation.
+    Args:
+        config: the resolved training configuration.
+        dataset: the stored dataset it trains on.
+
+    Returns:
+        The network, and its :class:`~shoal.bundle.ModelCard`: architecture, labels, input
+        size and crop, resize mode, channels and normalisation.
+
+    Raises:
+        TrainingError: the crop is larger than the dataset's images.
+        NetworkError: the network cannot be built as asked.
     """
     spec = networks.get_spec(config.network)
     width, height = dataset.size
@@ -286,16 +298,15 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, dict[
     else:
         mean = torch.zeros(channels, 1, 1)
     scale = 1.0 / torch.tensor(network_std, dtype=torch.float32).view(channels, 1, 1)
-    card = {
-        "architecture": config.network,
-        "labels": list(dataset.classes),
-        "input": {"size": [in_w, in_h], "channels": channels, "channel_order": "RGB" if channels == 3 else "L",
-                  "resize_mode": dataset.resize_mode, "dataset_size": [width, height], "crop": crop is not None,
-                  "layout": "NCHW", "dtype": "float32", "range": [0, 255]},
-        "normalization": {"mean": mean_mode, "mean_shape": list(mean.shape),
-                          "values": mean.flatten().tolist() if mean_mode != "image" else None,
-                          "scale": scale.flatten().tolist()},
-    }
+    card = ModelCard(
+        architecture=config.network,
+        labels=tuple(dataset.classes),
+        input=InputSpec(width=in_w, height=in_h, channels=channels, resize_mode=dataset.resize_mode,
+                        dataset_width=width, dataset_height=height, crop=crop is not None),
+        normalization=Normalization(mean=mean_mode, mean_shape=(mean.shape[0], mean.shape[1], mean.shape[2]),
+                                    values=tuple(mean.flatten().tolist()) if mean_mode != "image" else None,
+                                    scale=tuple(scale.flatten().tolist())),
+    )
     return NormalizedNet(net, mean, scale), card
 
 
