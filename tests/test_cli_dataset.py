@@ -92,7 +92,7 @@ def test_bad_options_are_refused_with_the_value(shoal_home, image_folder_factory
     root = image_folder_factory(["a", "b"], 3, size=(10, 10))
     result = run("dataset", "create", str(root), "--name", "x", "--val", "120")
     assert result.exit_code == 1
-    assert "Error: val_pct must be a number from 0 to 90, got 120\n" in result.output
+    assert "Error: --val must be a number from 0 to 90, got 120\n" in result.output
     result = run("dataset", "create", str(root), "--name", "x", "--val", "10", "--val-folder", str(root))
     assert "Error: --val 10 does not apply with --val-folder" in result.output
     single = image_folder_factory(["cats"], 3, size=(10, 10), name="photos")
@@ -101,6 +101,35 @@ def test_bad_options_are_refused_with_the_value(shoal_home, image_folder_factory
 
 
 def test_duplicate_name(tiny_dataset, image_folder_factory):
+@pytest.mark.parametrize(("args", "message"), [
+    (("--size", "²"), "--size must be one number or WxH, each side from 1 to 4096 pixels (for example 256 or "
+                      "'320x240'), got '²'"),
+    (("--val", "60", "--test", "40"), "--val + --test must be at most 90 so that images are left for training, "
+                                      "got 60 + 40 = 100"),
+    (("--max-per-class", "1"), "--max-per-class (1) must be at least --min-per-class (2): raise the maximum or "
+                               "lower the minimum"),
+    (("--seed", str(10**23)), "--seed must be an int from 0 to 4294967295, got 100000000000000000000000"),
+    (("--val", "nan"), "--val must be a number from 0 to 90, got nan"),
+])
+def test_option_errors_name_the_flag_typed(shoal_home, image_folder_factory, args, message):
+    root = image_folder_factory(["a", "b"], 3, size=(10, 10))
+    result = run("dataset", "create", str(root), "--name", "x", *args)
+    assert result.exit_code == 1
+    assert result.output == f"Error: {message}\n"
+
+
+def test_create_help_comes_from_the_config_fields():
+    from shoal.config import field_docs
+    from shoal.data.config import DataConfig
+
+    result = run("dataset", "create", "--help")
+    text = " ".join(result.output.replace("│", " ").split())
+    docs = field_docs(DataConfig)
+    assert "Percent of each class held out for validation" not in text  # the old hand-written help
+    assert f"{docs['val_pct']} (default: 25.0)" in text
+    assert f"{docs['min_per_class'][:1].upper()}{docs['min_per_class'][1:]} (default: 2)" in text
+
+
     result = run("dataset", "create", str(image_folder_factory(size=(10, 10))), "--name", "tiny")
     assert result.exit_code == 1
     assert "Error: a dataset named 'tiny' already exists" in result.output

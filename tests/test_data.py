@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from shoal import datasets
+from shoal.config import from_dict, to_dict
 from shoal.data.config import DataConfig
 from shoal.data.imageops import ImageError, open_image, prepare, resize
 from shoal.data.scan import scan, split_counts
@@ -300,10 +301,10 @@ def test_config_parses_and_validates():
         DataConfig().replace(val_pc=10)
     with pytest.raises(ConfigError, match="max_per_class \\(1\\) must be at least min_per_class \\(2\\)"):
         DataConfig(max_per_class=1)
-    with pytest.raises(ConfigError, match="seed must be an int >= 0, got -1"):
+    with pytest.raises(ConfigError, match="seed must be an int from 0 to 4294967295, got -1"):
         DataConfig(seed=-1)
     cfg = DataConfig(size=(10, 20), test_pct=10)
-    assert DataConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert from_dict(DataConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
 
 
 # -- scanning -----------------------------------------------------------------------------------

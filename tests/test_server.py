@@ -113,11 +113,11 @@ def test_every_page_renders_for_a_trained_model(toy_client: TestClient, toy: Toy
 def test_the_new_model_form_shows_every_training_option_with_its_explanation(client: TestClient) -> None:
     import dataclasses
 
-    from shoal.server.forms import field_comments
+    from shoal.config import field_docs
     from shoal.training import TrainConfig
 
     page = client.get("/models/new").text
-    comments = field_comments(TrainConfig)
+    comments = field_docs(TrainConfig)
     # The form needs a dataset; with none, it says so instead.
     assert "There is no dataset yet" in page
     store = Store(client.app.state.settings.home)
@@ -486,6 +486,26 @@ def test_training_options_are_checked_before_anything_is_queued(with_dataset: Te
 def test_models_from_the_cli_appear_and_can_be_deleted(client: TestClient) -> None:
     store = Store(client.app.state.settings.home)
     store.reserve("model", "from-cli", status="done", summary={"dataset": "d", "network": "lenet", "val_accuracy": 0.5})
+def test_non_finite_and_absurd_options_are_refused_with_a_4xx(with_dataset: TestClient) -> None:
+    headers = {**CSRF, "Content-Type": "application/json"}
+    cases = [
+        ('{"dataset": "ds", "options": {"lr": Infinity}}', "lr must be a number > 0 and <= 10, got inf"),
+        ('{"dataset": "ds", "options": {"weight_decay": Infinity}}', "weight_decay must be a number from 0 to 1, got inf"),
+        ('{"dataset": "ds", "options": {"gamma": NaN}}', "gamma must be a number from 0 to 100, got nan"),
+        ('{"dataset": "ds", "options": {"step_values": [NaN, -1]}}', "step_values must be epochs from 0 to 100000"),
+        ('{"dataset": "ds", "options": {"seed": 100000000000000000000000}}',
+         "seed must be an int from 0 to 4294967295, got 100000000000000000000000"),
+    ]
+    for body, message in cases:
+        answer = with_dataset.post("/api/models", content=body, headers=headers)
+        assert answer.status_code == 400, (body, answer.json())
+        assert message in answer.json()["detail"], answer.json()
+    data = with_dataset.post("/api/datasets", content='{"name": "p", "sample": true, "options": {"val_pct": Infinity}}',
+                             headers=headers)
+    assert data.status_code == 400 and data.json()["detail"] == "val_pct must be a number from 0 to 90, got inf"
+    assert Store(with_dataset.app.state.settings.home).list_jobs() == []
+
+
     (store.folder("model", "from-cli") / "config.json").write_text(json.dumps({"dataset": "d", "epochs": 3}))
     listed = client.get("/api/models").json()
     assert [(m["name"], m["status"], m["val_accuracy"]) for m in listed] == [("from-cli", "done", 0.5)]

@@ -12,7 +12,29 @@ class ShoalError(Exception):
 
 
 class ConfigError(ShoalError, ValueError):
-    """An option has a value outside what it accepts."""
+    """An option has a value outside what it accepts.
+
+    ``options`` are the config fields the message names, in the order it names them; a
+    front that calls them otherwise (the CLI's flags) words the message with :meth:`naming`.
+    """
+
+    def __init__(self, message: str, *, options: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.options = options
+
+    def naming(self, names: dict[str, str]) -> str:
+        """The message with the first mention of each of its options called as ``names`` says.
+
+        >>> ConfigError("val_pct must be a number from 0 to 90, got 120", options=("val_pct",)).naming({"val_pct": "--val"})
+        '--val must be a number from 0 to 90, got 120'
+        """
+        import re
+
+        text = str(self)
+        for option in self.options:
+            if option in names:
+                text = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])", lambda _: names[option], text, count=1)
+        return text
 
 
 class DatasetError(ShoalError):

@@ -8,13 +8,15 @@ progress and errors to stderr. A :class:`~shoal.errors.ShoalError` becomes one l
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from shoal import __version__
-from shoal.errors import ShoalError
+from shoal.errors import ConfigError, ShoalError
 
 
 class _ShoalGroup(TyperGroup):
@@ -28,6 +30,39 @@ class _ShoalGroup(TyperGroup):
                 raise
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
+
+
+class ConfigCommand(TyperCommand):
+    """A command whose config errors name its flags (``--val``), not the config's fields (``val_pct``).
+
+    Its parameters carry the names of the config fields they set (``val_pct`` for ``--val``).
+    """
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            flags = {p.name: p.opts[0] for p in self.params if p.name and p.opts}
+            raise ConfigError(exc.naming(flags)) from None
+
+
+def config_option(cls: type, field: str, *flags: str, **kwargs: Any) -> Any:
+    """A Typer option for a config field: unset (``None``) unless given, so the config's default holds.
+
+    Its help is the field's comment in the dataclass and the default the dataclass gives,
+    the same text the web forms and the API schema show.
+    """
+    from shoal.config import field_docs, shown_default
+
+    if field not in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+        raise ValueError(f"{cls.__name__} has no field {field!r}")
+    text = field_docs(cls).get(field, "")
+    if " | " not in text.split(";")[0]:  # a list of choices keeps its spelling: "sgd | adam"
+        text = text[:1].upper() + text[1:]
+    default = shown_default(cls, field)
+    if default and default not in ("True", "False"):
+        text += f" (default: {default})"
+    return typer.Option(None, *flags, help=text, show_default=False, **kwargs)
 
 
 app = typer.Typer(

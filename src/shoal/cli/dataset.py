@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from shoal.cli import app
+from shoal.cli import ConfigCommand, app, config_option
+from shoal.data.config import DataConfig
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -80,33 +81,23 @@ Examples:
 """
 
 
-@dataset_app.command("create", epilog=CREATE_EXAMPLES)
+@dataset_app.command("create", epilog=CREATE_EXAMPLES, cls=ConfigCommand)
 def create_command(
     folder: Optional[Path] = typer.Argument(
         None, help="Folder with one sub-folder of images per class (optional with --list).", show_default=False
     ),
     name: str = typer.Option(..., "--name", "-n", help="Name of the dataset in the store (letters, digits, . _ -)."),
-    size: Optional[str] = typer.Option(None, "--size", "-s", help="Stored size: one number or WxH.  [default: 256]"),
-    resize: Optional[str] = typer.Option(
-        None, "--resize", help="squash (stretch), crop (cut the long side), fill (noise borders) or half.  [default: squash]"
-    ),
+    size: Optional[str] = config_option(DataConfig, "size", "--size", "-s"),
+    resize_mode: Optional[str] = config_option(DataConfig, "resize_mode", "--resize"),
     grayscale: bool = typer.Option(False, "--grayscale", help="Store one channel instead of RGB."),
-    val: Optional[float] = typer.Option(None, "--val", help="Percent of each class held out for validation.  [default: 25]"),
-    test: Optional[float] = typer.Option(None, "--test", help="Percent of each class held out for testing.  [default: 0]"),
-    val_folder: Optional[Path] = typer.Option(
-        None, "--val-folder", help="A separate folder (or list file) of validation images; --val is then unused."
-    ),
-    list_file: Optional[Path] = typer.Option(
-        None, "--list", help="Text file of 'path label' lines (paths relative to it, or to FOLDER when given)."
-    ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the split; the same seed gives the same split.  [default: 0]"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes.  [default: one per core]"),
-    min_per_class: Optional[int] = typer.Option(
-        None, "--min-per-class", help="Leave out (and report) classes with fewer usable images.  [default: 2]"
-    ),
-    max_per_class: Optional[int] = typer.Option(
-        None, "--max-per-class", help="Use at most this many images per class (a seeded random subset)."
-    ),
+    val_pct: Optional[float] = config_option(DataConfig, "val_pct", "--val"),
+    test_pct: Optional[float] = config_option(DataConfig, "test_pct", "--test"),
+    val_folder: Optional[Path] = config_option(DataConfig, "val_folder", "--val-folder"),
+    list_file: Optional[Path] = config_option(DataConfig, "list_file", "--list"),
+    seed: Optional[int] = config_option(DataConfig, "seed", "--seed"),
+    workers: Optional[int] = config_option(DataConfig, "workers", "--workers"),
+    min_per_class: Optional[int] = config_option(DataConfig, "min_per_class", "--min-per-class"),
+    max_per_class: Optional[int] = config_option(DataConfig, "max_per_class", "--max-per-class"),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset as one JSON object (as 'show --json')."),
 ) -> None:
     """Create a dataset from a folder of class sub-folders (or a list file): resize, split, store.
@@ -118,9 +109,9 @@ def create_command(
 
     if folder is None and list_file is None:
         raise ConfigError("give a FOLDER with one sub-folder of images per class, or --list FILE of 'path label' lines")
-    if val_folder is not None and val is not None:
+    if val_folder is not None and val_pct is not None:
         raise ConfigError(
-            f"--val {val:g} does not apply with --val-folder: the validation images are the ones in "
+            f"--val {val_pct:g} does not apply with --val-folder: the validation images are the ones in "
             f"'{val_folder}'; drop --val (or drop --val-folder to hold out a share of each class)"
         )
     started = time.perf_counter()
@@ -130,10 +121,10 @@ def create_command(
             name,
             progress=progress,
             size=size,
-            resize_mode=resize,
+            resize_mode=resize_mode,
             grayscale=True if grayscale else None,
-            val_pct=val,
-            test_pct=test,
+            val_pct=val_pct,
+            test_pct=test_pct,
             val_folder=val_folder,
             list_file=list_file,
             seed=seed,
@@ -216,7 +207,7 @@ def explore_command(
     typer.echo(str(datasets.explore(name, out, per_class=per_class, split=split)))
 
 
-@dataset_app.command("sample", epilog=SAMPLE_EXAMPLES)
+@dataset_app.command("sample", epilog=SAMPLE_EXAMPLES, cls=ConfigCommand)
 def sample_command(
     name: str = typer.Option("digits", "--name", "-n", help="Name of the sample dataset in the store."),
     size: str = typer.Option("32", "--size", "-s", help="Stored size: one number or WxH."),

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shoal.cli import app
+from shoal.cli import ConfigCommand, app, config_option
+from shoal.training.config import TrainConfig
 
 err = Console(stderr=True)
 out = Console()
@@ -29,45 +30,45 @@ Examples:
 """
 
 
-@app.command(epilog=TRAIN_EXAMPLES)
+@app.command(epilog=TRAIN_EXAMPLES, cls=ConfigCommand)
 def train(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Stored dataset to train on."),
-    network: str = typer.Option("auto", "--network", "-n", help="lenet, alexnet, googlenet, efficientnet_lite0, a timm model, or a .py file. auto: lenet, or efficientnet_lite0 with --pretrained."),
-    pretrained: bool = typer.Option(False, "--pretrained", help="Start from the network's ImageNet weights (fine-tuning)."),
+    dataset: Optional[str] = config_option(TrainConfig, "dataset", "--dataset", "-d"),
+    network: Optional[str] = config_option(TrainConfig, "network", "--network", "-n"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="Start from the network's own ImageNet weights (fine-tuning)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Start from weights in this .safetensors/.pth file (implies --pretrained)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name (default: DATASET-NETWORK)."),
+    name: Optional[str] = config_option(TrainConfig, "name", "--name"),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue this stopped or killed model from its last epoch."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON file of options; flags override it."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training images (default 30)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default 32)."),
-    solver: Optional[str] = typer.Option(None, "--solver", help="sgd, nesterov, adam, adamw, adagrad, rmsprop or adadelta (default sgd)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Base learning rate (default 0.01 from scratch, 0.05 fine-tuning)."),
-    lr_policy: Optional[str] = typer.Option(None, "--lr-policy", help="fixed, step, multistep, exp, inv, poly, sigmoid, cosine or onecycle (default cosine)."),
-    step_size: Optional[float] = typer.Option(None, "--step-size", help="Epochs between drops (step) or the midpoint (sigmoid)."),
-    step_values: Optional[str] = typer.Option(None, "--step-values", help="Comma-separated epochs where multistep drops, e.g. 10,20."),
-    gamma: Optional[float] = typer.Option(None, "--gamma", help="Learning-rate drop factor (default 0.1)."),
-    power: Optional[float] = typer.Option(None, "--power", help="Exponent of the inv and poly policies (default 1)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="L2 penalty (default 1e-4)."),
-    momentum: Optional[float] = typer.Option(None, "--momentum", help="Momentum of sgd, nesterov and rmsprop (default 0.9)."),
-    freeze: Optional[str] = typer.Option(None, "--freeze", help="none, backbone (train only the new head), or a number of first stages."),
-    crop: Optional[int] = typer.Option(None, "--crop", help="Random crops of this size (centre crop when testing); 0 = none."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Mirror images at random while training."),
-    color_jitter: Optional[float] = typer.Option(None, "--color-jitter", help="Brightness/contrast/saturation jitter, 0..1."),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Mean subtraction: image, pixel, network, none (default: network when pretrained, else image)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random draw (default 0)."),
-    snapshot_every: Optional[int] = typer.Option(None, "--snapshot-every", help="Keep weights every N epochs (default 5)."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N epochs (default 1)."),
-    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N validations without improvement."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="float32 or bf16 (autocast) training steps; auto: bf16 where the chip has it natively."),
+    epochs: Optional[int] = config_option(TrainConfig, "epochs", "--epochs"),
+    batch_size: Optional[int] = config_option(TrainConfig, "batch_size", "--batch-size"),
+    solver: Optional[str] = config_option(TrainConfig, "solver", "--solver"),
+    lr: Optional[float] = config_option(TrainConfig, "lr", "--lr"),
+    lr_policy: Optional[str] = config_option(TrainConfig, "lr_policy", "--lr-policy"),
+    step_size: Optional[float] = config_option(TrainConfig, "step_size", "--step-size"),
+    step_values: Optional[str] = config_option(TrainConfig, "step_values", "--step-values"),
+    gamma: Optional[float] = config_option(TrainConfig, "gamma", "--gamma"),
+    power: Optional[float] = config_option(TrainConfig, "power", "--power"),
+    weight_decay: Optional[float] = config_option(TrainConfig, "weight_decay", "--weight-decay"),
+    momentum: Optional[float] = config_option(TrainConfig, "momentum", "--momentum"),
+    freeze: Optional[str] = config_option(TrainConfig, "freeze", "--freeze"),
+    crop: Optional[int] = config_option(TrainConfig, "crop", "--crop"),
+    flip: Optional[bool] = config_option(TrainConfig, "flip", "--flip/--no-flip"),
+    color_jitter: Optional[float] = config_option(TrainConfig, "color_jitter", "--color-jitter"),
+    mean: Optional[str] = config_option(TrainConfig, "mean", "--mean"),
+    seed: Optional[int] = config_option(TrainConfig, "seed", "--seed"),
+    snapshot_every: Optional[int] = config_option(TrainConfig, "snapshot_every", "--snapshot-every"),
+    val_every: Optional[int] = config_option(TrainConfig, "val_every", "--val-every"),
+    early_stop: Optional[int] = config_option(TrainConfig, "early_stop", "--early-stop"),
+    device: Optional[str] = config_option(TrainConfig, "device", "--device"),
+    threads: Optional[int] = config_option(TrainConfig, "threads", "--threads"),
+    precision: Optional[str] = config_option(TrainConfig, "precision", "--precision"),
+    log_every: Optional[int] = config_option(TrainConfig, "log_every", "--log-every"),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files into the model's folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Train a model on a stored dataset, from scratch or fine-tuned, and write its bundle."""
     from shoal.config import build
     from shoal.errors import ConfigError
-    from shoal.training import TrainConfig
     from shoal.training import resume as resume_run
     from shoal.training import train as train_run
 
@@ -79,15 +80,13 @@ def train(
             if dataset is None and config_file is None:
                 raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")
             config = build(
-                TrainConfig, config_file, dataset=dataset, network=network if network != "auto" else None,
+                TrainConfig, config_file, dataset=dataset, network=network,
                 pretrained=str(weights) if weights else (True if pretrained else None), name=name, epochs=epochs,
                 batch_size=batch_size, solver=solver, lr=lr, lr_policy=lr_policy, step_size=step_size,
-                step_values=tuple(float(v) for v in step_values.split(",")) if step_values else None,
-                gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
-                freeze=int(freeze) if freeze and freeze.isdigit() else freeze, crop=crop, flip=flip,
-                color_jitter=color_jitter, mean=mean, seed=seed, snapshot_every=snapshot_every,
-                val_every=val_every, early_stop=early_stop, device=device, threads=threads,
-                precision=precision)
+                step_values=step_values, gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
+                freeze=freeze, crop=crop, flip=flip, color_jitter=color_jitter, mean=mean, seed=seed,
+                snapshot_every=snapshot_every, val_every=val_every, early_stop=early_stop, device=device,
+                threads=threads, precision=precision, log_every=log_every)
             result = train_run(config, on_event=handler)
     except KeyboardInterrupt:
         handler.close()
@@ -240,8 +239,10 @@ def export(
     Example: shoal export dolphins-efficientnet_lite0 --out dolphins.shoal
     """
     from shoal.bundle import export as export_bundle
+    from shoal.config import whole_number
 
-    path = export_bundle(name, epoch=int(epoch) if epoch.isdigit() else epoch, out=out_path)
+    number = whole_number(epoch)
+    path = export_bundle(name, epoch=epoch if number is None else number, out=out_path)
     typer.echo(str(path))
 
 

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from shoal import __version__
-from shoal.config import check_int
+from shoal.config import check_int, from_dict, to_dict
 from shoal.data.config import DataConfig
 from shoal.data.imageops import ImageError, prepare
 from shoal.data.scan import SPLITS, Scan, Skipped, scan, scan_list, shuffled, split
@@ -171,7 +171,7 @@ class Dataset:
                 for s in SPLITS
             },
             "source": self.source,
-            "config": self.config.to_dict(),
+            "config": to_dict(self.config),
             "created": self.created,
             "shoal_version": self.shoal_version,
         }
@@ -216,6 +216,10 @@ class Dataset:
                 f"format {FORMAT}; rebuild it with 'shoal dataset create'"
             )
         try:
+            config = from_dict(DataConfig, meta.get("config", {}), written_by=meta.get("shoal_version"))
+        except ConfigError as exc:
+            raise DatasetError(f"dataset {shown!r} cannot be used: {exc}") from None
+        try:
             return cls(
                 name=name or meta["name"],
                 path=path,
@@ -225,7 +229,7 @@ class Dataset:
                 resize_mode=meta["resize_mode"],
                 splits={s: dict(meta["splits"].get(s, {})) for s in SPLITS},
                 skipped=tuple(Skipped(d["path"], d["reason"]) for d in meta.get("skipped", [])),
-                config=DataConfig.from_dict(meta.get("config", {})),
+                config=config,
                 source=meta.get("source", ""),
                 created=meta.get("created", ""),
                 shoal_version=meta.get("shoal_version", ""),
@@ -338,7 +342,7 @@ def create(
             "resize_mode": cfg.resize_mode,
             "splits": splits,
             "skipped": [s.to_dict() for s in skipped],
-            "config": cfg.to_dict(),
+            "config": to_dict(cfg),
             "source": str(main.root.absolute()),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "shoal_version": __version__,

@@ -37,6 +37,7 @@ from typing import IO, Literal, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shoal.config import whole_number
 from shoal.errors import ConfigError, InputError
 
 ResizeMode = Literal["squash", "crop", "fill", "half"]
@@ -99,7 +100,8 @@ def check_resize_mode(mode: str) -> str:
             return low
     raise ConfigError(
         f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r} "
-        "(squash stretches, crop cuts the long side, fill pads with noise, half does half of each)"
+        "(squash stretches, crop cuts the long side, fill pads with noise, half does half of each)",
+        options=("resize_mode",),
     )
 
 
@@ -110,7 +112,7 @@ def check_channels(channels: int) -> int:
         ConfigError: for anything else.
     """
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or int(channels) not in CHANNELS:
-        raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+        raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}", options=("channels",))
     return int(channels)
 
 
@@ -132,8 +134,9 @@ def check_size(size: int | str | tuple[int, int] | list[int]) -> tuple[int, int]
         pair = (int(size), int(size))
     elif isinstance(size, str):
         parts = size.strip().lower().replace("×", "x").split("x")
-        if len(parts) in (1, 2) and all(p.strip().isdigit() for p in parts):
-            pair = tuple(int(p) for p in parts) * (2 if len(parts) == 1 else 1)
+        sides = [whole_number(p) for p in parts]
+        if len(sides) in (1, 2) and None not in sides:
+            pair = tuple(sides) * (2 if len(sides) == 1 else 1)
     elif isinstance(size, (tuple, list)) and len(size) == 2:
         pair = tuple(size)
     ok = len(pair) == 2 and all(
@@ -141,7 +144,8 @@ def check_size(size: int | str | tuple[int, int] | list[int]) -> tuple[int, int]
     )
     if not ok:
         raise ConfigError(
-            f"size must be one number or WxH, each side from 1 to 4096 pixels (for example 256 or '320x240'), got {size!r}"
+            f"size must be one number or WxH, each side from 1 to 4096 pixels (for example 256 or '320x240'), got {size!r}",
+            options=("size",),
         )
     return int(pair[0]), int(pair[1])  # type: ignore[arg-type]
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shoal.config import check_int
+from shoal.config import FREEZE_MODES, check_freeze, check_int
 from shoal.errors import ConfigError, NetworkError
 from shoal.networks import builtin as _builtin  # noqa: F401  (registers the built-in networks)
 from shoal.networks.registry import (
@@ -50,9 +50,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-FREEZE_MODES = ("none", "backbone")
-"""Named freeze settings; an int N freezes the first N stages."""
 
 Pretrained = bool | str | os.PathLike[str] | None
 
@@ -161,28 +158,6 @@ def check_num_classes(num_classes: Any) -> int:
     return check_int("num_classes", num_classes, minimum=1)
 
 
-def parse_freeze(freeze: Any) -> str | int:
-    """Normalise a freeze setting: 'none', 'backbone', or a stage count (also as text).
-
-    Raises:
-        ConfigError: Anything else; close matches of a misspelt mode are named.
-    """
-    if isinstance(freeze, int) and not isinstance(freeze, bool) and freeze >= 0:
-        return "none" if freeze == 0 else freeze
-    if isinstance(freeze, str):
-        text = freeze.strip().lower()
-        if text in FREEZE_MODES:
-            return text
-        if text.isdigit():
-            return parse_freeze(int(text))
-    close = difflib.get_close_matches(str(freeze).lower(), FREEZE_MODES, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "."
-    raise ConfigError(
-        f"freeze must be 'none', 'backbone' or an int >= 0 (how many leading stages to "
-        f"freeze), got {freeze!r}{hint}"
-    )
-
-
 def _resolve_pretrained(pretrained: Pretrained) -> tuple[str, str | None]:
     """(kind, location): ('none', None), ('default', None) or ('file', path)."""
     if pretrained is None or pretrained is False:
@@ -237,7 +212,7 @@ def create(
     """
     check_num_classes(num_classes)
     check_channels(channels)
-    freeze_setting = parse_freeze(freeze)
+    freeze_setting = check_freeze(freeze)
     kind, location = _resolve_pretrained(pretrained)
     network = resolve_network(name)
 
@@ -399,7 +374,7 @@ def apply_freeze(model: nn.Module, freeze: str | int) -> None:
     Raises:
         ConfigError: The setting is invalid or N exceeds the number of stages.
     """
-    setting = parse_freeze(freeze)
+    setting = check_freeze(freeze)
     inner, network = _unwrap(model)
     for parameter in inner.parameters():
         parameter.requires_grad_(True)

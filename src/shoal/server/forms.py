@@ -9,10 +9,7 @@ option with its default and its explanation, and the JSON API documents the same
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import textwrap
 import typing
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +17,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from shoal.config import field_docs, shown_default
 from shoal.data.config import DataConfig
 from shoal.data.imageops import RESIZE_MODES
 from shoal.training.config import DEVICES, MEAN_MODES, TrainConfig
@@ -66,54 +64,14 @@ class FormField:
     kind: str  # "number", "text", "select", "checkbox"
     choices: tuple[Any, ...] = ()
     sweep: bool = False  # accepts "0.01, 0.001"
+    shown: str = "auto"  # the default as the page shows it
 
     def choice_label(self, choice: Any) -> str:
         return CHOICE_LABELS.get(self.name, {}).get(choice, str(choice))
 
     @property
     def placeholder(self) -> str:
-        if self.sweep:
-            return f"{_show(self.default, self.name)}  (or several: a, b, c)"
-        return _show(self.default, self.name)
-
-
-def _show(value: Any, name: str | None = None) -> str:
-    if value is None:
-        path_default = _path_default(name)
-        return path_default if path_default is not None else "auto"
-    if isinstance(value, tuple):
-        if len(value) == 2 and all(isinstance(v, int) for v in value):
-            return f"{value[0]}x{value[1]}"
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
-def _path_default(name: str | None) -> str | None:
-    """What an unset TrainConfig option becomes, from scratch and when fine-tuning."""
-    from shoal.training.config import FINETUNE_DEFAULTS, SCRATCH_DEFAULTS
-
-    if name not in SCRATCH_DEFAULTS:
-        return None
-    scratch, finetune = SCRATCH_DEFAULTS[name], FINETUNE_DEFAULTS[name]
-    return str(scratch) if scratch == finetune else f"{scratch}, fine-tuning: {finetune}"
-
-
-@lru_cache
-def field_comments(cls: type) -> dict[str, str]:
-    """The trailing ``# comment`` of each field of a dataclass, read from its source."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):  # no source available (a frozen app): no explanations
-        return {}
-    lines = source.splitlines()
-    comments: dict[str, str] = {}
-    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            line = lines[node.end_lineno - 1].encode()  # type: ignore[operator]
-            rest = line[node.end_col_offset :].decode()  # offsets count UTF-8 bytes
-            if "#" in rest:
-                comments[node.target.id] = rest.split("#", 1)[1].strip()
-    return comments
+        return f"{self.shown}  (or several: a, b, c)" if self.sweep else self.shown
 
 
 def _label(name: str) -> str:
@@ -141,14 +99,15 @@ def _kind(name: str, hint: Any, default: Any) -> str:
 
 def _fields(cls: type, names: tuple[str, ...] | None = None) -> list[FormField]:
     hints = typing.get_type_hints(cls)
-    comments = field_comments(cls)
+    comments = field_docs(cls)
     out = []
     for f in dataclasses.fields(cls):
         if names is not None and f.name not in names:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         out.append(FormField(f.name, _label(f.name), comments.get(f.name, ""), default,
-                             _kind(f.name, hints[f.name], default), CHOICES.get(f.name, ()), f.name in SWEEP_FIELDS))
+                             _kind(f.name, hints[f.name], default), CHOICES.get(f.name, ()), f.name in SWEEP_FIELDS,
+                             shown_default(cls, f.name) or "auto"))
     if names is not None:
         out.sort(key=lambda field: names.index(field.name))
     return out
@@ -169,10 +128,6 @@ def data_fields() -> list[FormField]:
     return [f for f in _fields(DataConfig) if f.name not in DATA_SOURCE_FIELDS]
 
 
-def train_field_docs() -> dict[str, str]:
-    return field_comments(TrainConfig)
-
-
 # -- request schemas generated from the same fields -----------------------------------------------
 def _api_type(name: str, hint: Any) -> Any:
     if name == "size":
@@ -190,13 +145,12 @@ def _api_type(name: str, hint: Any) -> Any:
 
 def _options_model(model_name: str, cls: type, skip: tuple[str, ...], doc: str) -> type[BaseModel]:
     hints = typing.get_type_hints(cls)
-    comments = field_comments(cls)
+    comments = field_docs(cls)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        description = comments.get(f.name, "") + f" (default: {_show(default, f.name)})"
+        description = comments.get(f.name, "") + f" (default: {shown_default(cls, f.name) or 'auto'})"
         if f.name in SWEEP_FIELDS:
             description += "; a list trains one model per value (a sweep)"
         fields[f.name] = (Optional[_api_type(f.name, hints[f.name])], Field(None, description=description))

@@ -167,7 +167,7 @@ def _dataset_options(settings: Settings, options: dict[str, Any]) -> dict[str, A
     from shoal.data.scan import scan_list
 
     options = normalise_options({k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
-    checked = DataConfig().replace(**options).to_dict()  # raises ConfigError naming the option
+    checked = to_dict(DataConfig().replace(**options))  # raises ConfigError naming the option
     options = {k: checked[k] for k in options}  # as the config reads them: size "64x48" becomes [64, 48]
     for key in ("val_folder", "list_file"):
         if options.get(key):

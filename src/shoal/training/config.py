@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from shoal.config import check_choice, check_int, check_number
+from shoal.config import MAX_SEED, check_choice, check_freeze, check_int, check_number
 from shoal.errors import ConfigError
 from shoal.training.schedules import POLICIES
 from shoal.training.solvers import SOLVERS
@@ -13,6 +16,11 @@ from shoal.training.solvers import SOLVERS
 MEAN_MODES = ("auto", "image", "pixel", "network", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bf16")
+MAX_EPOCHS = 100_000
+MAX_LR = 10  # far above any rate that trains; larger ones only make NaN weights
+MAX_GAMMA = 100  # the inv policy's rate and the sigmoid's steepness
+MAX_POWER = 100
+DROP_POLICIES = ("step", "multistep", "exp")  # gamma multiplies the rate at each drop: at most 1
 
 # Measured on the dolphins/seahorses set, 2-core CPU, judged on 24 photos held out of both
 # training and validation (--test 20). Full fine-tuning runs at ~8 images/s, so three epochs
@@ -28,18 +36,23 @@ FINETUNE_DEFAULTS = {"lr": 0.05, "epochs": 30, "freeze": "backbone"}
 class TrainConfig:
     """What to train, and how. ``None`` fields take the default of the path (scratch/fine-tune)."""
 
+    RUN_DEFAULTS: ClassVar[dict[str, str]] = {  # what an unset option becomes, from scratch and fine-tuning
+        name: str(value) if value == FINETUNE_DEFAULTS[name] else f"{value}, fine-tuning: {FINETUNE_DEFAULTS[name]}"
+        for name, value in SCRATCH_DEFAULTS.items()
+    }
+
     dataset: str                        # name of a stored dataset
     network: str = "auto"               # registry name, timm name, or a .py file; auto: lenet, or efficientnet_lite0 when pretrained
     name: str | None = None             # model name in the store; default: <dataset>-<network>
     pretrained: bool | str = False      # False: from scratch; True: the network's default weights; or a weights file
-    freeze: str | int | None = None     # none | backbone | first N stages; default: backbone when pretrained
+    freeze: str | int | None = None     # none | backbone | the first N stages (an int)
     epochs: int | None = None           # passes over the training split
     batch_size: int = 32                # images per step
     solver: str = "sgd"                 # sgd | nesterov | adam | adamw | adagrad | rmsprop | adadelta
-    lr: float | None = None             # base learning rate; default 0.01 from scratch, 0.05 fine-tuning
+    lr: float | None = None             # base learning rate
     lr_policy: str = "cosine"           # fixed | step | multistep | exp | inv | poly | sigmoid | cosine | onecycle
     step_size: float | None = None      # epochs between drops (step), or the midpoint (sigmoid); default a third of the run
-    step_values: tuple[float, ...] = () # epochs at which multistep drops
+    step_values: tuple[float, ...] = () # epochs at which multistep drops, e.g. 10,20
     gamma: float = 0.1                  # drop factor (step, multistep, exp, inv, sigmoid)
     power: float = 1.0                  # exponent (inv, poly)
     weight_decay: float = 1e-4          # L2 penalty
@@ -58,30 +71,35 @@ class TrainConfig:
     log_every: int = 0                  # iterations between live progress events; 0 = about ten per epoch
 
     def __post_init__(self) -> None:
+        set_ = object.__setattr__
         if not isinstance(self.dataset, str) or not self.dataset:
-            raise ConfigError(f"dataset must be the name of a stored dataset, got {self.dataset!r}")
-        if self.freeze is not None and not (isinstance(self.freeze, int) and self.freeze >= 0) and self.freeze not in ("none", "backbone"):
-            raise ConfigError(f"freeze must be 'none', 'backbone' or a number of stages >= 0, got {self.freeze!r}")
-        check_int("epochs", self.epochs, minimum=1, maximum=100_000, optional=True)
+            raise ConfigError(f"dataset must be the name of a stored dataset, got {self.dataset!r}", options=("dataset",))
+        if self.freeze is not None:
+            set_(self, "freeze", check_freeze(self.freeze))
+        check_int("epochs", self.epochs, minimum=1, maximum=MAX_EPOCHS, optional=True)
         check_int("batch_size", self.batch_size, minimum=1, maximum=65_536)
         check_choice("solver", self.solver, SOLVERS)
-        check_number("lr", self.lr, minimum=0, exclusive_minimum=True, optional=True)
+        set_(self, "lr", check_number("lr", self.lr, minimum=0, exclusive_minimum=True, maximum=MAX_LR, optional=True))
         check_choice("lr_policy", self.lr_policy, POLICIES)
-        check_number("step_size", self.step_size, minimum=0, exclusive_minimum=True, optional=True)
-        object.__setattr__(self, "step_values", tuple(float(v) for v in self.step_values))
-        check_number("gamma", self.gamma, minimum=0)
-        check_number("power", self.power, minimum=0)
-        check_number("weight_decay", self.weight_decay, minimum=0)
-        check_number("momentum", self.momentum, minimum=0, maximum=1)
-        check_int("crop", self.crop, minimum=0, optional=True)
-        check_number("color_jitter", self.color_jitter, minimum=0, maximum=1)
+        set_(self, "step_size", check_number("step_size", self.step_size, minimum=0, exclusive_minimum=True,
+                                             maximum=MAX_EPOCHS, optional=True))
+        set_(self, "step_values", check_step_values(self.step_values))
+        set_(self, "gamma", check_number("gamma", self.gamma, minimum=0, maximum=MAX_GAMMA))
+        if self.lr_policy in DROP_POLICIES and self.gamma > 1:
+            raise ConfigError(f"gamma must be at most 1 with lr_policy {self.lr_policy} (it multiplies the "
+                              f"learning rate at each drop), got {self.gamma:g}", options=("gamma", "lr_policy"))
+        set_(self, "power", check_number("power", self.power, minimum=0, maximum=MAX_POWER))
+        set_(self, "weight_decay", check_number("weight_decay", self.weight_decay, minimum=0, maximum=1))
+        set_(self, "momentum", check_number("momentum", self.momentum, minimum=0, maximum=1))
+        check_int("crop", self.crop, minimum=0, maximum=4096, optional=True)
+        set_(self, "color_jitter", check_number("color_jitter", self.color_jitter, minimum=0, maximum=1))
         check_choice("mean", self.mean, MEAN_MODES)
-        check_int("seed", self.seed, minimum=0)
-        check_int("snapshot_every", self.snapshot_every, minimum=0)
-        check_int("val_every", self.val_every, minimum=1)
-        check_int("early_stop", self.early_stop, minimum=1, optional=True)
+        check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
+        check_int("snapshot_every", self.snapshot_every, minimum=0, maximum=MAX_EPOCHS)
+        check_int("val_every", self.val_every, minimum=1, maximum=MAX_EPOCHS)
+        check_int("early_stop", self.early_stop, minimum=1, maximum=MAX_EPOCHS, optional=True)
         check_choice("device", self.device, DEVICES)
-        check_int("threads", self.threads, minimum=1, optional=True)
+        check_int("threads", self.threads, minimum=1, maximum=4096, optional=True)
         check_choice("precision", self.precision, PRECISIONS)
         check_int("log_every", self.log_every, minimum=0)
 
@@ -105,3 +123,31 @@ class TrainConfig:
             lr=self.lr if self.lr is not None else defaults["lr"],
             step_size=self.step_size if self.step_size is not None else max(epochs / 3, 1e-9),
         )
+
+
+def check_step_values(value: Any) -> tuple[float, ...]:
+    """Return the multistep epochs as a tuple of floats, from a list of numbers or text like ``"10,20"``.
+
+    Raises:
+        ConfigError: naming the value and the accepted forms.
+    """
+    items: Iterable[Any] = [value]
+    if isinstance(value, str):
+        items = value.split(",") if value.strip() else []
+    elif isinstance(value, (list, tuple)):
+        items = value
+    out = []
+    for item in items:
+        number: Any = item
+        if isinstance(item, str):
+            try:
+                number = float(item)
+            except ValueError:
+                number = item
+        if not (isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
+                and 0 <= number <= MAX_EPOCHS):
+            raise ConfigError(
+                f"step_values must be epochs from 0 to {MAX_EPOCHS} at which multistep drops, comma-separated "
+                f"(for example '10,20'), got {value!r}", options=("step_values",))
+        out.append(float(number))
+    return tuple(out)

@@ -43,7 +43,7 @@ def _poly(t, total, lr, step, steps, gamma, power):
 
 def _sigmoid(t, total, lr, step, steps, gamma, power):
     # Caffe: falls (gamma < 0) or rises around `step`; shoal takes gamma > 0 as the steepness of a fall.
-    return lr / (1 + math.exp(gamma * (t - step)))
+    return lr * 0.5 * (1 - math.tanh(gamma * (t - step) / 2))  # = lr / (1 + exp(gamma (t - step))), never overflows
 
 
 def _cosine(t, total, lr, step, steps, gamma, power):
