@@ -29,6 +29,7 @@ from shoal.server.security import confine, safe_extract
 from shoal.store import Store
 
 CSRF = {"X-Shoal-CSRF": "1"}
+LOCAL = "http://127.0.0.1"  # the server answers to loopback names only (TestClient's default is 'testserver')
 
 
 # -- fixtures ------------------------------------------------------------------------------------------
@@ -51,14 +52,14 @@ def settings(tmp_path: Path, roots: Path) -> Settings:
 
 @pytest.fixture()
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         yield c
 
 
 @pytest.fixture()
 def toy_client(toy: ToyModel, roots: Path) -> Iterator[TestClient]:
     """A client over the toy model's store (read-only use: classify, download, explore)."""
-    with TestClient(create_app(Settings(home=toy.home, roots=(roots,), run_jobs=False))) as c:
+    with TestClient(create_app(Settings(home=toy.home, roots=(roots,), run_jobs=False)), base_url=LOCAL) as c:
         yield c
 
 
@@ -178,7 +179,7 @@ def test_listening_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
 def test_the_token_is_checked_on_every_request(tmp_path: Path) -> None:
     token = "s3cret-token-for-tests"
     app = create_app(Settings(home=tmp_path / "home", host="0.0.0.0", token=token, run_jobs=False))
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         for url in ("/", "/api/models", "/static/style.css", "/docs", "/openapi.json", "/static/plotly.min.js"):
             answer = c.get(url)
             assert answer.status_code == 401, url
@@ -199,7 +200,7 @@ def test_the_token_is_checked_on_every_request(tmp_path: Path) -> None:
 def test_state_changing_requests_need_the_csrf_header_or_form_token(toy_client: TestClient, toy: ToyModel) -> None:
     url = f"/api/models/{toy.name}/classify"
     image = first_image(toy).read_bytes()
-    fresh = TestClient(toy_client.app)  # no cookie yet, like a script or another site's form
+    fresh = TestClient(toy_client.app, base_url=LOCAL)  # no cookie yet, like a script or another site's form
     refused = fresh.post(url, files={"file": ("a.png", image)})
     assert refused.status_code == 403
     assert refused.json()["detail"].startswith("missing CSRF token")
@@ -219,7 +220,7 @@ def test_state_changing_requests_need_the_csrf_header_or_form_token(toy_client: 
 
 def test_uploads_over_the_limit_get_413(toy: ToyModel, roots: Path) -> None:
     settings = Settings(home=toy.home, roots=(roots,), run_jobs=False, max_image_bytes=2000, max_zip_bytes=5000)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         url = f"/api/models/{toy.name}/classify"
         big = png_bytes(size=(400, 400)) + os.urandom(4000)
         answer = c.post(url, files={"file": ("big.png", big)}, headers=CSRF)
@@ -343,7 +344,7 @@ def test_no_stack_trace_reaches_the_client(settings: Settings, monkeypatch: pyte
         raise RuntimeError("secret internals at /home/somebody")
 
     monkeypatch.setattr(services, "list_jobs", broken)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with TestClient(create_app(settings), base_url=LOCAL, raise_server_exceptions=False) as c:
         api = c.get("/api/jobs")
         assert api.status_code == 500
         assert api.json() == {"detail": "the server met an unexpected error; the details are in its log"}
@@ -472,7 +473,7 @@ def test_training_options_are_checked_before_anything_is_queued(with_dataset: Te
         ({"dataset": "ds", "network": "/tmp/evil.py"}, 400, "a network file must be uploaded first"),
         ({"dataset": "ds", "pretrained": True, "previous": "x"}, 400, "choose one starting point"),
         ({"dataset": "ds", "weights": "missing"}, 404, "no uploaded pretrained weights named 'missing'"),
-        ({"dataset": "ds", "network_file": "none.py"}, 404, "no uploaded network file 'none.py'"),
+        ({"dataset": "ds", "network_file": "none.py"}, 403, "restart it with 'shoal serve --allow-code'"),
         ({"dataset": "ds", "previous": "ghost"}, 404, "no model named 'ghost'"),
         ({"dataset": "ds", "name": "bad name"}, 400, "model name 'bad name' is not allowed"),
     ]
@@ -530,7 +531,7 @@ def test_a_restarted_server_shows_lost_runs_as_interrupted(settings: Settings) -
     store.reserve("model", "alive", status="running", summary={"pid": os.getpid()})
     job = store.add_job("train", "gone", lane="cpu", params={})
     store.update_job(job.id, status="running", pid=dead)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         model = c.get("/api/models/lost").json()
         assert model["status"] == "interrupted" and model["can_resume"] is True
         assert c.get("/api/models/alive").json()["status"] == "running"  # another process still trains it
@@ -664,7 +665,8 @@ def test_the_last_epoch_downloads_through_an_export_worker(toy_client: TestClien
 
 
 # -- networks, pretrained weights, schedule ---------------------------------------------------------------
-def test_network_files_are_checked_and_kept(client: TestClient) -> None:
+def test_network_files_are_checked_and_kept(settings: Settings) -> None:
+    client = TestClient(create_app(settings.replace(allow_code=True)), base_url=LOCAL)  # see test_server_security
     good = b"import torch\n\ndef create_network(num_classes, channels):\n    return torch.nn.Linear(3, num_classes)\n"
     answer = client.post("/api/networks/files", files={"file": ("my net.py", good)}, headers=CSRF)
     assert answer.status_code == 201 and answer.json()["file"] == "my_net.py"
@@ -740,12 +742,12 @@ def test_settings_and_store_are_dependencies_tests_can_override(tmp_path: Path) 
     other = Store(tmp_path / "b")
     other.reserve("model", "elsewhere", status="done")
     app.dependency_overrides[get_store] = lambda: other
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert [m["name"] for m in c.get("/api/models").json()] == ["elsewhere"]
     overridden = Settings(home=tmp_path / "c", run_jobs=False)
     app = create_app(Settings(home=tmp_path / "a", run_jobs=False))
     app.dependency_overrides[get_settings] = lambda: overridden
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.get("/api/models").json() == []
         assert (tmp_path / "c" / "index.sqlite").exists()
 

@@ -18,6 +18,8 @@ import shoal
 from shoal.server import Settings, create_app
 from shoal.store import Store
 
+LOCAL = "http://127.0.0.1"  # the server answers to loopback names only (TestClient's default is 'testserver')
+
 CSRF = {"X-Shoal-CSRF": "1"}
 pytestmark = pytest.mark.slow
 
@@ -51,7 +53,7 @@ def finished(c: TestClient, kind: str, name: str) -> str | None:
 
 
 def test_a_dataset_is_built_and_a_model_trained_by_workers(settings: Settings, tmp_path: Path) -> None:
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         answer = c.post("/api/datasets", json={"name": "shapes", "folder": "shapes", "options": {"size": 16}},
                         headers=CSRF)
         assert answer.status_code == 202
@@ -94,7 +96,7 @@ def test_a_dataset_is_built_from_an_uploaded_zip(settings: Settings, tmp_path: P
     with zipfile.ZipFile(buffer, "w") as z:
         for path in sorted((tmp_path / "allowed" / "shapes").rglob("*.png")):
             z.write(path, f"photos/{path.parent.name}/{path.name}")
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         answer = c.post("/api/datasets/upload", data={"name": "zipped", "options": '{"size": 16, "val_pct": 20}'},
                         files={"file": ("photos.zip", buffer.getvalue())}, headers=CSRF)
         assert answer.status_code == 202, answer.text
@@ -105,7 +107,7 @@ def test_a_dataset_is_built_from_an_uploaded_zip(settings: Settings, tmp_path: P
 
 
 def test_failures_end_as_failed_with_their_message(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         c.post("/api/datasets", json={"name": "lonely", "folder": "lonely"}, headers=CSRF)
         assert wait_for("the build", lambda: finished(c, "datasets", "lonely")) == "failed"
         error = c.get("/api/datasets/lonely").json()["error"]
@@ -128,7 +130,7 @@ def test_failures_end_as_failed_with_their_message(settings: Settings) -> None:
 
 def test_one_training_per_device_abort_restart_and_resume(settings: Settings) -> None:
     store = Store(settings.home)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         c.post("/api/datasets", json={"name": "shapes", "folder": "shapes", "options": {"size": 16}}, headers=CSRF)
         wait_for("the build", lambda: finished(c, "datasets", "shapes"))
         answer = c.post("/api/models", headers=CSRF, json={
@@ -156,7 +158,7 @@ def test_one_training_per_device_abort_restart_and_resume(settings: Settings) ->
         assert c.get(f"/api/models/{first}").json()["can_resume"] is True
     # The server stopped while the second trained: it saved its last epoch and shows as interrupted.
     assert store.get("model", second).status == "interrupted"
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         model = c.get(f"/api/models/{second}").json()
         assert model["status"] == "interrupted" and model["can_resume"] is True
         for name in (second, first):

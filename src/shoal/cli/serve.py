@@ -17,7 +17,9 @@ Examples:
 
   shoal serve --port 8080 --roots ~/photos ~/more-photos
 
-  shoal serve --host 0.0.0.0 --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
+  shoal serve --host 0.0.0.0 --allowed-host shoal.lab.example --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
+
+  shoal serve --allow-code                      # also accept network files (.py): only where every user may run code
 """
 
 
@@ -32,6 +34,12 @@ def serve(
                               "default: the current folder."),
     max_image_mb: Optional[float] = typer.Option(None, "--max-image-mb", help="Largest image upload in MB (default 50)."),
     max_zip_mb: Optional[float] = typer.Option(None, "--max-zip-mb", help="Largest zip or weights upload in MB (default 2048)."),
+    allowed_hosts: Optional[list[str]] = typer.Option(
+        None, "--allowed-host", help="Another host name browsers may reach the server by (repeat); loopback names and "
+                                     "--host are always allowed. '*' allows any (needs --token)."),
+    allow_code: bool = typer.Option(False, "--allow-code",
+                                    help="Accept network files (.py) from the web and run them (training, heat-maps): "
+                                         "anyone who can reach the server may then run code as you."),
 ) -> None:
     """Start the web app: datasets, models, live training charts, classification, downloads.
 
@@ -48,9 +56,12 @@ def serve(
     settings = Settings.from_env(
         host=host, port=port, token=token, roots=tuple(roots) if roots else None,
         max_image_bytes=int(max_image_mb * MB) if max_image_mb else None,
-        max_zip_bytes=int(max_zip_mb * MB) if max_zip_mb else None)
+        max_zip_bytes=int(max_zip_mb * MB) if max_zip_mb else None,
+        allowed_hosts=tuple(allowed_hosts) if allowed_hosts else None, allow_code=allow_code)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     address = f"http://{shown}:{port}/" + (f"?token={settings.token}" if settings.token else "")
     typer.echo(f"shoal is serving {settings.home} at {address}", err=True)
     typer.echo(f"datasets may come from: {', '.join(str(r) for r in settings.roots) or 'uploads only'}", err=True)
+    if settings.allow_code:
+        typer.echo("--allow-code: network files (.py) uploaded through the web will run on this machine", err=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)

@@ -31,6 +31,7 @@ from shoal import __version__
 from shoal.errors import (
     AlreadyExistsError,
     BundleError,
+    CodeNotAllowedError,
     NotFoundError,
     NotTrainedError,
     ShoalError,
@@ -51,6 +52,7 @@ TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
 
 STATUS_OF: tuple[tuple[type[ShoalError], int], ...] = (
+    (CodeNotAllowedError, 403),
     (NotFoundError, 404),
     (AlreadyExistsError, 409),
     (TrainingError, 409),
@@ -65,7 +67,10 @@ their training, classify images and download model bundles. The web pages use th
 
 State-changing requests need the header `X-Shoal-CSRF` (any value) unless they carry the
 access token as `Authorization: Bearer TOKEN`; a server started with a token refuses every
-request without it. Errors answer `{"detail": "what is wrong and what to do"}`.
+request without it. Requests must name the server in their `Host` header (loopback, or a name
+given with `--allowed-host`), and a page of another site may not change anything. Uploading
+network files (`.py`) and training with them need a server started with `--allow-code`.
+Errors answer `{"detail": "what is wrong and what to do"}`.
 """
 
 
@@ -105,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.settings = settings
     app.state.runner = Runner(Store(settings.home), poll_s=settings.poll_s)
-    app.state.classifiers = Classifiers()
+    app.state.classifiers = Classifiers(trust_code=settings.allow_code)
     app.state.catalog = NetworkCatalog()
     app.state.templates = _templates()
     if explicit:

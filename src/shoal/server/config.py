@@ -34,6 +34,8 @@ class Settings:
     host: str = "127.0.0.1"  # interface to listen on; anything but loopback needs a token
     port: int = DEFAULT_PORT  # TCP port
     token: str | None = None  # access token checked on every request (SHOAL_TOKEN); None = open on loopback
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback and `host` ("*" = any, needs a token)
+    allow_code: bool = False  # accept network files (.py) and run them: uploads, trainings, heat-maps
     roots: tuple[Path, ...] = ()  # server-side folders datasets may be built from (SHOAL_ROOTS); none = uploads only
     max_image_bytes: int = 50 * MB  # largest accepted image upload (SHOAL_MAX_IMAGE_MB)
     max_zip_bytes: int = 2048 * MB  # largest accepted zip or weights upload (SHOAL_MAX_ZIP_MB)
@@ -46,6 +48,7 @@ class Settings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
         object.__setattr__(self, "roots", tuple(Path(r).expanduser().resolve() for r in self.roots))
+        object.__setattr__(self, "allowed_hosts", tuple(check_host_name(h) for h in self.allowed_hosts))
         if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
             raise ConfigError(f"the access token must have at least {MIN_TOKEN_LENGTH} characters, "
                               f"got {len(self.token)}; choose a longer one (for example: python -c "
@@ -53,6 +56,10 @@ class Settings:
         if not is_loopback(self.host) and not self.token:
             raise ConfigError(f"listening on {self.host!r} lets other machines connect, so it needs an access "
                               "token: pass --token TOKEN or set SHOAL_TOKEN (or listen on 127.0.0.1)")
+        if "*" in self.allowed_hosts and not self.token:
+            raise ConfigError("--allowed-host '*' answers any host name, which lets other web sites reach the server "
+                              "(DNS rebinding), so it needs an access token: pass --token TOKEN, or list the names "
+                              "instead (--allowed-host NAME, repeated)")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be from 1 to 65535, got {self.port}")
         for name in ("max_image_bytes", "max_zip_bytes", "max_unzipped_bytes", "max_zip_members"):
@@ -61,6 +68,14 @@ class Settings:
         missing = [str(r) for r in self.roots if not r.is_dir()]
         if missing:
             raise ConfigError(f"allowed root {missing[0]!r} is not a folder; give existing folders to --roots")
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        """The ``Host`` names the server answers to: loopback, ``host`` (unless a wildcard) and ``allowed_hosts``."""
+        names = set(LOOPBACK_NAMES) | set(self.allowed_hosts)
+        if self.host not in WILDCARD_HOSTS:
+            names.add(check_host_name(self.host))
+        return frozenset(names)
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -84,6 +99,30 @@ class Settings:
                     raise ConfigError(f"{var} must be a number of megabytes, got {env[var]!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")  # every interface: not a name anyone browses to
+
+
+def check_host_name(name: str) -> str:
+    """A host name as the ``Host`` check compares it: lower case, no trailing dot, IPv6 without brackets.
+
+    Raises:
+        ConfigError: ``name`` is empty, carries a scheme, a path or a port, or has odd characters.
+    """
+    text = name.strip().lower().rstrip(".") if isinstance(name, str) else ""
+    if text == "*":
+        return text
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if not bare or not all(c.isalnum() or c in ".-_" for c in bare):
+        raise ConfigError(f"allowed host {name!r} is not a host name: give the bare name or address the browser "
+                          "shows, without scheme, port or path (e.g. --allowed-host shoal.example.org)")
+    return bare
 
 
 def is_loopback(host: str) -> bool:

@@ -1,5 +1,12 @@
-"""What keeps the web app safe to run: token, request size, CSRF, folders, zips, uploads.
+"""What keeps the web app safe to run: hosts, origins, token, request size, CSRF, code, folders, zips, uploads.
 
+- **Host.** The server answers only to the host names it knows: the loopback names
+  (``127.0.0.1``, ``localhost``, ``[::1]``), the ``--host`` it listens on and each
+  ``--allowed-host``. Any other ``Host`` header gets 400 before anything else runs, so a web
+  page that points its own domain at this machine (DNS rebinding) reaches nothing.
+- **Origin.** A state-changing request (POST, PUT, PATCH, DELETE) that carries an ``Origin``
+  header must come from one of those names, on the port the request was sent to; a page of
+  another site gets 403, whatever else it sends.
 - **Token.** With an access token set, every request must carry it: an
   ``Authorization: Bearer`` header, the ``shoal_token`` cookie, or once ``?token=`` in the
   address (which sets the cookie and redirects to the same page without it).
@@ -10,6 +17,9 @@
   cannot set a custom header without a CORS preflight, which the app never allows), or, for
   a plain HTML form, a ``csrf_token`` field equal to the cookie. A request carrying the
   access token in an ``Authorization`` header needs neither.
+- **Code.** Network files (``.py``) are Python code: uploading one, training with one,
+  resuming or exporting such a model and heat-maps of it are refused with 403 unless the server
+  was started with ``shoal serve --allow-code``.
 - **Folders.** A server-side path is used only when it resolves (symlinks followed) inside
   one of the configured roots.
 - **Zips.** Members with absolute paths, ``..``, links or device files are refused, as are
@@ -29,19 +39,20 @@ import stat
 import zipfile
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
-from shoal.errors import InputError
-from shoal.server.config import Settings
+from shoal.errors import CodeNotAllowedError, InputError
+from shoal.server.config import Settings, check_host_name, get_settings
 
 TOKEN_COOKIE = "shoal_token"
 CSRF_COOKIE = "shoal_csrf"
 CSRF_HEADER = "x-shoal-csrf"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -92,7 +103,7 @@ def _json_string(text: str) -> str:
 
 
 class GuardMiddleware:
-    """ASGI middleware: the access token and the request size limit, before any route runs."""
+    """ASGI middleware: the host, the origin, the access token and the request size limit, before any route runs."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -103,12 +114,13 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.settings.token:
+        verdict = self._check_host(headers) or self._check_origin(scope, headers)
+        if verdict is None and self.settings.token:
             verdict = self._check_token(scope, headers)
-            if verdict is not None:
-                for message in verdict:
-                    await send(message)
-                return
+        if verdict is not None:
+            for message in verdict:
+                await send(message)
+            return
         limit = body_limit(self.settings, scope["path"])
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -145,6 +157,40 @@ class GuardMiddleware:
             for message in _json_response(413, too_large_detail(limit)):
                 await send(message)
 
+    def _allowed(self, name: str | None) -> bool:
+        names = self.settings.host_names
+        return name is not None and (name in names or "*" in names)
+
+    def _check_host(self, headers: dict[str, str]) -> tuple[dict, dict] | None:
+        """400 unless the ``Host`` header names this server (a request without one is no browser's)."""
+        raw = headers.get("host")
+        if raw is None or self._allowed(_host_and_port(raw)[0]):
+            return None
+        name = _host_and_port(raw)[0] or raw
+        known = ", ".join(sorted(f"[{n}]" if ":" in n else n for n in self.settings.host_names))
+        return _json_response(400, f"this shoal server does not answer to the host name {raw!r} (it answers to "
+                                   f"{known}): open it as http://localhost:{self.settings.port}/, or, if {name!r} is "
+                                   f"meant to reach it, restart it with 'shoal serve --allowed-host {name}'")
+
+    def _check_origin(self, scope: Scope, headers: dict[str, str]) -> tuple[dict, dict] | None:
+        """403 for a state-changing request whose ``Origin`` is not this server (another site's page)."""
+        origin = headers.get("origin")
+        if scope.get("method") in SAFE_METHODS or origin is None:
+            return None
+        try:
+            parts = urlsplit(origin.strip())
+            scheme, name = parts.scheme.lower(), check_host_name(parts.hostname or "")
+            origin_port = parts.port or DEFAULT_PORTS.get(scheme)
+        except ValueError:  # a port out of range, a name with odd characters (ConfigError)
+            scheme, name, origin_port = "", None, None
+        _, host_port = _host_and_port(headers.get("host", ""))
+        same_port = origin_port == host_port if host_port is not None else origin_port == DEFAULT_PORTS.get(scheme)
+        if scheme in DEFAULT_PORTS and self._allowed(name) and same_port:
+            return None
+        return _json_response(403, f"cross-site request refused: it comes from a page at {origin!r}, which is not "
+                                   "this shoal server; use the server's own pages, or send the request from a script "
+                                   "(no Origin header) with 'X-Shoal-CSRF: 1'")
+
     def _check_token(self, scope: Scope, headers: dict[str, str]) -> tuple[dict, dict] | None:
         token = self.settings.token or ""
         auth = headers.get("authorization", "")
@@ -167,6 +213,15 @@ class GuardMiddleware:
         return _json_response(401, "this shoal server needs its access token: open the address printed by "
                                    "'shoal serve' (it ends in ?token=...), or send 'Authorization: Bearer TOKEN'",
                               [(b"www-authenticate", b"Bearer")])
+
+
+def _host_and_port(value: str) -> tuple[str | None, int | None]:
+    """The normalised name and the port (``None`` when absent) of a ``Host`` header; ``(None, None)`` if malformed."""
+    try:
+        parts = urlsplit("//" + value.strip())
+        return check_host_name(parts.hostname or ""), parts.port
+    except ValueError:  # a port out of range, a name with odd characters (ConfigError)
+        return None, None
 
 
 def _same(given: str, expected: str) -> bool:
@@ -205,6 +260,24 @@ async def check_csrf(request: Request) -> None:
             return
     raise HTTPException(403, "missing CSRF token: pages send it by themselves (reload the page); scripts must "
                              "send the header 'X-Shoal-CSRF: 1' (or 'Authorization: Bearer TOKEN')")
+
+
+# -- code ----------------------------------------------------------------------------------------
+def require_code_allowed(settings: Settings, what: str) -> None:
+    """Refuse ``what`` (something that runs a network file's Python code) unless the server allows code.
+
+    Raises:
+        CodeNotAllowedError: the server was started without ``--allow-code`` (the app answers 403).
+    """
+    if not settings.allow_code:
+        raise CodeNotAllowedError(f"{what} is refused: network files are Python code that runs on the server, and "
+                                  "this server was started without --allow-code; restart it with 'shoal serve "
+                                  "--allow-code' only if everyone who can reach it may run programs on this machine")
+
+
+def network_uploads_allowed(settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """Route guard: network files may be uploaded only to a server started with ``--allow-code``."""
+    require_code_allowed(settings, "uploading a network file")
 
 
 # -- server-side folders -------------------------------------------------------------------------

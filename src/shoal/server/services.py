@@ -37,8 +37,9 @@ from shoal.errors import (
 )
 from shoal.server.config import Settings
 from shoal.server.jobs import DATA_LANE, TRAIN_KINDS, Runner, device_lane
-from shoal.server.security import confine, safe_extract
+from shoal.server.security import confine, require_code_allowed, safe_extract
 from shoal.store import Job, Store, check_name
+from shoal.trust import is_network_file
 
 RESUMABLE = ("interrupted", "aborted", "failed")
 STATE_FILE = "state.pt"  # the resume point a run rewrites every epoch (shoal.training.snapshots)
@@ -50,11 +51,13 @@ class Classifiers:
     """Loaded classifiers, kept between requests (loading a bundle takes far longer than a prediction).
 
     Keyed by bundle path, runtime and the manifest's modification time, so a re-exported
-    bundle is loaded afresh; the least recently used is dropped past ``size``.
+    bundle is loaded afresh; the least recently used is dropped past ``size``. ``trust_code``
+    (the server's ``--allow-code``) lets heat-maps rebuild a network defined by a ``.py`` file.
     """
 
-    def __init__(self, size: int = 6) -> None:
+    def __init__(self, size: int = 6, *, trust_code: bool = False) -> None:
         self.size = size
+        self.trust_code = trust_code
         self._items: OrderedDict[tuple[str, str, float, bool], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str, float, bool], threading.Lock] = {}
@@ -85,7 +88,7 @@ class Classifiers:
             with self._lock:
                 if key in self._items:
                     return self._items[key]
-            classifier = load(bundle, runtime=runtime, threads=None if bulk else 1)
+            classifier = load(bundle, runtime=runtime, threads=None if bulk else 1, trust_code=self.trust_code)
             with self._lock:
                 self._items[key] = classifier
                 self._loading.pop(key, None)
@@ -405,8 +408,9 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
         raise ConfigError("choose one starting point: the network's pretrained weights, uploaded weights, "
                           "or a previous model (not several)")
     if network_file:
+        require_code_allowed(settings, f"training with the network file {network_file!r}")
         network = str(uploaded_network_path(store, network_file))
-    elif network.endswith(".py") or network.startswith("file:"):
+    elif is_network_file(network):
         raise ConfigError("a network file must be uploaded first (POST /api/networks/files) and named with "
                           "network_file; server-side .py paths are not accepted")
     start: bool | str = bool(pretrained)
@@ -421,6 +425,8 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
         if network == "auto":
             network = prev_config.get("network", "auto")
         start = str(_previous_weights(prev.path, previous, previous_epoch))
+    if is_network_file(network):  # a previous model's or uploaded weights' own network file
+        require_code_allowed(settings, f"training the network {network!r}")
     lrs, batch_sizes = _split_values(options.pop("lr", None)), _split_values(options.pop("batch_size", None))
     multi_lr, multi_bs = len(lrs) > 1, len(batch_sizes) > 1
     configs = []
@@ -457,9 +463,10 @@ def _previous_weights(folder: Path, name: str, epoch: str) -> Path:
     return path
 
 
-def resume_model(store: Store, runner: Runner, name: str, *, epochs: int | None) -> Job:
+def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *, epochs: int | None) -> Job:
     """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch."""
     entry = store.get("model", name)
+    _require_code_for(store, settings, name, "resuming model")
     if _active_job(store, name, TRAIN_KINDS) or (entry.status == "running" and models.is_alive(entry)):
         raise TrainingError(f"model {name!r} is already training or queued")
     if entry.status not in RESUMABLE and not (entry.status == "done" and epochs):
@@ -523,8 +530,12 @@ def bundle_path(store: Store, name: str) -> Path:
     return bundle
 
 
-def download_file(store: Store, name: str, epoch: str) -> Path:
-    """A ``.shoal`` file of the model at ``epoch`` (best, last, or a kept snapshot), cached in its folder."""
+def download_file(store: Store, settings: Settings, name: str, epoch: str) -> Path:
+    """A ``.shoal`` file of the model at ``epoch`` (best, last, or a kept snapshot), cached in its folder.
+
+    The written bundle of the best epoch is only zipped; any other epoch is exported, which
+    rebuilds the network (running a network file only on a server that allows code).
+    """
     from shoal.bundle import zip_bundle
 
     entry = store.get("model", name)
@@ -548,8 +559,20 @@ def download_file(store: Store, name: str, epoch: str) -> Path:
     source = entry.path / STATE_FILE
     if out.exists() and (not source.exists() or out.stat().st_mtime >= source.stat().st_mtime or epoch.isdigit()):
         return out
+    _require_code_for(store, settings, name, "exporting model")
     _export_in_worker(store, name, epoch, out)
     return out
+
+
+def _require_code_for(store: Store, settings: Settings, name: str, action: str) -> None:
+    """Refuse ``action`` on a model whose network is a ``.py`` file, unless the server allows code."""
+    config_file = store.get("model", name).path / "config.json"
+    try:
+        network = json.loads(config_file.read_text()).get("network")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable config: the action fails on its own with its own message
+    if is_network_file(network):
+        require_code_allowed(settings, f"{action} {name!r} (its network is {network!r})")
 
 
 def _export_in_worker(store: Store, name: str, epoch: str, out: Path) -> None:
@@ -651,6 +674,9 @@ def heatmap_png(classifiers: Classifiers, store: Store, settings: Settings, name
     if bool(url) == (data is not None):
         raise InputError("send one image: either a file in the 'file' field or an address in the 'url' field")
     classifier = classifiers.get(bundle_path(store, name))
+    if is_network_file(classifier.manifest.get("architecture")):
+        require_code_allowed(settings, f"a heat-map of model {name!r} (its network is "
+                                       f"{classifier.manifest['architecture']!r})")
     source = url or filename or "upload"
     with classifiers.torch_lock:  # Grad-CAM hooks the shared torch model: one image at a time
         try:
@@ -783,12 +809,14 @@ def list_pretrained(store: Store) -> list[dict[str, Any]]:
             for p in sorted(folder.iterdir()) if (p / "pretrained.json").is_file()]
 
 
-def save_pretrained(store: Store, catalog: NetworkCatalog, *, name: str, architecture: str, upload: Path,
-                    filename: str, labels: str | None) -> dict[str, Any]:
+def save_pretrained(store: Store, catalog: NetworkCatalog, settings: Settings, *, name: str, architecture: str,
+                    upload: Path, filename: str, labels: str | None) -> dict[str, Any]:
     """Keep uploaded weights for an architecture (checked to be a readable state dict, never unpickled)."""
     from shoal.networks import get_spec, read_weights
 
     check_name(name, "pretrained weights")
+    if is_network_file(architecture):  # checking it would import the file
+        require_code_allowed(settings, f"weights for the network file {architecture!r}")
     folder = pretrained_dir(store) / name
     if folder.exists():
         raise AlreadyExistsError(f"pretrained weights named {name!r} already exist; choose another name or delete them")

@@ -59,9 +59,9 @@ def abort_model(name: str, store: StoreDep, runner: RunnerDep) -> dict[str, Any]
 
 @router.post("/{name}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
              summary="Continue an interrupted, aborted or failed training from its last saved epoch")
-def resume_model(name: str, request: Request, store: StoreDep, runner: RunnerDep,
+def resume_model(name: str, request: Request, store: StoreDep, runner: RunnerDep, settings: SettingsDep,
                  body: ModelResume | None = None) -> dict[str, Any]:
-    job = services.resume_model(store, runner, name, epochs=body.epochs if body else None)
+    job = services.resume_model(store, runner, settings, name, epochs=body.epochs if body else None)
     return _accepted(request, runner, job)
 
 
@@ -74,8 +74,8 @@ def delete_model(name: str, store: StoreDep, classifiers: ClassifiersDep) -> Res
 @router.get("/{name}/download", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}}},
             summary="Download the model bundle (.shoal) of the best epoch, the last, or a snapshot")
-def download(name: str, store: StoreDep,
+def download(name: str, store: StoreDep, settings: SettingsDep,
              epoch: Annotated[str, Query(description="best, last, or a kept snapshot's epoch")] = "best",
              ) -> FileResponse:
-    path = services.download_file(store, name, epoch.strip().lower())
+    path = services.download_file(store, settings, name, epoch.strip().lower())
     return FileResponse(path, media_type="application/zip", filename=path.name)

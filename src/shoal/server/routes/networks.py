@@ -6,13 +6,13 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from shoal.server import services
 from shoal.server.deps import CatalogDep, SettingsDep, StoreDep
 from shoal.server.schemas import NetworkFileOut, NetworksOut, PretrainedOut
-from shoal.server.security import read_upload, save_upload
+from shoal.server.security import network_uploads_allowed, read_upload, save_upload
 
 router = APIRouter(tags=["networks"])
 
@@ -28,7 +28,9 @@ async def list_networks(store: StoreDep, catalog: CatalogDep) -> dict[str, Any]:
 
 
 @router.post("/networks/files", status_code=status.HTTP_201_CREATED, response_model=NetworkFileOut,
-             summary="Upload a network definition (.py defining create_network(num_classes, channels))")
+             dependencies=[Depends(network_uploads_allowed)],
+             summary="Upload a network definition (.py defining create_network(num_classes, channels)); "
+                     "needs 'shoal serve --allow-code'")
 async def upload_network_file(store: StoreDep,
                               file: Annotated[UploadFile, File(description="a .py file")]) -> dict[str, Any]:
     data = await read_upload(file, limit=NETWORK_FILE_LIMIT, what="network file")
@@ -51,7 +53,7 @@ async def upload_pretrained(store: StoreDep, settings: SettingsDep, catalog: Cat
     with tempfile.TemporaryDirectory(dir=services._uploads(store)) as tmp:
         path = Path(tmp) / "weights.upload"
         await save_upload(file, path, limit=settings.max_zip_bytes, what="weights file")
-        return await run_in_threadpool(services.save_pretrained, store, catalog, name=name.strip(),
+        return await run_in_threadpool(services.save_pretrained, store, catalog, settings, name=name.strip(),
                                        architecture=architecture.strip(), upload=path,
                                        filename=file.filename or "weights", labels=labels)
 

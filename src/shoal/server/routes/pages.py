@@ -66,7 +66,7 @@ def dataset(name: str, request: Request, store: StoreDep, runner: RunnerDep, tem
 
 @router.get("/models/new", response_class=HTMLResponse, name="new_model_page")
 async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalog: CatalogDep,
-                    templates: TemplatesDep, clone: str | None = None, dataset: str | None = None) -> HTMLResponse:
+                    settings: SettingsDep, templates: TemplatesDep, clone: str | None = None, dataset: str | None = None) -> HTMLResponse:
     networks = await run_in_threadpool(catalog.specs)
     values: dict[str, Any] = {}
     if clone:
@@ -81,7 +81,7 @@ async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalo
         "page": "model-new", "title": "New model", "sections": forms.train_sections(), "values": values,
         "clone": clone, "datasets": datasets, "dataset": chosen_dataset,
         "networks": networks, "previous": previous, "pretrained": services.list_pretrained(store),
-        "network_files": services.list_network_files(store),
+        "network_files": services.list_network_files(store), "allow_code": settings.allow_code,
     })
 
 
@@ -92,9 +92,11 @@ def model(name: str, request: Request, store: StoreDep, runner: RunnerDep, templ
 
 
 @router.get("/pretrained", response_class=HTMLResponse, name="pretrained_page")
-async def pretrained(request: Request, store: StoreDep, catalog: CatalogDep, templates: TemplatesDep) -> HTMLResponse:
+async def pretrained(request: Request, store: StoreDep, catalog: CatalogDep, settings: SettingsDep,
+                     templates: TemplatesDep) -> HTMLResponse:
     networks = await run_in_threadpool(catalog.specs)
     return render(request, templates, "pretrained.html", {
         "page": "pretrained", "title": "Pretrained networks", "networks": networks,
         "pretrained": services.list_pretrained(store), "network_files": services.list_network_files(store),
+        "allow_code": settings.allow_code,
     })

@@ -18,7 +18,7 @@
     const option = [...network.options].find((o) => o.value === `file:${file}`);
     if (option) option.selected = true;
   }
-  network.addEventListener("change", () => { fileField.hidden = network.value !== "__upload__"; });
+  if (fileField) network.addEventListener("change", () => { fileField.hidden = network.value !== "__upload__"; });
 
   // -- the learning-rate preview --------------------------------------------------------------------
   const field = (name) => form.querySelector(`[name="${name}"]`);

@@ -3,7 +3,8 @@
 (() => {
   const { api, upload, say, confirmThen, enc } = shoal;
   document.getElementById("upload-weights").disabled = false;  // the forms work once this script runs
-  document.getElementById("upload-file").disabled = false;
+  const fileForm = document.getElementById("file-form");  // absent unless the server runs with --allow-code
+  if (fileForm) document.getElementById("upload-file").disabled = false;
 
   document.getElementById("weights-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -33,7 +34,7 @@
       window.location.reload();
     })));
 
-  document.getElementById("file-form").addEventListener("submit", async (event) => {
+  if (fileForm) fileForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const message = document.getElementById("file-message");
     say(message, null);
