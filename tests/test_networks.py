@@ -444,7 +444,7 @@ def test_offline_torchvision_download_says_how_to_supply_the_file(tmp_path, monk
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
     assert message.endswith(
         "Offline? Download the file on a machine that is online and either pass it with "
-        "--pretrained path/to/alexnet-owt-7be5be79.pth (pretrained='path/to/alexnet-owt-7be5be79.pth' "
+        "--weights path/to/alexnet-owt-7be5be79.pth (pretrained='path/to/alexnet-owt-7be5be79.pth' "
         f"in Python) or put it in the torch hub cache at {cached} (TORCH_HOME moves the cache)."
     )
 
@@ -491,7 +491,7 @@ def test_offline_timm_download_says_how_to_supply_the_file(hf_cache):
         "hf-hub:timm/test_efficientnet.r160_in1k (LocalEntryNotFoundError"
     )
     assert message.endswith(
-        "Offline? Either pass a weights file with --pretrained path/to/weights.safetensors "
+        "Offline? Either pass a weights file with --weights path/to/weights.safetensors "
         "(pretrained='path/...' in Python), or on a machine that is online pre-fill the Hugging "
         "Face cache (HF_HOME) with `hf download timm/test_efficientnet.r160_in1k`."
     )
@@ -617,3 +617,23 @@ def test_import_shoal_stays_light():
     code = "import shoal, sys; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_fetch_pretrained_checks_the_weights_before_any_model_is_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(NetworkError) as error:
+        networks.resolve_network("lenet").fetch_pretrained()
+    assert str(error.value) == (
+        "lenet has no pretrained weights of its own; train it from scratch (without --pretrained; pretrained=None "
+        "in Python), or give a weights file (--weights path/to/weights.safetensors; pretrained='path/...' in Python)."
+    )
+    url = "http://127.0.0.1:9/alexnet-owt-7be5be79.pth"
+    monkeypatch.setattr(AlexNet, "pretrained_url", lambda self: url)
+    with pytest.raises(NetworkError, match="pass it with --weights path/to/alexnet-owt-7be5be79.pth"):
+        networks.resolve_network("alexnet").fetch_pretrained()
+    published = tmp_path / "alexnet-owt-7be5be79.pth"
+    published.write_bytes(b"x")
+    monkeypatch.setattr(AlexNet, "pretrained_url", lambda self: published.as_uri())
+    with pytest.raises(NetworkError, match="hash"):  # a file whose digest does not match its name is refused
+        networks.resolve_network("alexnet").fetch_pretrained()
+    assert not hub_cache_path(published.as_uri()).exists()

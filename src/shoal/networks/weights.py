@@ -334,12 +334,48 @@ def hub_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def download_state_dict(url: str, *, network: str) -> dict[str, torch.Tensor]:
-    """Fetch a state dict through the torch hub cache (downloading it once).
+def fetch_to_cache(url: str, *, network: str) -> Path:
+    """Make sure the weights file of ``url`` is in the torch hub cache, downloading it once.
 
-    ``torch.hub.load_state_dict_from_url`` semantics: a file already at
-    :func:`hub_cache_path` is used as is; otherwise it is downloaded there (``file://``
-    URLs work too) and its name's hash prefix is checked.
+    A file already at :func:`hub_cache_path` is used as is; otherwise it is downloaded
+    there (``file://`` URLs work too) and its name's hash prefix is checked.
+
+    Args:
+        url: Where the weights are published.
+        network: The network's name, for errors.
+
+    Returns:
+        The cached file.
+
+    Raises:
+        NetworkError: The download fails (offline, for instance) or the hash does not
+            match; the message says how to supply the file.
+    """
+    import torch.hub
+
+    cached = hub_cache_path(url)
+    if cached.is_file():
+        return cached
+    match = torch.hub.HASH_REGEX.search(cached.name)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # torch.hub announces downloads on stdout; keep stdout for results (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1) if match else None,
+                                           progress=False)
+    except (OSError, RuntimeError) as exc:
+        raise NetworkError(
+            f"could not get the pretrained {network} weights from {url} "
+            f"({type(exc).__name__}: {exc}). Offline? Download the file on a machine that is "
+            f"online and either pass it with --weights path/to/{cached.name} "
+            f"(pretrained='path/to/{cached.name}' in Python) or put it in the torch hub cache "
+            f"at {cached} (TORCH_HOME moves the cache)."
+        ) from exc
+    return cached
+
+
+def download_state_dict(url: str, *, network: str) -> dict[str, torch.Tensor]:
+    """Read a state dict through the torch hub cache (:func:`fetch_to_cache` downloads it once).
 
     Args:
         url: Where the weights are published.
@@ -349,24 +385,14 @@ def download_state_dict(url: str, *, network: str) -> dict[str, torch.Tensor]:
         The state dict.
 
     Raises:
-        NetworkError: The download fails (offline, for instance), the hash does not
-            match, or the file is not a weights file.
+        NetworkError: The download fails, or the file is not a weights file.
     """
-    import torch.hub
-
-    cached = hub_cache_path(url)
+    cached = fetch_to_cache(url, network=network)
     try:
-        # torch.hub announces downloads on stdout; keep stdout for results (--json).
-        with contextlib.redirect_stdout(sys.stderr):
-            loaded = torch.hub.load_state_dict_from_url(
-                url, map_location="cpu", progress=False, check_hash=True, weights_only=True
-            )
+        loaded = torch.load(cached, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
         raise NetworkError(
-            f"could not get the pretrained {network} weights from {url} "
-            f"({type(exc).__name__}: {exc}). Offline? Download the file on a machine that is "
-            f"online and either pass it with --pretrained path/to/{cached.name} "
-            f"(pretrained='path/to/{cached.name}' in Python) or put it in the torch hub cache "
-            f"at {cached} (TORCH_HOME moves the cache)."
+            f"the cached {network} weights at {cached} cannot be read ({type(exc).__name__}: {exc}); "
+            f"delete the file so that it is downloaded again, or pass a weights file with --weights."
         ) from exc
     return normalize_state_dict(loaded, source=str(cached))
