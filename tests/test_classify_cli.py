@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import shoal
 from inference_fixtures import ToyModel
 from shoal.cli import _register, app
+from waiting import GENEROUS_S
 
 _register()
 runner = CliRunner()
@@ -131,7 +132,7 @@ def test_the_classify_command_never_imports_torch(rgb):
         "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
         "print('heavy:', sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=GENEROUS_S,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     first, last = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]

@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from shoal.cli import _register, app
+from waiting import GENEROUS_S
 
 _register()
 runner = CliRunner()
@@ -166,6 +167,6 @@ def test_dataset_create_command_imports_nothing_heavy(tmp_path, image_folder_fac
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)), file=sys.stderr)\n"
     )
     env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=GENEROUS_S, env=env, check=True)
     assert out.stderr.strip().splitlines()[-1] == "[]"
     assert "dataset 'x': 2 classes, 6 images" in out.stdout

@@ -21,6 +21,7 @@ from shoal.data.imageops import ImageError, open_image, prepare, resize
 from shoal.data.scan import scan, split_counts
 from shoal.errors import AlreadyExistsError, ConfigError, DatasetError, InputError, NotFoundError
 from shoal.store import Store
+from waiting import GENEROUS_S
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dolphins-and-seahorses"
 
@@ -608,7 +609,7 @@ def test_building_a_dataset_never_imports_torch(tmp_path, image_folder_factory):
         "heavy = sorted(m for m in ('torch', 'sklearn', 'scipy', 'torchvision', 'timm') if m in sys.modules)\n"
         "print(ds.count(), heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=GENEROUS_S, check=True)
     assert out.stdout.strip() == "60 []"
 
 

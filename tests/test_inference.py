@@ -22,6 +22,7 @@ from inference_fixtures import ToyModel, toy_model
 from shoal.bundle import zip_bundle
 from shoal.errors import BundleError, ConfigError, InputError
 from shoal.inference import Classifier, Result, download
+from waiting import GENEROUS_S
 
 
 
@@ -350,7 +351,7 @@ def test_loading_and_predicting_never_import_torch(rgb):
         "'fastapi', 'typer', 'rich') if m in sys.modules)\n"
         "print('heavy:', heavy)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=GENEROUS_S,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "heavy: []"

@@ -17,6 +17,7 @@ from PIL import Image
 
 import shoal
 from inference_fixtures import ToyModel
+from waiting import GENEROUS_S
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node"
 NODE = shutil.which("node")
@@ -31,7 +32,7 @@ pytestmark = [
 
 
 def _node(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([NODE, str(EXAMPLE / "classify.js"), *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([NODE, str(EXAMPLE / "classify.js"), *args], capture_output=True, text=True, timeout=GENEROUS_S,
                           cwd=EXAMPLE)
 
 

@@ -25,6 +25,7 @@ from inference_fixtures import ToyModel
 from shoal.errors import ConfigError, InputError
 from shoal.server import Settings, create_app, get_settings
 from shoal.server.deps import get_store
+from shoal.server.jobs import device_lane
 from shoal.server.security import confine, safe_extract
 from shoal.store import Store
 
@@ -433,7 +434,8 @@ def test_a_training_is_queued_and_shown_until_it_starts(with_dataset: TestClient
     answer = c.post("/api/models", json={"dataset": "ds", "network": "lenet", "options": {"epochs": 2}}, headers=CSRF)
     assert answer.status_code == 202
     (accepted,) = answer.json()["models"]
-    assert accepted["name"] == "ds-lenet" and accepted["url"] == "/models/ds-lenet" and accepted["job"]["lane"] == "cpu"
+    assert accepted["name"] == "ds-lenet" and accepted["url"] == "/models/ds-lenet"
+    assert accepted["job"]["lane"] == device_lane("auto") and device_lane("auto") in ("cpu", "cuda", "mps")
     model = c.get("/api/models/ds-lenet").json()
     assert model["status"] == "queued" and model["config"]["epochs"] == 2 and model["can_abort"]
     assert model["history"] == [] and c.get("/api/models/ds-lenet/events").json() == {"events": [], "next": 0,

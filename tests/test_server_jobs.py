@@ -17,22 +17,12 @@ from fastapi.testclient import TestClient
 import shoal
 from shoal.server import Settings, create_app
 from shoal.store import Store
+from waiting import wait_for
 
 LOCAL = "http://127.0.0.1"  # the server answers to loopback names only (TestClient's default is 'testserver')
 
 CSRF = {"X-Shoal-CSRF": "1"}
 pytestmark = pytest.mark.slow
-
-
-def wait_for(what: str, check: Callable[[], Any], *, timeout: float = 180.0, every: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something true; fail (naming ``what``) if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    pytest.fail(f"gave up waiting for {what}")
 
 
 @pytest.fixture()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 
 import numpy as np
@@ -20,6 +19,7 @@ from shoal.errors import BundleError, NotFoundError, ShoalError, TrainingError
 from shoal.models import describe
 from shoal.store import Store
 from shoal.training import TrainConfig, resume, train
+from waiting import GENEROUS_S, wait_for
 
 FAST = dict(network="lenet", batch_size=8, solver="adam", lr=0.003)
 
@@ -117,12 +117,11 @@ def test_a_killed_run_resumes_from_its_last_epoch(tiny_dataset, shoal_home):
                                    "--batch-size", "8", "--name", "killed"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = Store(shoal_home)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if store.exists("model", "killed") and describe("killed", store=store)["history"]:
-            break
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
+    try:
+        wait_for("the first epoch of the run to kill", lambda: proc.poll() is not None or (
+            store.exists("model", "killed") and describe("killed", store=store)["history"]), every=0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (shoal_home / "models" / "killed" / "state.pt").exists(), "the run saved no epoch before it was killed"
     assert store.get("model", "killed").status == "running"  # as a kill leaves it
@@ -130,7 +129,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(tiny_dataset, shoal_home):
     # The resume point may be an epoch ahead of the log if the kill fell between the two.
     finished = len(describe("killed", store=store)["history"])
     done = subprocess.run(cmd + ["train", "--resume", "killed", "--epochs", str(finished + 2), "--json"], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["name"] == "killed"
