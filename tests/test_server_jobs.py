@@ -6,10 +6,8 @@ One training runs per device at a time and the rest wait in order; abort, a serv
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
