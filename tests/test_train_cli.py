@@ -74,3 +74,68 @@ def test_networks_lists_the_registry():
     lite0 = next(n for n in listed if n["name"] == "efficientnet_lite0")
     assert lite0["pretrained_offline"] is True and lite0["input_size"] == [224, 224]
     assert "efficientnet_lite0" in runner.invoke(app, ["networks", "efficient*"]).stdout
+
+
+def test_option_errors_are_one_line_naming_the_flag(tiny_dataset):
+    cases = [
+        (["--lr", "inf"], "--lr must be a number > 0 and <= 10, got inf"),
+        (["--lr", "1e309"], "--lr must be a number > 0 and <= 10, got inf"),
+        (["--weight-decay", "inf"], "--weight-decay must be a number from 0 to 1, got inf"),
+        (["--gamma", "inf"], "--gamma must be a number from 0 to 100, got inf"),
+        (["--power", "inf"], "--power must be a number from 0 to 100, got inf"),
+        (["--step-size", "inf"], "--step-size must be a number > 0 and <= 100000, got inf"),
+        (["--step-values", "a,b"], "--step-values must be epochs from 0 to 100000 at which multistep drops, "
+                                   "comma-separated (for example '10,20'), got 'a,b'"),
+        (["--step-values", "nan,-1"], "--step-values must be epochs from 0 to 100000 at which multistep drops, "
+                                      "comma-separated (for example '10,20'), got 'nan,-1'"),
+        (["--seed", str(10**23)], "--seed must be an int from 0 to 4294967295, got 100000000000000000000000"),
+        (["--freeze", "²"], "--freeze must be 'none', 'backbone' or an int >= 0 (how many leading stages to freeze), "
+                            "got '²'"),
+        (["--lr-policy", "exp", "--gamma", "2"], "--gamma must be at most 1 with --lr-policy exp (it multiplies the "
+                                                 "learning rate at each drop), got 2"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["train", "--dataset", "tiny", *args])
+        assert result.exit_code == 1, args
+        assert result.stderr == f"Error: {message}\n", args
+    assert json.loads(runner.invoke(app, ["model", "list", "--json"]).stdout) == []
+
+
+def test_step_values_are_read_from_the_flag(tiny_dataset):
+    result = runner.invoke(app, ["train", "--dataset", "tiny", "--epochs", "1", "--name", "m", "--lr-policy",
+                                 "multistep", "--step-values", "10", *FAST])
+    assert result.exit_code == 0, result.output
+    from shoal.store import Store
+
+    config = json.loads((Store().get("model", "m").path / "config.json").read_text())
+    assert config["step_values"] == [10.0]
+
+
+def test_export_epoch_must_be_best_last_or_a_number(tiny_dataset, tmp_path):
+    assert runner.invoke(app, ["train", "--dataset", "tiny", "--epochs", "1", "--name", "m", *FAST]).exit_code == 0
+    result = runner.invoke(app, ["export", "m", "--epoch", "²", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: no snapshot of epoch '²'")
+
+
+def test_train_help_comes_from_the_config_fields():
+    from shoal.config import field_docs
+    from shoal.training import TrainConfig
+
+    text = " ".join(runner.invoke(app, ["train", "--help"]).output.replace("│", " ").split())
+    docs = field_docs(TrainConfig)
+    assert f"{docs['solver']} (default: sgd)" in text
+    assert "Base learning rate (default: 0.01, fine-tuning: 0.05)" in text
+    assert "Passes over the training split (default: 30)" in text
+
+
+def test_offline_pretrained_advises_weights_and_registers_nothing(tiny_dataset, tmp_path, monkeypatch):
+    from shoal.networks.builtin import AlexNet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(AlexNet, "pretrained_url", lambda self: "http://127.0.0.1:9/alexnet-owt-7be5be79.pth")
+    result = runner.invoke(app, ["train", "--dataset", "tiny", "--network", "alexnet", "--pretrained"])
+    assert result.exit_code == 1
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("Error: could not get the pretrained alexnet weights")
+    assert "pass it with --weights path/to/alexnet-owt-7be5be79.pth" in error
+    assert json.loads(runner.invoke(app, ["model", "list", "--json"]).stdout) == []
