@@ -308,6 +308,22 @@ def test_config_parses_and_validates():
     assert from_dict(DataConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
 
 
+def test_a_dataset_from_a_newer_shoal_names_the_version_that_wrote_it(tiny_dataset):
+    from shoal import __version__
+
+    meta_path = tiny_dataset.path / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["augment"] = True
+    meta["shoal_version"] = "99.0"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError) as err:
+        datasets.load("tiny")
+    assert str(err.value) == (
+        f"dataset 'tiny' cannot be used: this DataConfig was written by shoal 99.0, newer than this shoal "
+        f"({__version__}), and has options it does not know ('augment'): upgrade shoal (pip install -U shoal) to read it"
+    )
+
+
 # -- scanning -----------------------------------------------------------------------------------
 def test_split_counts_floor_per_class():
     assert split_counts(65, 25, 0) == (49, 16, 0)
