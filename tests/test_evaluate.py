@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import shoal
 from inference_fixtures import ToyModel
 from shoal.cli import _register, app
-from shoal.errors import ConfigError, DatasetError
-from shoal.evaluate import evaluate, score, write_html
+from shoal.errors import ConfigError, DatasetError, NotFoundError
+from shoal.evaluate import calibration, evaluate, score, write_html
 from shoal.store import Store
 
 _register()
@@ -35,15 +35,61 @@ def test_score_computes_every_figure_from_probabilities():
     e = score(labels, probs, truth, [f"img{i}" for i in range(6)], wrong=2, top_per_class=2)
     assert e.count == 6 and e.accuracy == pytest.approx(0.5) and e.top5 is None
     assert e.confusion == [[1, 1, 0], [1, 1, 0], [0, 1, 1]]
-    assert e.loss == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.8, 0.3, 0.9, 0.05])), rel=1e-6)
+    assert e.log_loss == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.8, 0.3, 0.9, 0.05])), rel=1e-6)
     b = e.per_class[1]
     assert b == {"label": "b", "precision": pytest.approx(1 / 3), "recall": 0.5,
                  "f1": pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5)), "support": 2}
     assert e.per_class[2]["precision"] == 1.0 and e.per_class[2]["recall"] == 0.5
     assert [(j.source, j.true, j.predicted) for j in e.wrong] == [("img5", "c", "b"), ("img1", "a", "b")]
     assert e.wrong[0].probability == pytest.approx(0.85) and e.wrong[0].true_probability == pytest.approx(0.05)
+    # A class's row holds the images predicted as it, by its probability: the wrong ones too, never others.
     assert [j.source for j in e.top_per_class["b"]] == ["img5", "img2"]
-    assert json.loads(json.dumps(e.to_dict()))["confusion"] == e.confusion
+    assert [j.source for j in e.top_per_class["c"]] == ["img4"]
+    assert e.calibration == calibration(probs, truth)
+    as_json = json.loads(json.dumps(e.to_dict()))
+    assert as_json["confusion"] == e.confusion and as_json["log_loss"] == e.log_loss
+    assert as_json["calibration"]["ece"] == e.calibration.ece and len(as_json["calibration"]["bins"]) == 10
+
+
+def test_calibration_on_a_hand_computed_example():
+    # Two images at confidence 0.9, one right: accuracy 0.5. Two at 0.6, both right: accuracy 1.
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
+    c = calibration(probs, np.array([0, 1, 1, 1]))
+    assert c.ece == pytest.approx(0.5 * abs(0.5 - 0.9) + 0.5 * abs(1.0 - 0.6))
+    assert [(b.low, b.high) for b in c.bins] == [(pytest.approx(i / 10), pytest.approx((i + 1) / 10)) for i in range(10)]
+    full = {i: (b.count, b.confidence, b.accuracy) for i, b in enumerate(c.bins) if b.count}
+    assert full == {5: (2, pytest.approx(0.6), 1.0), 8: (2, pytest.approx(0.9), 0.5)}
+    assert c.bins[0].count == 0 and c.bins[0].confidence is None and c.bins[0].accuracy is None
+
+
+def test_calibration_bins_include_their_upper_edge():
+    probs = np.array([[0.5, 0.5], [1.0, 0.0], [0.25, 0.75], [0.1, 0.9]])
+    c = calibration(probs, np.array([0, 0, 1, 0]), bins=4)
+    assert [b.count for b in c.bins] == [0, 1, 1, 2]  # 0.5 in (0.25, 0.5]; 0.75 in (0.5, 0.75]; 0.9 and 1.0 last
+    assert c.bins[3].accuracy == 0.5 and c.bins[3].confidence == pytest.approx(0.95)
+    assert c.ece == pytest.approx((abs(1 - 0.5) + abs(1 - 0.75) + 2 * abs(0.5 - 0.95)) / 4)
+
+
+def test_calibrated_probabilities_score_near_zero_and_overconfident_ones_high():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 100_000)
+    right = rng.uniform(size=confidence.size) < confidence  # right exactly as often as it is sure
+    probs = np.stack([confidence, 1 - confidence], 1)
+    truth = np.where(right, 0, 1)
+    assert calibration(probs, truth).ece < 0.01
+    sure = np.stack([np.full(confidence.size, 0.999), np.full(confidence.size, 0.001)], 1)
+    overconfident = calibration(sure, truth)  # always 99.9 %, right about 75 % of the time
+    assert overconfident.ece == pytest.approx(0.999 - right.mean())
+    assert overconfident.ece > 0.2 and [b.count for b in overconfident.bins][-1] == confidence.size
+
+
+def test_calibration_refuses_what_it_cannot_bin():
+    with pytest.raises(ConfigError, match="bins must be an int >= 1, got 0"):
+        calibration(np.array([[1.0, 0.0]]), np.array([0]), bins=0)
+    with pytest.raises(ConfigError, match=r"truth must hold one class index per row of probabilities \(2\), got shape \(3,\)"):
+        calibration(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1, 1]))
+    with pytest.raises(ConfigError, match=r"probabilities must be an N×classes array with N >= 1, got shape \(0,\)"):
+        calibration(np.array([]), np.array([]))
 
 
 def test_classes_never_predicted_or_absent():
@@ -65,11 +111,23 @@ def test_top5_with_more_than_five_classes():
 def test_a_dataset_split_scores_like_training_validation(rgb):
     e = evaluate(rgb.bundle, dataset=rgb.dataset, store=Store(rgb.home))
     manifest = shoal.load(rgb.bundle).manifest
-    assert e.count == 9 and e.on == "dataset 'rgb' (val)"
+    assert e.count == 9 and e.on == "dataset 'rgb' (val)" and e.dataset == rgb.dataset and e.name == rgb.name
     assert e.accuracy == pytest.approx(manifest["metrics"]["val_accuracy"])
-    assert e.loss == pytest.approx(manifest["metrics"]["val_loss"], abs=1e-4)
+    assert e.log_loss == pytest.approx(manifest["metrics"]["val_loss"], abs=1e-4)
     assert sum(map(sum, e.confusion)) == 9 and e.labels == list(rgb.labels)
-    assert len(e.top_per_class) == 3 and all(len(v) == 9 for v in e.top_per_class.values())
+    assert len(e.top_per_class) == 3 and sum(map(len, e.top_per_class.values())) == 9  # each image in one row
+    assert all(j.predicted == label for label, items in e.top_per_class.items() for j in items)
+    assert sum(b.count for b in e.calibration.bins) == 9
+
+
+def test_without_a_dataset_or_folder_the_models_own_dataset_is_used(rgb, tmp_path):
+    e = evaluate(rgb.bundle, store=Store(rgb.home))
+    assert e.on == "dataset 'rgb' (val), the one it was trained on" and e.dataset == rgb.dataset and e.count == 9
+    with pytest.raises(NotFoundError) as gone:
+        evaluate(rgb.bundle, store=Store(tmp_path / "elsewhere"))
+    assert str(gone.value) == (f"model {rgb.name!r} was trained on dataset 'rgb', which is no longer in "
+                               f"{tmp_path / 'elsewhere'}; evaluate it on a folder of class sub-folders instead "
+                               "(shoal evaluate MODEL --folder DIR)")
 
 
 def test_a_folder_scores_what_predict_says(rgb, tmp_path):
@@ -89,9 +147,7 @@ def test_a_folder_scores_what_predict_says(rgb, tmp_path):
 
 
 def test_bad_requests_are_refused(rgb, tmp_path):
-    with pytest.raises(ConfigError, match="give either dataset"):
-        evaluate(rgb.bundle)
-    with pytest.raises(ConfigError, match="give either dataset"):
+    with pytest.raises(ConfigError, match="give either dataset .* or folder .*, not both"):
         evaluate(rgb.bundle, dataset="rgb", folder=tmp_path)
     with pytest.raises(ConfigError, match="split must be one of train, val, test, got 'dev'"):
         evaluate(rgb.bundle, dataset="rgb", split="dev", store=Store(rgb.home))
@@ -106,24 +162,83 @@ def test_bad_requests_are_refused(rgb, tmp_path):
         evaluate(rgb.bundle, folder=tmp_path, wrong=-1)
 
 
-def test_the_html_report_shows_the_matrix_and_the_images(rgb, tmp_path):
+def test_the_html_report_shows_the_matrix_calibration_and_the_images(rgb, tmp_path):
     e = evaluate(rgb.bundle, dataset=rgb.dataset, store=Store(rgb.home), top_per_class=2)
     page = write_html(e, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f"<h1>Evaluation of {rgb.name}</h1>" in page and f"<p class=muted>Bundle {rgb.bundle}</p>" in page
     assert "<h2>Confusion matrix</h2>" in page and "true \\ predicted" in page
-    assert page.count("data:image/png;base64,") == 2 * 3 + len(e.wrong)
-    assert f"Accuracy <b>{e.accuracy:.2%}</b>" in page
+    assert page.count("data:image/png;base64,") == sum(map(len, e.top_per_class.values())) + len(e.wrong)
+    assert (f"Accuracy <b>{e.accuracy:.2%}</b>, log-loss {e.log_loss:.4f},\n"
+            f"expected calibration error {e.calibration.ece:.2%}.") in page
+    assert "<h2>Calibration</h2>" in page and 'aria-label="reliability diagram"' in page
+    assert page.count("<tr><td>0.") + page.count("<tr><td>1.") >= 1  # the reliability table, one row per full bin
+    assert "<script" not in page and 'src="http' not in page  # self-contained
+
+
+def test_the_report_captions_each_row_with_its_own_class(tmp_path):
+    labels = ["dolphin", "seahorse"]
+    probs = np.array([[0.97, 0.03], [0.2, 0.8], [0.999, 0.001], [0.4, 0.6]])
+    truth = np.array([0, 1, 1, 0])  # the third is a seahorse called a dolphin at 99.9 %
+    pixels = lambda i: np.full((8, 8, 3), 40 * i, np.uint8)  # noqa: E731
+    e = score(labels, probs, truth, ["d1.jpg", "s1.jpg", "s2.jpg", "d2.jpg"], model="/m/bundle", name="sea",
+              on="folder photos", pixels=pixels)
+    assert [(j.source, j.probability) for j in e.top_per_class["dolphin"]] == [("s2.jpg", pytest.approx(0.999)),
+                                                                                  ("d1.jpg", pytest.approx(0.97))]
+    assert [j.source for j in e.wrong] == ["s2.jpg", "d2.jpg"]
+    page = write_html(e, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<figcaption>99.9% · is seahorse</figcaption>" in page and "<figcaption>97.0%</figcaption>" in page
+    assert "<figcaption>is seahorse, predicted dolphin 99.9%</figcaption>" in page
+    assert page.count("<figure class=wrong>") == 2 * 2  # each wrong image in its row and in the wrong list
+    assert ("The images predicted as each class, by the probability of that class; those of another class (red) "
+            "are wrong.") in page
+    assert "<title>shoal evaluation of sea: folder photos</title>" in page
+    one_sided = score(labels, np.array([[0.9, 0.1]]), np.array([0]), ["d.jpg"])
+    assert "<p>No image was predicted as seahorse.</p>" in write_html(one_sided, tmp_path / "o.html").read_text()
 
 
 def test_cli_text_json_and_report(rgb, tmp_path, monkeypatch):
     monkeypatch.setenv("SHOAL_HOME", str(rgb.home))
     text = runner.invoke(app, ["evaluate", rgb.name, "--dataset", rgb.dataset])
     assert text.exit_code == 0, text.output
-    assert text.stdout.splitlines()[0] == f"Model {rgb.bundle} on dataset 'rgb' (val): 9 images"
+    report = evaluate(rgb.name, dataset=rgb.dataset)
+    lines = text.stdout.splitlines()
+    assert lines[0] == f"Model {rgb.name} on dataset 'rgb' (val): 9 images"
+    assert lines[1].endswith(f"  log-loss {report.log_loss:.4f}  expected calibration error {report.calibration.ece:.2%}")
+    assert lines[3] == "reliability (images by top-1 confidence; a calibrated model's accuracy equals its confidence)"
+    assert lines[4] == " confidence  images  mean conf.   accuracy"
+    full = [b for b in report.calibration.bins if b.count]
+    assert lines[5 : 5 + len(full)] == [f"{b.low:>5.2f}–{b.high:<5.2f}  {b.count:>6}  {b.confidence:>10.2%}  "
+                                        f"{b.accuracy:>9.2%}" for b in full]
     assert "confusion matrix (rows: true class, columns: predicted)" in text.stdout
     as_json = runner.invoke(app, ["evaluate", rgb.name, "--dataset", rgb.dataset, "--json", "--out",
                                   str(tmp_path / "r.html")])
     data = json.loads(as_json.stdout)
-    assert data["count"] == 9 and len(data["confusion"]) == 3 and not math.isnan(data["loss"])
+    assert data["count"] == 9 and len(data["confusion"]) == 3 and not math.isnan(data["log_loss"])
+    assert data["name"] == rgb.name and data["calibration"] == report.calibration.to_dict()
     assert (tmp_path / "r.html").exists() and "Report:" in as_json.stderr
     missing = runner.invoke(app, ["evaluate", rgb.name, "--dataset", "nope"])
     assert missing.exit_code == 1 and missing.stderr.startswith("Error: no dataset named 'nope'")
+    both = runner.invoke(app, ["evaluate", rgb.name, "--dataset", "rgb", "--folder", str(tmp_path)])
+    assert both.exit_code == 1 and both.stderr == (
+        "Error: give either --dataset (a stored dataset's name) or --folder (a folder of class sub-folders), "
+        "not both\n")
+
+
+def test_cli_defaults_to_the_models_own_dataset(rgb, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOAL_HOME", str(rgb.home))
+    own = runner.invoke(app, ["evaluate", rgb.name])
+    assert own.exit_code == 0, own.output
+    assert own.stdout.splitlines()[0] == f"Model {rgb.name} on dataset 'rgb' (val), the one it was trained on: 9 images"
+    monkeypatch.setenv("SHOAL_HOME", str(tmp_path / "elsewhere"))
+    gone = runner.invoke(app, ["evaluate", str(rgb.bundle)])
+    assert gone.exit_code == 1 and gone.stderr == (
+        f"Error: model {rgb.name!r} was trained on dataset 'rgb', which is no longer in {tmp_path / 'elsewhere'}; "
+        "evaluate it on a folder of class sub-folders instead (shoal evaluate MODEL --folder DIR)\n")
+    copy = shutil.copytree(rgb.bundle, tmp_path / "imported")
+    manifest = json.loads((copy / "shoal.json").read_text())
+    del manifest["training"]
+    (copy / "shoal.json").write_text(json.dumps(manifest))
+    unknown = runner.invoke(app, ["evaluate", str(copy)])
+    assert unknown.exit_code == 1 and unknown.stderr == (
+        "Error: give --dataset (a stored dataset's name) or --folder (a folder of class sub-folders): "
+        f"model {rgb.name!r} does not record the dataset it was trained on\n")

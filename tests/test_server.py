@@ -810,8 +810,13 @@ def test_evaluation_scores_the_model_on_its_validation_split(toy_client: TestCli
     assert ev["confusion_matrix"] == expected.confusion and ev["labels"] == list(toy.labels)
     assert [c["label"] for c in ev["per_class"]] == list(toy.labels)
     assert len(ev["confidently_wrong"]) == len(expected.wrong)
-    assert set(ev["most_confident"]) == set(toy.labels) and all(len(v) == 2 for v in ev["most_confident"].values())
-    thumb = ev["most_confident"]["circle"][0]["image"]
+    assert ev["dataset"] == toy.dataset and ev["on"] == f"dataset {toy.dataset!r} (val), the one it was trained on"
+    assert ev["log_loss"] == pytest.approx(expected.log_loss) and ev["calibration"] == expected.calibration.to_dict()
+    assert set(ev["most_confident"]) == set(toy.labels)
+    assert all(item["predicted"] == label for label, items in ev["most_confident"].items() for item in items)
+    assert [[i["source"] for i in v] for v in ev["most_confident"].values()] == [
+        [os.path.basename(j.source) for j in v[:2]] for v in expected.top_per_class.values()]
+    thumb = next(v for v in ev["most_confident"].values() if v)[0]["image"]
     assert thumb.startswith("data:image/png;base64,")
     bad = toy_client.get(f"/api/models/{toy.name}/evaluation", params={"split": "test"})
     assert bad.status_code == 400 and "has no test images" in bad.json()["detail"]

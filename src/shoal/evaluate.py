@@ -1,11 +1,13 @@
-"""How good is a model? Accuracy, loss, confusion matrix, per-class scores, telling images.
+"""How good is a model? Accuracy, log-loss, calibration, confusion matrix, per-class scores, telling images.
 
-:func:`evaluate` runs a model over a stored dataset's split, or over any folder with one
-sub-folder per class, and returns an :class:`Evaluation`: accuracy (and top-5), mean
-cross-entropy, the confusion matrix, precision/recall/F1 per class, the most confidently
-wrong images, and for each class the images the model is surest belong to it (DIGITS'
-"Top N" page). :func:`write_html` turns it into a self-contained HTML report with the
-confusion matrix and the images as pictures.
+:func:`evaluate` runs a model over a stored dataset's split (by default the validation split
+of the dataset it was trained on), or over any folder with one sub-folder per class, and
+returns an :class:`Evaluation`: accuracy (and top-5), log-loss (mean cross-entropy), the
+expected calibration error with its reliability diagram (:func:`calibration`), the
+confusion matrix, precision/recall/F1 per class, the most confidently wrong images, and for
+each class the images predicted as it, surest first (DIGITS' "Top N" page).
+:func:`write_html` turns it into a self-contained HTML report with the confusion matrix,
+the reliability diagram and the images as pictures.
 
 Torch-free: it classifies through :func:`shoal.load` (ONNX Runtime by default).
 
@@ -14,6 +16,8 @@ Example:
     >>> report = evaluate("dolphins.shoal", dataset="dolphins")  # doctest: +SKIP
     >>> report.accuracy, report.confusion                      # doctest: +SKIP
     (1.0, [[16, 0], [0, 14]])
+    >>> report.log_loss, report.calibration.ece                # doctest: +SKIP
+    (0.0213, 0.0187)
     >>> write_html(report, "report.html")                      # doctest: +SKIP
 """
 
@@ -25,13 +29,14 @@ import io
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shoal.errors import ConfigError, DatasetError
+from shoal.config import check_int
+from shoal.errors import ConfigError, DatasetError, NotFoundError
 from shoal.inference import Classifier, load
 from shoal.store import Store
 
@@ -55,32 +60,115 @@ class Judged:
                 "probability": self.probability, "true_probability": self.true_probability}
 
 
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One bar of a reliability diagram: the images whose top-1 confidence is in ``(low, high]``."""
+
+    low: float  # the bin's lower edge (the first bin also holds confidence 0)
+    high: float  # its upper edge, included
+    count: int  # images in the bin
+    confidence: float | None  # their mean top-1 probability; None when the bin is empty
+    accuracy: float | None  # the share of them classified right; None when the bin is empty
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How well a model's confidence matches its accuracy (see :func:`calibration`).
+
+    Attributes:
+        ece: the expected calibration error, 0 (calibrated) to 1: the gap between mean
+            confidence and accuracy per bin, averaged with the bins' image counts as weights.
+        bins: the reliability diagram, one :class:`ReliabilityBin` per equal-width bin, empty ones included.
+    """
+
+    ece: float
+    bins: tuple[ReliabilityBin, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ece": self.ece, "bins": [asdict(b) for b in self.bins]}
+
+
+def calibration(probabilities: np.ndarray, truth: np.ndarray, bins: int = 10) -> Calibration:
+    """The expected calibration error and reliability diagram of top-1 predictions.
+
+    The images are put into ``bins`` equal-width bins of their top-1 probability (the
+    confidence), ``(0, 1/bins]``, ..., ``((bins-1)/bins, 1]``. In each bin the mean confidence is
+    compared with the accuracy, and the expected calibration error is the mean of the gaps
+    weighted by the bins' image counts (Guo et al., "On Calibration of Modern Neural
+    Networks", 2017). Torch-free.
+
+    Args:
+        probabilities: ``N×classes`` predicted probabilities, ``N >= 1``.
+        truth: ``N`` true class indices.
+        bins: how many equal-width confidence bins.
+
+    Returns:
+        The :class:`Calibration`.
+
+    Raises:
+        ConfigError: shapes that do not match, or ``bins`` not an int >= 1.
+
+    Example:
+        >>> c = calibration(np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]]), np.array([0, 1, 1, 1]))
+        >>> round(c.ece, 3), [(b.count, round(b.confidence, 2), b.accuracy) for b in c.bins if b.count]
+        (0.4, [(2, 0.6, 1.0), (2, 0.9, 0.5)])
+    """
+    bins = int(check_int("bins", bins, minimum=1))  # type: ignore[arg-type]
+    probs = np.asarray(probabilities, np.float64)
+    labels = np.asarray(truth)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise ConfigError(f"probabilities must be an N×classes array with N >= 1, got shape {probs.shape}")
+    if labels.shape != (len(probs),):
+        raise ConfigError(f"truth must hold one class index per row of probabilities ({len(probs)}), "
+                          f"got shape {labels.shape}")
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    confidence_sum = np.bincount(which, weights=confidence, minlength=bins)
+    correct_sum = np.bincount(which, weights=correct, minlength=bins)
+    ece = float(np.abs(correct_sum - confidence_sum).sum() / len(probs))
+    return Calibration(ece=ece, bins=tuple(
+        ReliabilityBin(low=float(edges[b]), high=float(edges[b + 1]), count=int(counts[b]),
+                       confidence=float(confidence_sum[b] / counts[b]) if counts[b] else None,
+                       accuracy=float(correct_sum[b] / counts[b]) if counts[b] else None)
+        for b in range(bins)))
+
+
 @dataclass
 class Evaluation:
     """The scores of a model on a set of labelled images.
 
     Attributes:
         model: the bundle's path.
+        name: the model's name (the manifest's ``name``; the bundle's file name when it has none).
         on: what was evaluated, e.g. ``dataset 'dolphins' (val)`` or ``folder photos/``.
+        dataset: the stored dataset evaluated on, or ``None`` for a folder.
         labels: the model's classes (the confusion matrix's order).
         count: images evaluated.
         accuracy: top-1 accuracy.
         top5: top-5 accuracy when the model has more than 5 classes, else ``None``.
-        loss: mean cross-entropy of the predicted probabilities (natural log).
+        log_loss: mean cross-entropy of the predicted probabilities (natural log).
+        calibration: the expected calibration error and reliability diagram (10 bins).
         confusion: ``confusion[t][p]`` = images of class ``t`` predicted as ``p``.
         per_class: per class: ``label``, ``precision``, ``recall``, ``f1``, ``support``.
         wrong: the most confidently wrong images, surest first.
-        top_per_class: per class, the images the model is surest belong to it.
+        top_per_class: per class, the images predicted as it, by its probability, surest first;
+            those whose true class is another are wrong (and the surest of them are in ``wrong``).
         skipped: files that could not be read (``source``, ``error``).
     """
 
     model: str
+    name: str
     on: str
+    dataset: str | None
     labels: list[str]
     count: int
     accuracy: float
     top5: float | None
-    loss: float
+    log_loss: float
+    calibration: Calibration
     confusion: list[list[int]]
     per_class: list[dict[str, Any]]
     wrong: list[Judged]
@@ -90,17 +178,23 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every figure and list."""
-        return {"model": self.model, "on": self.on, "labels": self.labels, "count": self.count,
-                "accuracy": self.accuracy, "top5": self.top5, "loss": self.loss, "confusion": self.confusion,
+        return {"model": self.model, "name": self.name, "on": self.on, "dataset": self.dataset,
+                "labels": self.labels, "count": self.count, "accuracy": self.accuracy, "top5": self.top5,
+                "log_loss": self.log_loss, "calibration": self.calibration.to_dict(), "confusion": self.confusion,
                 "per_class": self.per_class, "wrong": [j.to_dict() for j in self.wrong],
                 "top_per_class": {k: [j.to_dict() for j in v] for k, v in self.top_per_class.items()},
                 "skipped": self.skipped}
 
     def summary(self) -> str:
-        """A plain-text report: figures, confusion matrix, per-class table, wrong images."""
-        lines = [f"Model {self.model} on {self.on}: {self.count} images",
+        """A plain-text report: figures, calibration, confusion matrix, per-class table, wrong images."""
+        lines = [f"Model {self.name} on {self.on}: {self.count} images",
                  f"accuracy {self.accuracy:.2%}" + (f"  top-5 {self.top5:.2%}" if self.top5 is not None else "")
-                 + f"  loss {self.loss:.4f}", "", "confusion matrix (rows: true class, columns: predicted)"]
+                 + f"  log-loss {self.log_loss:.4f}  expected calibration error {self.calibration.ece:.2%}", "",
+                 "reliability (images by top-1 confidence; a calibrated model's accuracy equals its confidence)",
+                 f"{'confidence':>11}  {'images':>6}  {'mean conf.':>10}  {'accuracy':>9}"]
+        lines += [f"{b.low:>5.2f}–{b.high:<5.2f}  {b.count:>6}  {b.confidence:>10.2%}  {b.accuracy:>9.2%}"
+                  for b in self.calibration.bins if b.count]
+        lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
         width = max(7, *(len(label) for label in self.labels))
         lines.append(" " * (width + 2) + "".join(f"{label[:width]:>{width + 2}}" for label in self.labels))
         for label, row in zip(self.labels, self.confusion):
@@ -131,11 +225,12 @@ def evaluate(model: str | os.PathLike[str] | Classifier, *, dataset: str | None 
         model: a loaded :class:`~shoal.inference.Classifier`, or what :func:`shoal.load` takes.
         dataset: a stored dataset; its images are used as stored when the model was trained
             at the same size, resize mode and channels (else they are prepared again from
-            their source files).
+            their source files). Without ``dataset`` and ``folder``: the dataset the model was
+            trained on (the manifest's ``training.dataset``).
         split: ``val`` (default), ``test`` or ``train``.
         folder: instead of a dataset, a folder of class sub-folders (names = the model's labels).
         wrong: how many of the most confidently wrong images to keep.
-        top_per_class: how many of the surest images to keep per class.
+        top_per_class: how many images predicted as each class to keep, surest first.
         store: where datasets live; default ``SHOAL_HOME``.
         batch_size: images per run of the network.
 
@@ -143,33 +238,50 @@ def evaluate(model: str | os.PathLike[str] | Classifier, *, dataset: str | None 
         The :class:`Evaluation`.
 
     Raises:
-        ConfigError: neither or both of ``dataset`` and ``folder``; a bad ``split``, ``wrong`` or
-            ``top_per_class``.
+        ConfigError: both ``dataset`` and ``folder``, or neither for a model that records no
+            dataset; a bad ``split``, ``wrong`` or ``top_per_class``.
         DatasetError: the split is empty, a class is unknown to the model, or the folder has
             no readable image.
-        NotFoundError: no such dataset.
+        NotFoundError: no such dataset, or the model's own dataset is no longer in the store.
     """
-    if (dataset is None) == (folder is None):
-        raise ConfigError("give either dataset (a stored dataset's name) or folder (a folder of class sub-folders)")
-    for name, value in (("wrong", wrong), ("top_per_class", top_per_class)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
+    if dataset is not None and folder is not None:
+        raise ConfigError("give either dataset (a stored dataset's name) or folder (a folder of class sub-folders), "
+                          "not both", options=("dataset", "folder"))
+    check_int("wrong", wrong, minimum=0)
+    check_int("top_per_class", top_per_class, minimum=0)
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}", options=("split",))
     classifier = model if isinstance(model, Classifier) else load(model)
-    if dataset is not None:
-        if split not in SPLITS:
-            raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        probs, truth, sources, skipped, pixels = _on_dataset(classifier, dataset, split, store, batch_size)
-        on = f"dataset {dataset!r} ({split})"
-    else:
-        probs, truth, sources, skipped, pixels = _on_folder(classifier, Path(folder), batch_size)  # type: ignore[arg-type]
+    name = classifier.manifest.get("name") or classifier.path.name.removesuffix(".shoal")
+    if folder is not None:
+        probs, truth, sources, skipped, pixels = _on_folder(classifier, Path(folder), batch_size)
         on = f"folder {folder}"
-    return score(classifier.labels, probs, truth, sources, model=str(classifier.path), on=on, wrong=wrong,
-                 top_per_class=top_per_class, skipped=skipped, pixels=pixels)
+    else:
+        on = f"dataset {dataset!r} ({split})"
+        if dataset is None:
+            dataset = _own_dataset(classifier, name, store)
+            on = f"dataset {dataset!r} ({split}), the one it was trained on"
+        probs, truth, sources, skipped, pixels = _on_dataset(classifier, dataset, split, store, batch_size)
+    return score(classifier.labels, probs, truth, sources, model=str(classifier.path), name=name, on=on,
+                 dataset=dataset, wrong=wrong, top_per_class=top_per_class, skipped=skipped, pixels=pixels)
 
 
-def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list[str], *, model: str = "", on: str = "",
-          wrong: int = 10, top_per_class: int = 9, skipped: list[dict[str, str]] | None = None,
-          pixels: Callable[[int], np.ndarray] | None = None) -> Evaluation:
+def _own_dataset(classifier: Classifier, name: str, store: Store | None) -> str:
+    """The stored dataset the model was trained on, refused in one line when it is not there."""
+    dataset = (classifier.manifest.get("training") or {}).get("dataset")
+    if not dataset:
+        raise ConfigError(f"give dataset (a stored dataset's name) or folder (a folder of class sub-folders): "
+                          f"model {name!r} does not record the dataset it was trained on", options=("dataset", "folder"))
+    store = Store() if store is None else store
+    if not store.exists("dataset", dataset):
+        raise NotFoundError(f"model {name!r} was trained on dataset {dataset!r}, which is no longer in {store.home}; "
+                            "evaluate it on a folder of class sub-folders instead (shoal evaluate MODEL --folder DIR)")
+    return dataset
+
+
+def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list[str], *, model: str = "",
+          name: str = "", on: str = "", dataset: str | None = None, wrong: int = 10, top_per_class: int = 9,
+          skipped: list[dict[str, str]] | None = None, pixels: Callable[[int], np.ndarray] | None = None) -> Evaluation:
     """Turn probabilities and true classes into an :class:`Evaluation` (no model needed).
 
     Args:
@@ -177,13 +289,15 @@ def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list
         probs: ``N×classes`` probabilities.
         truth: ``N`` true class indices.
         sources: ``N`` names of the images.
+        model: the bundle's path; name: the model's name (default: ``model``).
+        on: what was evaluated, in words; dataset: the stored dataset's name, if one.
     """
     n, k = probs.shape
     predicted = probs.argmax(1)
     confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (truth, predicted), 1)
     true_p = probs[np.arange(n), truth]
-    loss = float(-np.log(np.maximum(true_p, _EPS)).mean())
+    log_loss = float(-np.log(np.maximum(true_p, _EPS)).mean())
     top5 = None
     if k > 5:
         top5 = float((np.argsort(-probs, 1)[:, :5] == truth[:, None]).any(1).mean())
@@ -200,14 +314,15 @@ def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list
         return Judged(sources[i], labels[truth[i]], labels[predicted[i]], float(probs[i, predicted[i]]),
                       float(true_p[i]), i)
 
-    wrong_rows = np.flatnonzero(predicted != truth)
-    wrong_rows = wrong_rows[np.argsort(-probs[wrong_rows, predicted[wrong_rows]], kind="stable")][:wrong]
-    tops = {label: [judged(int(i)) for i in np.argsort(-probs[:, c], kind="stable")[:top_per_class]]
-            for c, label in enumerate(labels)}
-    return Evaluation(model=model, on=on, labels=list(labels), count=n, accuracy=float((predicted == truth).mean()),
-                      top5=top5, loss=loss, confusion=confusion.tolist(), per_class=per_class,
-                      wrong=[judged(int(i)) for i in wrong_rows], top_per_class=tops, skipped=skipped or [],
-                      pixels=pixels)
+    def surest(rows: np.ndarray, keep: int) -> list[Judged]:  # by the probability of the predicted class
+        return [judged(int(i)) for i in rows[np.argsort(-probs[rows, predicted[rows]], kind="stable")][:keep]]
+
+    tops = {label: surest(np.flatnonzero(predicted == c), top_per_class) for c, label in enumerate(labels)}
+    return Evaluation(model=model, name=name or model, on=on, dataset=dataset, labels=list(labels), count=n,
+                      accuracy=float((predicted == truth).mean()), top5=top5, log_loss=log_loss,
+                      calibration=calibration(probs, truth), confusion=confusion.tolist(), per_class=per_class,
+                      wrong=surest(np.flatnonzero(predicted != truth), wrong), top_per_class=tops,
+                      skipped=skipped or [], pixels=pixels)
 
 
 def _label_index(classifier: Classifier, classes: list[str] | tuple[str, ...], where: str) -> np.ndarray:
@@ -306,31 +421,46 @@ def write_html(evaluation: Evaluation, path: str | os.PathLike[str], *, thumbnai
                         f"<td>{_fmt(r['f1'])}</td><td>{r['support']}</td></tr>" for r in e.per_class)
 
     def figure(j: Judged, caption: str) -> str:
-        img = _data_uri(e.pixels(j.index), thumbnail) if e.pixels is not None else ""
-        return (f'<figure><img src="{img}" alt="{esc(j.source)}" title="{esc(j.source)}">'
-                f"<figcaption>{esc(caption)}</figcaption></figure>")
+        img = thumbnail_uri(e.pixels(j.index), thumbnail) if e.pixels is not None else ""
+        return (f'<figure{"" if j.true == j.predicted else " class=wrong"}><img src="{img}" alt="{esc(j.source)}" '
+                f'title="{esc(j.source)}"><figcaption>{esc(caption)}</figcaption></figure>')
 
-    wrong = "".join(figure(j, f"{j.true} → {j.predicted} {j.probability:.1%}") for j in e.wrong)
+    wrong = "".join(figure(j, f"is {j.true}, predicted {j.predicted} {j.probability:.1%}") for j in e.wrong)
     tops = "".join(
-        f"<h3>{esc(label)}</h3><div class=grid>"
-        + "".join(figure(j, f"{j.probability:.1%}" + ("" if j.true == label else f" (is {j.true})")) for j in items)
-        + "</div>" for label, items in e.top_per_class.items())
+        f"<h3>{esc(label)}</h3>"
+        + (f"<div class=grid>{''.join(figure(j, surest_caption(j)) for j in items)}</div>" if items
+           else f"<p>No image was predicted as {esc(label)}.</p>")
+        for label, items in e.top_per_class.items())
+    bins = "".join(f"<tr><td>{b.low:.1f}–{b.high:.1f}</td><td>{b.count}</td><td>{_fmt(b.confidence)}</td>"
+                   f"<td>{_fmt(b.accuracy)}</td></tr>" for b in e.calibration.bins if b.count)
     skipped = "".join(f"<li>{esc(s['error'])}</li>" for s in e.skipped)
     top5 = f", top-5 {e.top5:.2%}" if e.top5 is not None else ""
     page = f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>shoal evaluation: {esc(e.on)}</title>
+<html lang=en><head><meta charset=utf-8><title>shoal evaluation of {esc(e.name)}: {esc(e.on)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222 }}
 table {{ border-collapse: collapse; margin: 1em 0 }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 10px }} figure {{ margin: 0; text-align: center; font-size: 12px }}
 figure img {{ display: block; max-width: {thumbnail}px; max-height: {thumbnail}px; image-rendering: pixelated }}
+figure.wrong img {{ outline: 3px solid #c82828 }} figure.wrong figcaption {{ color: #c82828 }}
+.calibration {{ display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start }} .muted {{ color: #666 }}
 </style></head><body>
-<h1>Evaluation of {esc(e.model)}</h1>
-<p>On {esc(e.on)}: {e.count} images. Accuracy <b>{e.accuracy:.2%}</b>{top5}, loss {e.loss:.4f}.</p>
+<h1>Evaluation of {esc(e.name)}</h1>
+<p class=muted>Bundle {esc(e.model)}</p>
+<p>On {esc(e.on)}: {e.count} images. Accuracy <b>{e.accuracy:.2%}</b>{top5}, log-loss {e.log_loss:.4f},
+expected calibration error {e.calibration.ece:.2%}.</p>
 <h2>Confusion matrix</h2>{matrix}
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>{per_class}</table>
+<h2>Calibration</h2>
+<p>Is the model as sure as it is right? The images are grouped by the probability of their top class (the
+confidence). In a calibrated model the accuracy of each group equals its mean confidence: the bars reach the
+diagonal. The expected calibration error is the gap, averaged over the images.</p>
+<div class=calibration>{_reliability_svg(e.calibration)}
+<table><tr><th>confidence</th><th>images</th><th>mean confidence</th><th>accuracy</th></tr>{bins}</table></div>
 <h2>Most confidently wrong</h2>{f'<div class=grid>{wrong}</div>' if wrong else '<p>None: every image is right.</p>'}
-<h2>Surest images per class</h2>{tops}
+<h2>Surest images per class</h2>
+<p>The images predicted as each class, by the probability of that class; those of another class (red) are wrong.</p>
+{tops}
 {f'<h2>Skipped</h2><ul>{skipped}</ul>' if skipped else ''}
 </body></html>
 """
@@ -340,11 +470,53 @@ figure img {{ display: block; max-width: {thumbnail}px; max-height: {thumbnail}p
     return out
 
 
+def surest_caption(j: Judged) -> str:
+    """The caption of an image in its predicted class's row: that class's probability, and the true class if another.
+
+    >>> surest_caption(Judged("x.png", "seahorse", "dolphin", 0.981, 0.019, 0))
+    '98.1% · is seahorse'
+    """
+    return f"{j.probability:.1%}" + ("" if j.true == j.predicted else f" · is {j.true}")
+
+
+def _reliability_svg(c: Calibration, side: int = 240) -> str:
+    """The reliability diagram as inline SVG: per bin a bar to its accuracy, the gap to its mean confidence in red."""
+    pad = 34
+
+    def x(v: float) -> float:
+        return pad + v * side
+
+    def y(v: float) -> float:
+        return pad / 2 + (1 - v) * side
+
+    shapes = []
+    for b in c.bins:
+        if not b.count:
+            continue
+        left, width = x(b.low) + 1, (b.high - b.low) * side - 2
+        shapes.append(f'<rect x="{left:.1f}" y="{y(b.accuracy):.1f}" width="{width:.1f}" '
+                      f'height="{y(0) - y(b.accuracy):.1f}" fill="#2b7bb9"><title>{b.low:.1f}–{b.high:.1f}: '
+                      f'{b.count} images, mean confidence {b.confidence:.1%}, accuracy {b.accuracy:.1%}</title></rect>')
+        top, bottom = sorted((y(b.accuracy), y(b.confidence)))
+        shapes.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" height="{bottom - top:.1f}" '
+                      'fill="#c82828" fill-opacity="0.45"/>')
+    ticks = "".join(f'<text x="{x(v):.1f}" y="{y(0) + 14:.1f}" text-anchor="middle">{v:g}</text>'
+                    f'<text x="{pad - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>' for v in (0, 0.5, 1))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{side + pad + 10}" height="{side + pad + 24}" '
+            f'font-size="11" font-family="system-ui, sans-serif" role="img" aria-label="reliability diagram">'
+            f'<rect x="{x(0)}" y="{y(1)}" width="{side}" height="{side}" fill="none" stroke="#999"/>'
+            f'{"".join(shapes)}<line x1="{x(0)}" y1="{y(0)}" x2="{x(1)}" y2="{y(1)}" stroke="#444" '
+            f'stroke-dasharray="4 3"/>{ticks}<text x="{x(0.5)}" y="{y(0) + 30:.1f}" text-anchor="middle">'
+            f'confidence (top-1 probability)</text><text transform="translate(10 {y(0.5):.1f}) rotate(-90)" '
+            f'text-anchor="middle">accuracy</text></svg>')
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
 
 
-def _data_uri(pixels: np.ndarray, side: int) -> str:
+def thumbnail_uri(pixels: np.ndarray, side: int = 96) -> str:
+    """An image (uint8 H×W×C) as a PNG ``data:`` URI, shrunk to at most ``side`` pixels on its longest side."""
     from PIL import Image
 
     arr = np.asarray(pixels, np.uint8)

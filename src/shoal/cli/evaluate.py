@@ -1,4 +1,4 @@
-"""``shoal evaluate``: accuracy, loss, confusion matrix, per-class scores and telling images."""
+"""``shoal evaluate``: accuracy, log-loss, calibration, confusion matrix, per-class scores and telling images."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Optional
 
 import typer
 
-from shoal.cli import app
+from shoal.cli import ConfigCommand, app
 
 EVALUATE_EXAMPLES = """
 Examples:
 
-  shoal evaluate dolphins-efficientnet_lite0 --dataset dolphins            # its validation split
+  shoal evaluate dolphins-efficientnet_lite0                 # the validation split of its own dataset
 
   shoal evaluate dolphins.shoal --folder new-photos/ --out report.html     # class sub-folders never seen
 
@@ -21,18 +21,23 @@ Examples:
 """
 
 
-@app.command(epilog=EVALUATE_EXAMPLES)
+@app.command(epilog=EVALUATE_EXAMPLES, cls=ConfigCommand)
 def evaluate(
     model: str = typer.Argument(..., help="Bundle folder, .shoal file, or the name of a trained model."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Stored dataset to evaluate on."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", "-d", help="Stored dataset to evaluate on (default: the one the model was trained on)."),
     split: str = typer.Option("val", "--split", help="val, test or train."),
     folder: Optional[Path] = typer.Option(None, "--folder", help="Instead of a dataset: a folder of class sub-folders."),
     wrong: int = typer.Option(10, "--wrong", min=0, help="How many of the most confidently wrong images to list."),
-    top_per_class: int = typer.Option(9, "--top-per-class", min=0, help="Surest images kept per class (HTML, JSON)."),
+    top_per_class: int = typer.Option(9, "--top-per-class", min=0,
+                                      help="Images predicted as each class kept, surest first (HTML, JSON)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write an HTML report with the images."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Score a model on a dataset split or a folder: accuracy, loss, confusion matrix, precision/recall/F1."""
+    """Score a model on a dataset split or a folder: accuracy, log-loss, calibration, confusion matrix, precision/recall/F1.
+
+    Without --dataset or --folder it uses the dataset the model was trained on.
+    """
     from shoal.evaluate import evaluate as run, write_html
 
     report = run(model, dataset=dataset, split=split, folder=folder, wrong=wrong, top_per_class=top_per_class)

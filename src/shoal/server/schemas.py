@@ -181,6 +181,19 @@ class JudgedImage(BaseModel):
     image: str | None = Field(None, description="a small PNG thumbnail as a data: URI")
 
 
+class ReliabilityBinOut(BaseModel):
+    low: float = Field(description="the bin holds top-1 confidences above this...")
+    high: float = Field(description="...up to and including this")
+    count: int
+    confidence: float | None = Field(description="mean top-1 probability of its images; null when empty")
+    accuracy: float | None = Field(description="share of its images classified right; null when empty")
+
+
+class CalibrationOut(BaseModel):
+    ece: float = Field(description="expected calibration error: |accuracy - confidence| per bin, weighted by count")
+    bins: list[ReliabilityBinOut] = Field(description="the reliability diagram: 10 equal-width confidence bins")
+
+
 class EvaluationOut(BaseModel):
     """How the model does on a split of its dataset (shoal.evaluate)."""
 
@@ -191,12 +204,14 @@ class EvaluationOut(BaseModel):
     images: int
     accuracy: float
     top5_accuracy: float | None
-    loss: float
+    log_loss: float = Field(description="mean cross-entropy of the predicted probabilities (natural log)")
+    calibration: CalibrationOut
     labels: list[str]
     confusion_matrix: list[list[int]] = Field(description="rows: true class, columns: predicted, in labels order")
     per_class: list[dict[str, Any]] = Field(description="label, precision, recall, f1, support")
     confidently_wrong: list[JudgedImage]
-    most_confident: dict[str, list[JudgedImage]]
+    most_confident: dict[str, list[JudgedImage]] = Field(
+        description="per class, the images predicted as it, surest first; a truth other than the class means wrong")
     skipped: list[dict[str, str]]
 
 

@@ -694,49 +694,28 @@ def heatmap_png(classifiers: Classifiers, store: Store, settings: Settings, name
 
 def evaluation(classifiers: Classifiers, store: Store, name: str, *, split: str, wrong: int,
                per_class: int) -> dict[str, Any]:
-    """Scores of a model on a split of its dataset (:func:`shoal.evaluate.evaluate`), with thumbnails."""
-    from shoal.evaluate import evaluate
+    """Scores of a model on a split of the dataset it was trained on (:func:`shoal.evaluate.evaluate`), with thumbnails."""
+    from shoal.evaluate import evaluate, thumbnail_uri
 
-    entry = store.get("model", name)
-    dataset = json.loads((entry.path / "config.json").read_text()).get("dataset") if (
-        entry.path / "config.json").exists() else None
-    if not dataset or not store.exists("dataset", dataset):
-        raise NotFoundError(f"model {name!r} was trained on dataset {dataset!r}, which is no longer in the store; "
-                            "evaluate it from the CLI on a folder instead ('shoal evaluate MODEL --folder DIR')")
-    result = evaluate(classifiers.get(bundle_path(store, name), bulk=True), dataset=dataset, split=split, wrong=wrong,
+    result = evaluate(classifiers.get(bundle_path(store, name), bulk=True), split=split, wrong=wrong,
                       top_per_class=per_class, store=store)
 
     def item(j: Any) -> dict[str, Any]:
         out = {"source": os.path.basename(j.source), "truth": j.true, "predicted": j.predicted,
                "probability": j.probability, "true_probability": j.true_probability}
         if result.pixels is not None:
-            out["image"] = _thumbnail_uri(result.pixels(j.index))
+            out["image"] = thumbnail_uri(result.pixels(j.index))
         return out
 
     return {
-        "model": name, "dataset": dataset, "split": split, "on": result.on, "images": result.count,
-        "accuracy": result.accuracy, "top5_accuracy": result.top5, "loss": result.loss, "labels": result.labels,
+        "model": name, "dataset": result.dataset, "split": split, "on": result.on, "images": result.count,
+        "accuracy": result.accuracy, "top5_accuracy": result.top5, "log_loss": result.log_loss,
+        "calibration": result.calibration.to_dict(), "labels": result.labels,
         "confusion_matrix": result.confusion, "per_class": result.per_class,
         "confidently_wrong": [item(j) for j in result.wrong],
         "most_confident": {label: [item(j) for j in items] for label, items in result.top_per_class.items()},
         "skipped": result.skipped,
     }
-
-
-def _thumbnail_uri(pixels: Any, side: int = 96) -> str:
-    import base64
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    array = np.asarray(pixels)
-    image = Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
-    if max(image.size) > side:
-        image.thumbnail((side, side))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _uploads(store: Store) -> Path:

@@ -294,21 +294,38 @@
     }
   });
 
+  // A wrong prediction is drawn in red.
   function thumb(item, caption) {
-    return el("figure", { class: "thumb", title: `${item.source}: ${caption}` },
+    return el("figure", { class: item.truth === item.predicted ? "thumb" : "thumb wrong", title: `${item.source}: ${caption}` },
       el("img", { src: item.image, alt: caption }), el("div", { class: "cap", text: caption }));
   }
 
-  // Under "surest to be <label>": the probability of <label>, and the true class when it is another one.
-  function confidentCaption(w, label) {
-    if (w.truth === label) return pct(w.true_probability);
-    return `is ${w.truth}` + (w.predicted === label ? ` · ${pct(w.probability)}` : "");
+  // In the row of the class it was predicted as: the probability of that class, and the true class when it is another.
+  function confidentCaption(w) {
+    return pct(w.probability) + (w.truth === w.predicted ? "" : ` · is ${w.truth}`);
+  }
+
+  // The reliability diagram: per confidence bin, the accuracy (bar) against the mean confidence (the diagonal).
+  function drawReliability(calibration) {
+    const bins = calibration.bins.filter((b) => b.count > 0);
+    const mid = bins.map((b) => (b.low + b.high) / 2);
+    const width = bins.map((b) => 0.92 * (b.high - b.low));
+    const hover = bins.map((b) => `${b.low.toFixed(1)}–${b.high.toFixed(1)}: ${b.count} images<br>mean confidence ${pct(b.confidence)}<br>accuracy ${pct(b.accuracy)}`);
+    Plotly.react("reliability-chart", [
+      { x: mid, y: bins.map((b) => b.accuracy), width, type: "bar", name: "accuracy", marker: { color: colours.train }, text: hover, hovertemplate: "%{text}<extra></extra>" },
+      { x: mid, y: bins.map((b) => b.confidence - b.accuracy), base: bins.map((b) => b.accuracy), width, type: "bar", name: "gap to confidence", marker: { color: "rgba(200, 40, 40, 0.45)" }, hoverinfo: "skip" },
+      { x: [0, 1], y: [0, 1], mode: "lines", name: "calibrated", line: { color: "#444", dash: "dash", width: 1 }, hoverinfo: "skip" },
+    ], {
+      barmode: "overlay", margin: { l: 50, r: 10, t: 10, b: 45 }, legend: { orientation: "h", y: 1.12 },
+      xaxis: { title: { text: "confidence (top-1 probability)" }, range: [0, 1] }, yaxis: { title: { text: "accuracy" }, range: [0, 1] },
+    }, plotConfig);
   }
 
   function renderEvaluation(ev) {
     const stats = [stat(pct(ev.accuracy), "accuracy")];
     if (ev.top5_accuracy !== null) stats.push(stat(pct(ev.top5_accuracy), "top-5 accuracy"));
-    stats.push(stat(num(ev.loss), "loss"));
+    stats.push(stat(num(ev.log_loss), "log-loss"));
+    stats.push(stat(pct(ev.calibration.ece), "calibration error (ECE)"));
     stats.push(stat(String(ev.images), "images"));
     document.getElementById("eval-stats").replaceChildren(...stats);
     const labels = ev.labels;
@@ -324,11 +341,13 @@
     document.getElementById("eval-classes").replaceChildren(...ev.per_class.map((c) => el("tr", {},
       el("td", { text: c.label }), el("td", { class: "num", text: pct(c.precision) }), el("td", { class: "num", text: pct(c.recall) }),
       el("td", { class: "num", text: pct(c.f1) }), el("td", { class: "num", text: c.support }))));
-    const wrong = ev.confidently_wrong.map((w) => thumb(w, `${w.truth} → ${w.predicted} ${pct(w.probability)}`));
+    drawReliability(ev.calibration);
+    const wrong = ev.confidently_wrong.map((w) => thumb(w, `is ${w.truth}, predicted ${w.predicted} ${pct(w.probability)}`));
     document.getElementById("eval-wrong").replaceChildren(...(wrong.length ? wrong : [el("p", { class: "empty", style: "grid-column: 1 / -1", text: "None: every image was classified correctly." })]));
     document.getElementById("eval-confident").replaceChildren(...Object.entries(ev.most_confident).map(([label, items]) => el("div", { class: "group" },
       el("div", { class: "group-label", text: label }),
-      el("div", { class: "thumbs small" }, ...items.map((w) => thumb(w, confidentCaption(w, label)))))));
+      items.length ? el("div", { class: "thumbs small" }, ...items.map((w) => thumb(w, confidentCaption(w))))
+        : el("p", { class: "empty", text: `No image was predicted as ${label}.` }))));
     document.getElementById("eval-result").hidden = false;
   }
 
