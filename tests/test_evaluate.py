@@ -186,8 +186,8 @@ def test_the_report_captions_each_row_with_its_own_class(tmp_path):
                                                                                   ("d1.jpg", pytest.approx(0.97))]
     assert [j.source for j in e.wrong] == ["s2.jpg", "d2.jpg"]
     page = write_html(e, tmp_path / "r.html").read_text(encoding="utf-8")
-    assert "<figcaption>99.9% · is seahorse</figcaption>" in page and "<figcaption>97.0%</figcaption>" in page
-    assert "<figcaption>is seahorse, predicted dolphin 99.9%</figcaption>" in page
+    assert "<figcaption>99.9%<br>is seahorse</figcaption>" in page and "<figcaption>97.0%</figcaption>" in page
+    assert "<figcaption>dolphin 99.9%<br>is seahorse</figcaption>" in page  # the same image among the wrong
     assert page.count("<figure class=wrong>") == 2 * 2  # each wrong image in its row and in the wrong list
     assert ("The images predicted as each class, by the probability of that class; those of another class (red) "
             "are wrong.") in page

@@ -420,15 +420,17 @@ def write_html(evaluation: Evaluation, path: str | os.PathLike[str], *, thumbnai
     per_class = "".join(f"<tr><td>{esc(r['label'])}</td><td>{_fmt(r['precision'])}</td><td>{_fmt(r['recall'])}</td>"
                         f"<td>{_fmt(r['f1'])}</td><td>{r['support']}</td></tr>" for r in e.per_class)
 
-    def figure(j: Judged, caption: str) -> str:
+    def figure(j: Judged, caption: str) -> str:  # a wrong prediction is framed in red, with its true class below
         img = thumbnail_uri(e.pixels(j.index), thumbnail) if e.pixels is not None else ""
-        return (f'<figure{"" if j.true == j.predicted else " class=wrong"}><img src="{img}" alt="{esc(j.source)}" '
-                f'title="{esc(j.source)}"><figcaption>{esc(caption)}</figcaption></figure>')
+        right = j.true == j.predicted
+        return (f'<figure{"" if right else " class=wrong"}><img src="{img}" alt="{esc(j.source)}" '
+                f'title="{esc(j.source)}"><figcaption>{esc(caption)}{"" if right else f"<br>is {esc(j.true)}"}'
+                "</figcaption></figure>")
 
-    wrong = "".join(figure(j, f"is {j.true}, predicted {j.predicted} {j.probability:.1%}") for j in e.wrong)
+    wrong = "".join(figure(j, f"{j.predicted} {j.probability:.1%}") for j in e.wrong)
     tops = "".join(
         f"<h3>{esc(label)}</h3>"
-        + (f"<div class=grid>{''.join(figure(j, surest_caption(j)) for j in items)}</div>" if items
+        + (f"<div class=grid>{''.join(figure(j, f'{j.probability:.1%}') for j in items)}</div>" if items
            else f"<p>No image was predicted as {esc(label)}.</p>")
         for label, items in e.top_per_class.items())
     bins = "".join(f"<tr><td>{b.low:.1f}–{b.high:.1f}</td><td>{b.count}</td><td>{_fmt(b.confidence)}</td>"
@@ -468,15 +470,6 @@ diagonal. The expected calibration error is the gap, averaged over the images.</
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out)
     return out
-
-
-def surest_caption(j: Judged) -> str:
-    """The caption of an image in its predicted class's row: that class's probability, and the true class if another.
-
-    >>> surest_caption(Judged("x.png", "seahorse", "dolphin", 0.981, 0.019, 0))
-    '98.1% · is seahorse'
-    """
-    return f"{j.probability:.1%}" + ("" if j.true == j.predicted else f" · is {j.true}")
 
 
 def _reliability_svg(c: Calibration, side: int = 240) -> str:

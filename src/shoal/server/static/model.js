@@ -294,15 +294,13 @@
     }
   });
 
-  // A wrong prediction is drawn in red.
+  // A wrong prediction is drawn in red, with its true class on a second line.
   function thumb(item, caption) {
-    return el("figure", { class: item.truth === item.predicted ? "thumb" : "thumb wrong", title: `${item.source}: ${caption}` },
-      el("img", { src: item.image, alt: caption }), el("div", { class: "cap", text: caption }));
-  }
-
-  // In the row of the class it was predicted as: the probability of that class, and the true class when it is another.
-  function confidentCaption(w) {
-    return pct(w.probability) + (w.truth === w.predicted ? "" : ` · is ${w.truth}`);
+    const wrong = item.truth !== item.predicted;
+    const text = wrong ? `${caption} · is ${item.truth}` : caption;
+    return el("figure", { class: wrong ? "thumb wrong" : "thumb", title: `${item.source}: ${text}` },
+      el("img", { src: item.image, alt: text }), el("div", { class: "cap", text: caption }),
+      wrong ? el("div", { class: "cap", text: `is ${item.truth}` }) : null);
   }
 
   // The reliability diagram: per confidence bin, the accuracy (bar) against the mean confidence (the diagonal).
@@ -312,7 +310,7 @@
     const width = bins.map((b) => 0.92 * (b.high - b.low));
     const hover = bins.map((b) => `${b.low.toFixed(1)}–${b.high.toFixed(1)}: ${b.count} images<br>mean confidence ${pct(b.confidence)}<br>accuracy ${pct(b.accuracy)}`);
     Plotly.react("reliability-chart", [
-      { x: mid, y: bins.map((b) => b.accuracy), width, type: "bar", name: "accuracy", marker: { color: colours.train }, text: hover, hovertemplate: "%{text}<extra></extra>" },
+      { x: mid, y: bins.map((b) => b.accuracy), width, type: "bar", name: "accuracy", marker: { color: colours.train }, customdata: hover, hovertemplate: "%{customdata}<extra></extra>" },
       { x: mid, y: bins.map((b) => b.confidence - b.accuracy), base: bins.map((b) => b.accuracy), width, type: "bar", name: "gap to confidence", marker: { color: "rgba(200, 40, 40, 0.45)" }, hoverinfo: "skip" },
       { x: [0, 1], y: [0, 1], mode: "lines", name: "calibrated", line: { color: "#444", dash: "dash", width: 1 }, hoverinfo: "skip" },
     ], {
@@ -342,11 +340,11 @@
       el("td", { text: c.label }), el("td", { class: "num", text: pct(c.precision) }), el("td", { class: "num", text: pct(c.recall) }),
       el("td", { class: "num", text: pct(c.f1) }), el("td", { class: "num", text: c.support }))));
     drawReliability(ev.calibration);
-    const wrong = ev.confidently_wrong.map((w) => thumb(w, `is ${w.truth}, predicted ${w.predicted} ${pct(w.probability)}`));
+    const wrong = ev.confidently_wrong.map((w) => thumb(w, `${w.predicted} ${pct(w.probability)}`));
     document.getElementById("eval-wrong").replaceChildren(...(wrong.length ? wrong : [el("p", { class: "empty", style: "grid-column: 1 / -1", text: "None: every image was classified correctly." })]));
     document.getElementById("eval-confident").replaceChildren(...Object.entries(ev.most_confident).map(([label, items]) => el("div", { class: "group" },
       el("div", { class: "group-label", text: label }),
-      items.length ? el("div", { class: "thumbs small" }, ...items.map((w) => thumb(w, confidentCaption(w))))
+      items.length ? el("div", { class: "thumbs small" }, ...items.map((w) => thumb(w, pct(w.probability))))
         : el("p", { class: "empty", text: `No image was predicted as ${label}.` }))));
     document.getElementById("eval-result").hidden = false;
   }
