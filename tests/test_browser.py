@@ -150,6 +150,8 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         page.click("#eval-button")
         expect(page.locator("#eval-result")).to_be_visible()
         expect(page.locator("#eval-classes tr")).to_have_count(10)
+        expect(page.locator("#eval-stats")).to_contain_text("calibration error (ECE)")
+        page.wait_for_function("(document.getElementById('reliability-chart').data || []).length === 3")
         shot("08-evaluation")
 
         # Download the bundle and use it from Python.
