@@ -15,7 +15,13 @@ from typing import Any
 
 from shoal.bundle import MANIFEST
 from shoal.bundle.card import ModelCard
-from shoal.store import Entry, Store
+from shoal.store import Entry, Job, Store
+
+TRAIN_KINDS = ("train", "resume")
+"""The kinds of job (in the store's job queue) that train a model."""
+
+ACTIVE = ("queued", "running")
+"""Statuses of a model whose training is waiting or under way."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class ModelFolder:
     BEST = "best.safetensors"
     SNAPSHOTS = "snapshots"
     BUNDLE = "bundle"
+    DOWNLOADS = "downloads"
     ABORT = "ABORT"
 
     @classmethod
@@ -81,6 +88,11 @@ class ModelFolder:
     def bundle_path(self) -> Path:
         """``bundle/``: the bundle of the best epoch, written when training ends."""
         return self.path / self.BUNDLE
+
+    @property
+    def downloads_path(self) -> Path:
+        """``downloads/``: the web app's ``.shoal`` files of this model, kept between requests."""
+        return self.path / self.DOWNLOADS
 
     @property
     def abort_path(self) -> Path:
@@ -179,11 +191,6 @@ def abort(name: str, *, store: Store | None = None) -> None:
         store.update("model", name, status="aborted")
 
 
-def is_alive(entry: Entry) -> bool:
-    """Whether the process recorded as running a model's training is still alive on this machine."""
-    return pid_alive(entry.summary.get("pid"))
-
-
 def pid_alive(pid: object) -> bool:
     """Whether a process with this id exists on this machine (``None`` or junk: no)."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
@@ -197,17 +204,141 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Status:
+    """A model's status: its store entry, its latest training job and its process, merged.
+
+    Attributes:
+        name: the model.
+        status: ``queued``, ``running``, ``done``, ``failed``, ``aborted`` or ``interrupted``.
+        entry: the store entry (``None`` while its first training job waits to start).
+        job: the latest training job of the web app's queue for it, if any.
+        error: why it failed or was interrupted, when known.
+    """
+
+    name: str
+    status: str
+    entry: Entry | None
+    job: Job | None
+    error: str | None
+
+    @property
+    def active_job(self) -> Job | None:
+        """The training job that waits or runs for this model, if any."""
+        return self.job if self.job is not None and self.job.status in ACTIVE else None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a training of this model waits or runs (abort it before deleting or resuming)."""
+        return self.status in ACTIVE
+
+
+def status(name: str, *, store: Store | None = None) -> Status:
+    """Return a model's status, from its entry, its latest training job and its process.
+
+    An entry left ``running`` or ``queued`` by a process that is gone, with no job waiting or
+    running for it, is ``interrupted`` (the run resumes from its last saved epoch); a model
+    whose training job waits shows ``queued``; a model known only by its job shows the job's.
+
+    Args:
+        name: the model.
+        store: the store; default ``SHOAL_HOME``.
+
+    Returns:
+        The merged :class:`Status`.
+
+    Raises:
+        NotFoundError: no model and no training job of that name.
+    """
+    store = store or Store()
+    entry = store.get("model", name) if store.exists("model", name) else None
+    jobs = store.list_jobs(kind=TRAIN_KINDS, target=name)
+    if entry is None and not jobs:
+        store.get("model", name)  # raises NotFoundError listing the models there are
+    return _merge(name, entry, jobs[-1] if jobs else None)
+
+
+def statuses(*, store: Store | None = None) -> list[Status]:
+    """Return the status of every model in the store (oldest first), then of trainings waiting to start.
+
+    Args:
+        store: the store; default ``SHOAL_HOME``.
+
+    Returns:
+        One :class:`Status` per model, merged as :func:`status` does.
+    """
+    store = store or Store()
+    latest = {job.target: job for job in store.list_jobs(kind=TRAIN_KINDS)}  # oldest first: the last one wins
+    found = [_merge(entry.name, entry, latest.get(entry.name)) for entry in store.list("model")]
+    stored = {s.name for s in found}
+    return found + [_merge(target, None, job) for target, job in latest.items()
+                    if target not in stored and job.status in ACTIVE]
+
+
+def settle(name: str, *, store: Store | None = None) -> Status:
+    """Return :func:`status`, and record ``interrupted`` in the store entry when the run's process is gone.
+
+    The job runner calls this when a worker ends or the server restarts, so that every reader
+    (the CLI too) sees the same status.
+
+    Args:
+        name: the model.
+        store: the store; default ``SHOAL_HOME``.
+
+    Returns:
+        The merged :class:`Status`.
+
+    Raises:
+        NotFoundError: no model and no training job of that name.
+    """
+    store = store or Store()
+    found = status(name, store=store)
+    if found.entry is not None and found.status == "interrupted" and found.entry.status != "interrupted":
+        store.update("model", name, status="interrupted")
+    return found
+
+
+def _merge(name: str, entry: Entry | None, job: Job | None) -> Status:
+    """The one place where an entry, its latest job and the liveness of its process make a status."""
+    active = job is not None and job.status in ACTIVE
+    if entry is None:
+        if job is None:
+            raise ValueError(f"model {name!r} has neither an entry nor a job")
+        return Status(name, job.status, None, job, job.error)
+    state = entry.status
+    if active and job is not None and job.status == "queued":
+        state = "queued"
+    elif state in ACTIVE and not active and not pid_alive(entry.summary.get("pid")):
+        state = "interrupted"  # the process that ran it is gone (killed, or the machine restarted)
+    error = entry.summary.get("error") if state == "failed" else None
+    if job is not None and job.status in ("failed", "interrupted") and state == job.status:
+        error = error or job.error
+    return Status(name, state, entry, job, error)
+
+
 def describe(name: str, *, store: Store | None = None) -> dict[str, Any]:
     """Return a model's status, configuration, metric history, snapshots and bundle path.
+
+    Args:
+        name: the model.
+        store: the store; default ``SHOAL_HOME``.
+
+    Returns:
+        The entry's fields (``status`` as :func:`status` merges it, and ``error``), ``config``,
+        ``card``, ``history``, ``snapshots`` and ``bundle``.
 
     Raises:
         NotFoundError: no such model.
     """
-    entry = (store or Store()).get("model", name)
+    store = store or Store()
+    entry = store.get("model", name)
+    merged = status(name, store=store)
     folder = ModelFolder(entry.path)
     card = folder.read_card()
     return {
         **entry.to_dict(),
+        "status": merged.status,
+        "error": merged.error,
         "config": folder.read_config(),
         "card": card.to_dict() if card is not None else {},
         "history": folder.history(),

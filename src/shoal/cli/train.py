@@ -172,21 +172,21 @@ def model_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 
     Example: shoal model list --json
     """
-    from shoal.store import Store
+    from shoal import models
 
-    entries = Store().list("model")
+    rows = [(s.status, s.entry) for s in models.statuses() if s.entry is not None]  # stored models only
     if as_json:
-        typer.echo(json.dumps([e.to_dict() for e in entries]))
+        typer.echo(json.dumps([{**entry.to_dict(), "status": status} for status, entry in rows]))
         return
     table = Table()
     for column in ("name", "status", "dataset", "network", "val acc"):
         table.add_column(column, overflow="fold")
-    for e in entries:
+    for status, e in rows:
         acc = e.summary.get("val_accuracy")
-        table.add_row(e.name, e.status, str(e.summary.get("dataset", "")), str(e.summary.get("network", "")),
+        table.add_row(e.name, status, str(e.summary.get("dataset", "")), str(e.summary.get("network", "")),
                       f"{acc:.1%}" if isinstance(acc, (int, float)) else "")
     out.print(table)
-    for e in entries:
+    for _, e in rows:
         if e.summary.get("bundle"):
             out.print(f"{e.name}: {e.summary['bundle']}", soft_wrap=True, highlight=False)
 

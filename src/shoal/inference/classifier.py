@@ -377,6 +377,7 @@ def resolve(model: str | os.PathLike[str]) -> Path:
     path = Path(model).expanduser()
     if path.exists() or not isinstance(model, str) or os.sep in model or model.endswith(".shoal"):
         return path
+    from shoal.models import ModelFolder, status
     from shoal.store import Store, check_name
 
     store = Store()
@@ -389,12 +390,12 @@ def resolve(model: str | os.PathLike[str]) -> Path:
         hint = f" (trained models: {', '.join(known)})" if known else " (no trained models in the store yet)"
         raise BundleError(f"no model bundle at {model!r} and no model of that name in {store.home}{hint}: "
                           "give a bundle folder, a .shoal file, or a model name from 'shoal model list'")
-    entry = store.get("model", model)
-    bundle = Path(entry.summary.get("bundle") or entry.path / "bundle")
-    if not bundle.exists():
-        raise BundleError(f"model {model!r} has no bundle yet (status {entry.status}): wait for training to end, "
+    folder = ModelFolder.of(model, store=store)
+    if not folder.has_bundle():
+        raise BundleError(f"model {model!r} has no bundle yet (status {status(model, store=store).status}): "
+                          "wait for training to end, "
                           f"or write one from a snapshot with 'shoal export {model} --epoch last --out {model}.shoal'")
-    return bundle
+    return folder.bundle_path
 
 
 def load(path: str | os.PathLike[str], *, runtime: str = "onnx", threads: int | None = None,

@@ -26,12 +26,12 @@ from typing import Any
 
 from shoal import models
 from shoal.errors import NotFoundError
+from shoal.models import TRAIN_KINDS
 from shoal.store import Job, Store
 
 logger = logging.getLogger("shoal.server")
 
 DATA_LANE = "data"
-TRAIN_KINDS = ("train", "resume")
 JOB_KINDS = ("dataset", *TRAIN_KINDS)
 STOP_GRACE_S = 15.0  # how long a worker may take to save its state after being interrupted
 
@@ -100,10 +100,9 @@ class Runner:
             if job.id not in self._procs and not models.pid_alive(job.pid):
                 self.store.update_job(job.id, status="interrupted", finished=time.time(), only_if=("running",),
                                       error="the server stopped while this job ran")
-        waiting = {j.target for j in self.store.list_jobs(status=("queued", "running"), kind=TRAIN_KINDS)}
         for entry in self.store.list("model"):
-            if entry.status in ("running", "queued") and entry.name not in waiting and not models.is_alive(entry):
-                self.store.update("model", entry.name, status="interrupted")
+            if entry.status in models.ACTIVE:
+                models.settle(entry.name, store=self.store)
 
     # -- queue -------------------------------------------------------------------------------------
     def submit(self, kind: str, target: str, *, lane: str, params: dict[str, Any]) -> Job:
@@ -213,9 +212,7 @@ class Runner:
                      f"see {self.log_dir / f'{job.id}.log'}")
         self.store.update_job(job.id, status=status, error=error, finished=time.time(), only_if=("running",))
         if job.kind in TRAIN_KINDS and self.store.exists("model", job.target):
-            entry = self.store.get("model", job.target)
-            if entry.status in ("running", "queued") and not models.is_alive(entry):
-                self.store.update("model", job.target, status="interrupted")
+            models.settle(job.target, store=self.store)
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:

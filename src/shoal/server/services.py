@@ -36,13 +36,12 @@ from shoal.errors import (
     TrainingError,
 )
 from shoal.server.config import Settings
-from shoal.server.jobs import DATA_LANE, TRAIN_KINDS, Runner, device_lane
+from shoal.server.jobs import DATA_LANE, Runner, device_lane
 from shoal.server.security import confine, require_code_allowed, safe_extract
 from shoal.store import Job, Store, check_name
 from shoal.trust import is_network_file
 
 RESUMABLE = ("interrupted", "aborted", "failed")
-STATE_FILE = "state.pt"  # the resume point a run rewrites every epoch (shoal.training.snapshots)
 EXPORT_TIMEOUT_S = 600
 
 
@@ -321,29 +320,19 @@ def dataset_mean_path(store: Store, name: str) -> Path:
 # -- models ---------------------------------------------------------------------------------------
 def model_view(store: Store, runner: Runner, name: str) -> dict[str, Any]:
     """A model: status, configuration, metric history, snapshots, bundle, its job, what can be done."""
-    jobs = store.list_jobs(kind=TRAIN_KINDS, target=name)
-    job = jobs[-1] if jobs else None
-    if store.exists("model", name):
+    found = models.status(name, store=store)
+    folder = models.ModelFolder(found.entry.path) if found.entry is not None else None
+    if folder is not None:
         info = models.describe(name, store=store)
-        folder = Path(info["path"])
-    elif job is not None:
-        info = {"name": name, "kind": "model", "status": job.status, "config": job.params.get("config", {}),
-                "card": {}, "history": [], "snapshots": [], "bundle": None, "summary": {}}
-        folder = None
-    else:
-        store.get("model", name)  # raises NotFoundError listing the models there are
-        raise AssertionError("unreachable")
-    status = info["status"]
-    if job is not None and job.status == "queued":
-        status = info["status"] = "queued"
-    info["error"] = info.get("summary", {}).get("error") if status == "failed" else None
-    if job is not None and job.status in ("failed", "interrupted") and status == job.status and job.error:
-        info["error"] = info["error"] or job.error
-    active = job is not None and job.status in ("queued", "running")
-    info["job"] = job_view(runner, job) if job is not None else None
-    info["can_abort"] = status in ("queued", "running")
-    info["can_resume"] = (status in RESUMABLE and not active and folder is not None
-                          and (folder / STATE_FILE).exists())
+    else:  # a training whose job has not created the model yet
+        config = found.job.params.get("config", {}) if found.job is not None else {}
+        info = {"name": name, "kind": "model", "config": config, "card": {}, "history": [], "snapshots": [],
+                "bundle": None, "summary": {}}
+    info["status"], info["error"] = found.status, found.error
+    info["job"] = job_view(runner, found.job) if found.job is not None else None
+    info["can_abort"] = found.busy
+    info["can_resume"] = (found.status in RESUMABLE and found.active_job is None and folder is not None
+                          and folder.has_state())
     info["epochs"] = info["config"].get("epochs")
     return info
 
@@ -351,19 +340,17 @@ def model_view(store: Store, runner: Runner, name: str) -> dict[str, Any]:
 def list_models(store: Store, runner: Runner) -> list[dict[str, Any]]:
     """Models in the store (trained from the CLI or the app), then trainings still waiting to start."""
     out = []
-    waiting = {j.target: j for j in store.list_jobs(status=("queued", "running"), kind=TRAIN_KINDS)}
-    for entry in store.list("model"):
-        s = entry.summary
-        status = "queued" if entry.name in waiting and waiting[entry.name].status == "queued" else entry.status
-        out.append({"name": entry.name, "status": status, "created": entry.created, "updated": entry.updated,
-                    "dataset": s.get("dataset"), "network": s.get("network"), "pretrained": s.get("pretrained"),
-                    "val_accuracy": s.get("val_accuracy"), "best_epoch": s.get("best_epoch"),
-                    "progress": waiting[entry.name].progress if entry.name in waiting else {}})
-    stored = {m["name"] for m in out}
-    for target, job in waiting.items():
-        if target not in stored:
+    for found in models.statuses(store=store):
+        job, entry = found.active_job, found.entry
+        if entry is not None:
+            s = entry.summary
+            out.append({"name": found.name, "status": found.status, "created": entry.created,
+                        "updated": entry.updated, "dataset": s.get("dataset"), "network": s.get("network"),
+                        "pretrained": s.get("pretrained"), "val_accuracy": s.get("val_accuracy"),
+                        "best_epoch": s.get("best_epoch"), "progress": job.progress if job is not None else {}})
+        elif job is not None:
             config = job.params.get("config", {})
-            out.append({"name": target, "status": job.status, "created": job.created, "updated": job.created,
+            out.append({"name": found.name, "status": found.status, "created": job.created, "updated": job.created,
                         "dataset": config.get("dataset"), "network": config.get("network"),
                         "pretrained": config.get("pretrained") not in (False, None), "val_accuracy": None,
                         "best_epoch": None, "progress": job.progress,
@@ -420,11 +407,10 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
         if network == "auto":
             network = info["architecture"]
     if previous:
-        prev = store.get("model", previous)
-        prev_config = json.loads((prev.path / "config.json").read_text()) if (prev.path / "config.json").exists() else {}
+        prev = models.ModelFolder.of(previous, store=store)
         if network == "auto":
-            network = prev_config.get("network", "auto")
-        start = str(_previous_weights(prev.path, previous, previous_epoch))
+            network = prev.read_config().get("network", "auto")
+        start = str(_previous_weights(prev, previous, previous_epoch))
     if is_network_file(network):  # a previous model's or uploaded weights' own network file
         require_code_allowed(settings, f"training the network {network!r}")
     lrs, batch_sizes = _split_values(options.pop("lr", None)), _split_values(options.pop("batch_size", None))
@@ -442,18 +428,18 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
     if len(set(names)) != len(names):
         raise ConfigError("the sweep repeats a combination of learning rate and batch size; list each value once")
     for model_name in names:
-        if store.exists("model", model_name) or _active_job(store, model_name, TRAIN_KINDS):
+        if store.exists("model", model_name) or _active_job(store, model_name, models.TRAIN_KINDS):
             raise AlreadyExistsError(f"a model named {model_name!r} already exists or is queued: choose another "
                                      "name, or delete it first")
     return [runner.submit("train", c.name or "", lane=device_lane(c.device), params={"config": to_dict(c)})
             for c in configs]
 
 
-def _previous_weights(folder: Path, name: str, epoch: str) -> Path:
+def _previous_weights(folder: models.ModelFolder, name: str, epoch: str) -> Path:
     if epoch in ("best", ""):
-        path = folder / "best.safetensors"
+        path = folder.best_path
     else:
-        snapshots = models.ModelFolder(folder).snapshots()
+        snapshots = folder.snapshots()
         if not epoch.isdigit() or int(epoch) not in snapshots:
             kept = ", ".join(str(e) for e in snapshots) or "none"
             raise ConfigError(f"model {name!r} has no snapshot of epoch {epoch!r} (kept: {kept}; or 'best')")
@@ -465,50 +451,46 @@ def _previous_weights(folder: Path, name: str, epoch: str) -> Path:
 
 def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *, epochs: int | None) -> Job:
     """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch."""
-    entry = store.get("model", name)
+    folder = models.ModelFolder.of(name, store=store)
     _require_code_for(store, settings, name, "resuming model")
-    if _active_job(store, name, TRAIN_KINDS) or (entry.status == "running" and models.is_alive(entry)):
+    found = models.status(name, store=store)
+    if found.active_job is not None or found.busy:
         raise TrainingError(f"model {name!r} is already training or queued")
-    if entry.status not in RESUMABLE and not (entry.status == "done" and epochs):
-        raise TrainingError(f"model {name!r} is {entry.status}; only interrupted, aborted or failed models can be "
+    if found.status not in RESUMABLE and not (found.status == "done" and epochs):
+        raise TrainingError(f"model {name!r} is {found.status}; only interrupted, aborted or failed models can be "
                             "resumed (or a finished one with more epochs)")
-    if not (entry.path / STATE_FILE).exists():
+    if not folder.has_state():
         raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew")
     if epochs is not None:
         from shoal.config import check_int
 
         check_int("epochs", epochs, minimum=1, maximum=100_000)
-    config = json.loads((entry.path / "config.json").read_text())
-    job = runner.submit("resume", name, lane=device_lane(config.get("device", "auto")), params={"epochs": epochs})
-    (entry.path / "ABORT").unlink(missing_ok=True)
+    job = runner.submit("resume", name, lane=device_lane(folder.read_config().get("device", "auto")),
+                        params={"epochs": epochs})
+    folder.abort_path.unlink(missing_ok=True)
     store.update("model", name, status="queued")
     return job
 
 
 def abort_model(store: Store, runner: Runner, name: str) -> dict[str, Any]:
-    job = _active_job(store, name, TRAIN_KINDS)
-    if job is not None:
-        runner.abort(job)
-    elif store.exists("model", name) and store.get("model", name).status in ("running", "queued"):
+    found = models.status(name, store=store)
+    if found.active_job is not None:
+        runner.abort(found.active_job)
+    elif found.busy:
         models.abort(name, store=store)  # a training started from the CLI
     else:
-        status = store.get("model", name).status
-        raise TrainingError(f"model {name!r} is {status}; only queued or running models can be aborted")
+        raise TrainingError(f"model {name!r} is {found.status}; only queued or running models can be aborted")
     return model_view(store, runner, name)
 
 
 def delete_model(store: Store, classifiers: Classifiers, name: str) -> None:
-    if _active_job(store, name, TRAIN_KINDS):
+    found = models.status(name, store=store)
+    if found.busy or found.active_job is not None:
         raise TrainingError(f"model {name!r} is queued or training; abort it first")
-    if store.exists("model", name):
-        entry = store.get("model", name)
-        if entry.status == "running" and models.is_alive(entry):
-            raise TrainingError(f"model {name!r} is training; abort it first")
-        classifiers.forget(entry.path)
+    if found.entry is not None:
+        classifiers.forget(found.entry.path)
         models.delete(name, store=store)
-    elif not store.list_jobs(kind=TRAIN_KINDS, target=name):
-        store.get("model", name)
-    store.forget_jobs(name, TRAIN_KINDS)
+    store.forget_jobs(name, models.TRAIN_KINDS)
 
 
 def model_events(store: Store, name: str, after: int) -> dict[str, Any]:
@@ -522,12 +504,11 @@ def model_events(store: Store, name: str, after: int) -> dict[str, Any]:
 
 def bundle_path(store: Store, name: str) -> Path:
     """The bundle of a model's best epoch (written when training ends)."""
-    entry = store.get("model", name)
-    bundle = Path(entry.summary.get("bundle") or entry.path / "bundle")
-    if not (bundle / "shoal.json").exists():
-        raise BundleError(f"model {name!r} has no bundle yet (status {entry.status}): it is written when training "
-                          "ends; download a snapshot instead, or wait")
-    return bundle
+    folder = models.ModelFolder.of(name, store=store)
+    if not folder.has_bundle():
+        raise BundleError(f"model {name!r} has no bundle yet (status {models.status(name, store=store).status}): "
+                          "it is written when training ends; download a snapshot instead, or wait")
+    return folder.bundle_path
 
 
 def download_file(store: Store, settings: Settings, name: str, epoch: str) -> Path:
@@ -536,27 +517,26 @@ def download_file(store: Store, settings: Settings, name: str, epoch: str) -> Pa
     The written bundle of the best epoch is only zipped; any other epoch is exported, which
     rebuilds the network (running a network file only on a server that allows code).
     """
-    from shoal.bundle import zip_bundle
+    from shoal.bundle import MANIFEST, zip_bundle
 
-    entry = store.get("model", name)
-    downloads = entry.path / "downloads"
+    folder = models.ModelFolder.of(name, store=store)
+    downloads = folder.downloads_path
     downloads.mkdir(exist_ok=True)
-    if epoch == "best" and (entry.path / "bundle" / "shoal.json").exists():
-        bundle = bundle_path(store, name)
+    if epoch == "best" and folder.has_bundle():
         out = downloads / f"{name}.shoal"
-        if not out.exists() or out.stat().st_mtime < (bundle / "shoal.json").stat().st_mtime:
-            zip_bundle(bundle, out)
+        if not out.exists() or out.stat().st_mtime < (folder.bundle_path / MANIFEST).stat().st_mtime:
+            zip_bundle(folder.bundle_path, out)
         return out
     if epoch not in ("best", "last"):
-        snapshots = models.ModelFolder(entry.path).snapshots()
+        snapshots = folder.snapshots()
         if not epoch.isdigit() or int(epoch) not in snapshots:
             kept = ", ".join(str(e) for e in snapshots) or "none yet"
             raise NotFoundError(f"model {name!r} has no snapshot of epoch {epoch!r}; choose best, last or a kept "
                                 f"snapshot ({kept})")
-    if not (entry.path / "model.json").exists():
+    if not folder.card_path.exists():
         raise BundleError(f"model {name!r} has not started training yet; nothing to download")
     out = downloads / f"{name}-{epoch if epoch in ('best', 'last') else 'epoch-' + epoch}.shoal"
-    source = entry.path / STATE_FILE
+    source = folder.state_path
     if out.exists() and (not source.exists() or out.stat().st_mtime >= source.stat().st_mtime or epoch.isdigit()):
         return out
     _require_code_for(store, settings, name, "exporting model")
@@ -566,9 +546,9 @@ def download_file(store: Store, settings: Settings, name: str, epoch: str) -> Pa
 
 def _require_code_for(store: Store, settings: Settings, name: str, action: str) -> None:
     """Refuse ``action`` on a model whose network is a ``.py`` file, unless the server allows code."""
-    config_file = store.get("model", name).path / "config.json"
+    folder = models.ModelFolder.of(name, store=store)
     try:
-        network = json.loads(config_file.read_text()).get("network")
+        network = folder.read_config().get("network")
     except (OSError, ValueError, AttributeError):
         return  # no readable config: the action fails on its own with its own message
     if is_network_file(network):
