@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from waiting import GENEROUS_S
+
 
 def _imported_after(code: str) -> list[str]:
     probe = code + "\nimport sys\nprint(' '.join(sorted(m for m in sys.modules if m.startswith(('shoal', 'torch')))))\n"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=GENEROUS_S, check=True)
     return done.stdout.split()
 
 
