@@ -77,9 +77,10 @@ def test_onnx_output_matches_torch_and_batches_dynamically(tiny_dataset):
     np.testing.assert_allclose(got.sum(1), 1, atol=1e-5)
 
 
-def test_finetuning_trains_the_head_on_cached_features(tiny_dataset):
+def test_sgd_head_trains_on_cached_features(tiny_dataset):
     events = []
-    result = train(TrainConfig(dataset="tiny", pretrained=True, epochs=15, batch_size=8), on_event=events.append)
+    result = train(TrainConfig(dataset="tiny", pretrained=True, head="sgd", epochs=15, batch_size=8),
+                   on_event=events.append)
     start = events[0]
     assert start["cached_features"] is True
     manifest = open_bundle(result.bundle).manifest

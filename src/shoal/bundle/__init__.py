@@ -4,7 +4,8 @@ A bundle is a directory, or the same files zipped into a ``.shoal`` file:
 
 - ``shoal.json``: the manifest (architecture, labels, input and normalisation, training
   configuration, metric history, versions);
-- ``model.onnx``: softmax probabilities from float32 NCHW pixels 0..255;
+- ``model.onnx``: softmax probabilities from float32 NCHW pixels 0..255, and (format 2) the
+  unfamiliar score and verdict (:mod:`shoal.bundle.unfamiliar`);
 - ``model.safetensors``: the weights, normalisation buffers included;
 - ``labels.txt``: the class names, one per line, index order.
 
@@ -14,9 +15,14 @@ dataset; writing one (:func:`export`) needs torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +33,8 @@ from shoal.errors import BundleError
 if TYPE_CHECKING:
     from shoal.store import Store
 
-FORMAT_VERSION = 1
+# 2: the graph also outputs unfamiliar_score and unfamiliar; the manifest gains "unfamiliar" and "head".
+FORMAT_VERSION = 2
 SUFFIX = ".shoal"
 MANIFEST = "shoal.json"
 ONNX_FILE = "model.onnx"
@@ -111,21 +118,97 @@ def open_bundle(path: str | os.PathLike[str]) -> Bundle:
 
 
 def zip_bundle(folder: Path, out: Path) -> Path:
-    """Zip a bundle directory into a ``.shoal`` file (written atomically)."""
-    tmp = out.with_name(out.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for name in sorted(p.name for p in folder.iterdir() if p.is_file()):
-            z.write(folder / name, name)
-    os.replace(tmp, out)
+    """Zip a bundle directory into a ``.shoal`` file (written atomically, through a temporary file of its own)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for name in sorted(p.name for p in folder.iterdir() if p.is_file()):
+                z.write(folder / name, name)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A fresh folder to write a bundle's files into; when the block ends without error it becomes ``out``.
+
+    ``out`` is a folder (replaced whole) or a ``.shoal`` file (zipped); a reader never sees half a bundle.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="shoal-bundle-", dir=out.parent) as tmp:
+        staging = Path(tmp) / "bundle"
+        staging.mkdir()
+        yield staging
+        if out.suffix == SUFFIX:
+            zip_bundle(staging, out)
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(staging, out)
+
+
+def manifest(name: str, card: ModelCard, *, epoch: int, history: list[dict[str, Any]], training: dict[str, Any],
+             onnx: dict[str, Any], unfamiliar: dict[str, Any], versions: dict[str, str],
+             head: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``shoal.json`` of a bundle.
+
+    Args:
+        name: the model's name.
+        card: what the model takes.
+        epoch: the epoch the weights are from (1 for a fitted head).
+        history: the metric records (one per validated epoch).
+        training: the resolved training configuration.
+        onnx: the graph's opset, inputs, outputs and the check against the reference it was compared with.
+        unfamiliar: the detector's settings (:meth:`Unfamiliar.to_manifest`), or ``{"reason": why there is none}``.
+        versions: package versions that wrote the bundle.
+        head: for a fitted head, what the fit did (method, strength, cross-validation curve).
+    """
+    from shoal import __version__
+
+    return {
+        "format": FORMAT_VERSION,
+        "shoal_version": __version__,
+        "name": name,
+        **card.to_dict(),
+        "epoch": epoch,
+        "metrics": next((h for h in history if h.get("epoch") == epoch), None),
+        "history": history,
+        "training": training,
+        "head": head,
+        "unfamiliar": unfamiliar,
+        "onnx": onnx,
+        "versions": {"shoal": __version__, **versions},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def export(name: str, *, epoch: int | str = "best", store: Store | None = None,
            out: str | os.PathLike[str] | None = None) -> Path:
     """Write a model's bundle (a folder, or a ``.shoal`` file when ``out`` ends so).
 
-    See :func:`shoal.bundle.writer.export_model`; imports torch only when called.
+    A model whose head was fitted (``--head fit``) has one result and its bundle already: it is
+    copied, without torch. Otherwise see :func:`shoal.bundle.writer.export_model` (torch).
+
+    Raises:
+        BundleError: an epoch was asked of a fitted head, or its bundle is missing.
     """
+    from shoal.models import ModelFolder
+
+    folder = ModelFolder.of(name, store=store)
+    if folder.read_config().get("head") == "fit":
+        if epoch not in ("best", "last"):
+            raise BundleError(f"model {name!r} has a fitted head: one result, no epochs; export it without --epoch")
+        if not folder.has_bundle():
+            raise BundleError(f"model {name!r} has no bundle yet: its fit did not finish; train it anew")
+        target = Path(out) if out is not None else folder.bundle_path
+        if target.resolve() != folder.bundle_path.resolve():
+            with staged(target) as staging:
+                for file in folder.bundle_path.iterdir():
+                    shutil.copy2(file, staging / file.name)
+        return target
     from shoal.bundle.writer import export_model
 
     return export_model(name, epoch=epoch, store=store, out=out)

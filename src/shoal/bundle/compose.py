@@ -27,6 +27,7 @@ FEATURES = "features"
 PROBABILITIES = "probabilities"
 SCORE = "unfamiliar_score"
 VERDICT = "unfamiliar"
+BANK = "shoal_bank_t"  # the initializer holding the transposed embedding bank (D×M)
 
 
 def compose(backbone: onnx.ModelProto, *, mean: np.ndarray, scale: np.ndarray, weight: np.ndarray,
@@ -69,26 +70,27 @@ def compose(backbone: onnx.ModelProto, *, mean: np.ndarray, scale: np.ndarray, w
         helper.make_node("Softmax", ["shoal_logits"], [PROBABILITIES], axis=1),
     ])
     graph.output.insert(0, helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, ["batch", len(bias)]))
-    if unfamiliar is not None:
-        add_unfamiliar(model, unfamiliar)
-    else:
-        _drop_output(graph, FEATURES)
+    add_unfamiliar(model, unfamiliar)
     onnx.checker.check_model(model)
     return model
 
 
-def add_unfamiliar(model: onnx.ModelProto, unfamiliar: Unfamiliar) -> None:
+def add_unfamiliar(model: onnx.ModelProto, unfamiliar: Unfamiliar | None) -> None:
     """Turn the graph's ``features`` output into ``unfamiliar_score`` and ``unfamiliar`` outputs.
 
     The score is :meth:`Unfamiliar.scores` in ONNX operators: unit-normalise, cosine similarity
-    to the bank, the k-th largest, one minus it.
+    to the bank, the k-th largest, one minus it. Without a detector the ``features`` output is
+    only dropped.
     """
     from onnx import TensorProto, helper
 
     graph = model.graph
+    if unfamiliar is None:
+        _drop_output(graph, FEATURES)
+        return
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     k = min(unfamiliar.k, len(unfamiliar.bank))
-    _constant(graph, "shoal_bank_t", np.ascontiguousarray(unfamiliar.bank.T))
+    _constant(graph, BANK, np.ascontiguousarray(unfamiliar.bank.T))
     _constant(graph, "shoal_eps", np.array(1e-12, np.float32))
     _constant(graph, "shoal_one", np.array(1.0, np.float32))
     _constant(graph, "shoal_k", np.array([k], np.int64))
@@ -103,7 +105,7 @@ def add_unfamiliar(model: onnx.ModelProto, unfamiliar: Unfamiliar) -> None:
         norm,
         helper.make_node("Max", ["shoal_norm", "shoal_eps"], ["shoal_norm_safe"]),
         helper.make_node("Div", [FEATURES, "shoal_norm_safe"], ["shoal_unit"]),
-        helper.make_node("MatMul", ["shoal_unit", "shoal_bank_t"], ["shoal_similarity"]),
+        helper.make_node("MatMul", ["shoal_unit", BANK], ["shoal_similarity"]),
         helper.make_node("TopK", ["shoal_similarity", "shoal_k"], ["shoal_nearest", "shoal_nearest_index"], axis=1),
         helper.make_node("Gather", ["shoal_nearest", "shoal_kth"], ["shoal_kth_similarity"], axis=1),
         helper.make_node("Sub", ["shoal_one", "shoal_kth_similarity"], [SCORE]),

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-import time
 import warnings
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
-from shoal import __version__
-from shoal.bundle import FORMAT_VERSION, LABELS_FILE, MANIFEST, ONNX_FILE, SUFFIX, WEIGHTS_FILE, zip_bundle
+from shoal import networks
+from shoal.bundle import LABELS_FILE, MANIFEST, ONNX_FILE, WEIGHTS_FILE, manifest, staged
 from shoal.bundle.card import ModelCard
-from shoal.errors import BundleError, NotFoundError
+from shoal.bundle.compose import FEATURES, INPUT, PROBABILITIES, add_unfamiliar
+from shoal.bundle.unfamiliar import MAX_BANK, Unfamiliar, fit_unfamiliar
+from shoal.errors import BundleError, NetworkError, NotFoundError
 from shoal.models import ModelFolder
 from shoal.networks.export import exportable_pools
-from shoal.networks.normalized import NormalizedNet, Probabilities, rebuild
+from shoal.networks.normalized import NormalizedNet, rebuild
 from shoal.networks.weights import load_resume_point, load_weights, save_weights
 from shoal.preprocess import to_network_input
 from shoal.store import Store
@@ -57,35 +58,18 @@ def export_model(name: str, *, epoch: int | str = "best", store: Store | None = 
     history = folder.history()
     out = Path(out) if out is not None else folder.bundle_path
 
-    with tempfile.TemporaryDirectory(prefix="shoal-bundle-", dir=out.parent if out.parent.exists() else None) as tmp:
-        staging = Path(tmp) / "bundle"
-        staging.mkdir()
+    pixels = _check_images(config["dataset"], card, store)
+    detector, unfamiliar = _fit_unfamiliar(model, config, card, store)
+    with staged(out) as staging:
         save_weights(staging / WEIGHTS_FILE, model, epoch=chosen)
-        pixels = _check_images(config["dataset"], card, store)
-        _export_onnx(model, staging / ONNX_FILE, pixels[:1])
-        diff = _compare_onnx(model, staging / ONNX_FILE, pixels)
+        outputs = _export_onnx(model, staging / ONNX_FILE, pixels[:1], detector)
+        diff = _compare_onnx(model, staging / ONNX_FILE, pixels, detector)
         (staging / LABELS_FILE).write_text("\n".join(card.labels) + "\n", encoding="utf-8")
-        manifest = {
-            "format": FORMAT_VERSION,
-            "shoal_version": __version__,
-            "name": name,
-            **card.to_dict(),
-            "epoch": chosen,
-            "metrics": next((h for h in history if h["epoch"] == chosen), None),
-            "history": history,
-            "training": config,
-            "onnx": {"opset": OPSET, "input": "pixels", "output": "probabilities",
-                     "check": {"images": len(pixels), "max_abs_diff": diff}},
-            "versions": {"shoal": __version__, "torch": torch.__version__},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == SUFFIX:
-            return zip_bundle(staging, out)
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.move(str(staging), out)
+        (staging / MANIFEST).write_text(json.dumps(manifest(
+            name, card, epoch=chosen, history=history, training=config, unfamiliar=unfamiliar,
+            onnx={"opset": OPSET, "input": INPUT, "outputs": outputs,
+                  "check": {"against": "torch", "images": len(pixels), "max_abs_diff": diff}},
+            versions={"torch": torch.__version__}), indent=2), encoding="utf-8")
     return out
 
 
@@ -119,25 +103,78 @@ def _check_images(dataset_name: str, card: ModelCard, store: Store) -> np.ndarra
         np.zeros((1, spec.height, spec.width, spec.channels), np.uint8), None)
 
 
-def _export_onnx(model: NormalizedNet, path: Path, example: np.ndarray) -> None:
+class _Deployed(torch.nn.Module):
+    """Softmax probabilities and the features the head takes: the graph before the unfamiliar score is added."""
+
+    def __init__(self, model: NormalizedNet) -> None:
+        super().__init__()
+        self.model = model
+        self.extract = networks.feature_extractor(model.net)
+        self.head = networks.classifier_head(model.net)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.extract(self.model.normalize(pixels)).flatten(1)
+        return torch.softmax(self.head(features), dim=1), features
+
+
+def _features(model: NormalizedNet, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    extract = networks.feature_extractor(model.net)
+    with torch.no_grad():
+        return np.concatenate([extract(model.normalize(torch.from_numpy(pixels[i:i + batch_size]))).flatten(1).numpy()
+                               for i in range(0, len(pixels), batch_size)])
+
+
+def _fit_unfamiliar(model: NormalizedNet, config: dict[str, Any], card: ModelCard,
+                    store: Store) -> tuple[Unfamiliar | None, dict[str, Any]]:
+    """The detector from the features of (at most :data:`MAX_BANK`) training images, or why there is none."""
+    from shoal import datasets
+
+    try:
+        dataset = datasets.load(config["dataset"], store=store)
+    except NotFoundError:
+        return None, {"reason": f"its training images (dataset {config['dataset']!r}) are no longer in the store"}
+    labels = dataset.labels("train")
+    rng = np.random.default_rng(int(config.get("seed", 0)))
+    keep = np.sort(rng.choice(len(labels), min(len(labels), MAX_BANK), replace=False))
+    try:
+        features = _features(model, to_network_input(np.asarray(dataset.images("train")[keep]), card.input.crop_hw))
+    except NetworkError as exc:
+        return None, {"reason": f"its network has no feature layer shoal knows ({exc})"}
+    detector = fit_unfamiliar(features, labels[keep], seed=int(config.get("seed", 0)))
+    if detector is None:
+        return None, {"reason": f"it has too few training images ({len(labels)}) to set a threshold"}
+    return detector, detector.to_manifest()
+
+
+def _export_onnx(model: NormalizedNet, path: Path, example: np.ndarray, detector: Unfamiliar | None) -> list[str]:
+    import onnx
+
     exportable_pools(model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         # The exporter restores the wrapper's mode afterwards: make it eval so the model stays in eval.
-        torch.onnx.export(Probabilities(model).eval(), (torch.from_numpy(example),), str(path), opset_version=OPSET,
-                          input_names=["pixels"], output_names=["probabilities"],
-                          dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(_Deployed(model).eval(), (torch.from_numpy(example),), str(path), opset_version=OPSET,
+                          input_names=[INPUT], output_names=[PROBABILITIES, FEATURES],
+                          dynamic_axes={INPUT: {0: "batch"}, PROBABILITIES: {0: "batch"}, FEATURES: {0: "batch"}},
+                          dynamo=False)
+    graph = onnx.load(str(path))
+    add_unfamiliar(graph, detector)
+    onnx.save(graph, str(path))
+    return [o.name for o in graph.graph.output]
 
 
-def _compare_onnx(model: NormalizedNet, path: Path, pixels: np.ndarray) -> float:
+def _compare_onnx(model: NormalizedNet, path: Path, pixels: np.ndarray, detector: Unfamiliar | None) -> float:
+    """The largest difference between the graph and torch (probabilities and unfamiliar score)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"pixels": pixels})[0]
+    got = session.run(None, {INPUT: pixels})
     with torch.no_grad():
-        want = torch.softmax(model(torch.from_numpy(pixels)), dim=1).numpy()
-    diff = float(np.abs(got - want).max())
-    if diff > ONNX_TOLERANCE:
+        want = [torch.softmax(model(torch.from_numpy(pixels)), dim=1).numpy()]
+    if detector is not None:
+        want.append(detector.scores(_features(model, pixels)))
+    diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    if not np.isfinite(got[0]).all() or diff > ONNX_TOLERANCE:
         raise BundleError(f"the exported ONNX graph differs from the torch model by {diff:.2e} "
                           f"(allowed {ONNX_TOLERANCE:.0e}); please report this with the network name")
     return diff

@@ -103,8 +103,12 @@ def _emit(results: Iterable[Result], *, as_json: bool, json_lines: bool = False)
     """Print results as they come; return how many failed."""
     failed = 0
     collected: list[dict[str, object]] = []
+    noted = False
     for result in results:
         failed += not result.ok
+        if result.unfamiliar_reason and not noted and not as_json:
+            sys.stderr.write(f"No unfamiliar verdict: {result.unfamiliar_reason.removeprefix('the model cannot tell: ')}\n")
+            noted = True
         if as_json and json_lines:
             sys.stdout.write(json.dumps(result.to_dict()) + "\n")
             sys.stdout.flush()
@@ -121,11 +125,17 @@ def _emit(results: Iterable[Result], *, as_json: bool, json_lines: bool = False)
 
 
 def format_line(result: Result) -> str:
-    """``photo.jpg  dolphin 99.97%  seahorse 0.03%`` (video frames: ``clip.mp4 frame 30 (1.00 s)  ...``)."""
+    """``photo.jpg  dolphin 99.97%  seahorse 0.03%`` (video frames: ``clip.mp4 frame 30 (1.00 s)  ...``).
+
+    An image unlike every training image ends with ``UNFAMILIAR``: its probabilities say little.
+    """
     name = result.source
     if result.frame is not None:
         name += f" frame {result.frame}" + (f" ({result.time_s:.2f} s)" if result.time_s is not None else "")
-    return "  ".join([name, *(f"{label} {_percent(p)}" for label, p in result.predictions)])
+    parts = [name, *(f"{label} {_percent(p)}" for label, p in result.predictions)]
+    if result.unfamiliar:
+        parts.append("UNFAMILIAR (like none of the training images)")
+    return "  ".join(parts)
 
 
 def _percent(p: float) -> str:

@@ -51,6 +51,7 @@ def train(
     weight_decay: Optional[float] = config_option(TrainConfig, "weight_decay", "--weight-decay"),
     momentum: Optional[float] = config_option(TrainConfig, "momentum", "--momentum"),
     freeze: Optional[str] = config_option(TrainConfig, "freeze", "--freeze"),
+    head: Optional[str] = config_option(TrainConfig, "head", "--head"),
     crop: Optional[int] = config_option(TrainConfig, "crop", "--crop"),
     flip: Optional[bool] = config_option(TrainConfig, "flip", "--flip/--no-flip"),
     color_jitter: Optional[float] = config_option(TrainConfig, "color_jitter", "--color-jitter"),
@@ -84,7 +85,7 @@ def train(
                 pretrained=str(weights) if weights else (True if pretrained else None), name=name, epochs=epochs,
                 batch_size=batch_size, solver=solver, lr=lr, lr_policy=lr_policy, step_size=step_size,
                 step_values=step_values, gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
-                freeze=freeze, crop=crop, flip=flip, color_jitter=color_jitter, mean=mean, seed=seed,
+                freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter, mean=mean, seed=seed,
                 snapshot_every=snapshot_every, val_every=val_every, early_stop=early_stop, device=device,
                 threads=threads, precision=precision, log_every=log_every)
             result = train_run(config, on_event=handler)
@@ -119,7 +120,9 @@ class _Progress:
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        if kind == "start":
+        if kind == "prepare":
+            err.print(event["message"].capitalize() + " …", highlight=False)
+        elif kind == "start":
             self.name, self.epochs = event["name"], event["epochs"]
             if self.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
@@ -127,18 +130,40 @@ class _Progress:
                 from shoal.store import Store
 
                 self.writer = SummaryWriter(str(Store().folder("model", self.name) / "tensorboard"))
+            if event.get("head") == "fit":
+                err.print(f"Fitting the head of {self.name} on the features of {event['train_images']} images "
+                          f"({event['val_images']} for validation)", highlight=False)
+                self._bar("features", event["train_images"] + event["val_images"], 0)
+                return
+            if event["resumed"]:
+                err.print(f"Resuming {self.name} after epoch {event['epoch']} of {self.epochs}", highlight=False)
             how = "on cached backbone features" if event["cached_features"] else (
                 "end to end, bf16 autocast" if event["bf16"] else "end to end")
             err.print(f"Training {self.name} on {event['train_images']} images ({event['val_images']} for validation), "
                       f"{how}, on {event['device']}")
-            self.bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.description}"),
-                                TimeElapsedColumn(), console=err, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("", total=self.epochs, completed=event["epoch"], epoch=event["epoch"])
+            self._bar("epoch {task.fields[epoch]}", self.epochs, event["epoch"])
+        elif kind == "features" and self.bar is not None:
+            self.bar.update(self.task, total=event["total"], completed=event["done"],
+                            description=f"{event['done']}/{event['total']} images")
+        elif kind == "fit":
+            self.close()
+            if event["folds"]:
+                best = min(event["curve"], key=lambda point: point["log_loss"])
+                err.print(f"head: logistic regression, C={event['strength']:.3g} chosen by {event['folds']}-fold "
+                          f"cross-validated log-loss on the training images ({best['log_loss']:.4f})", highlight=False)
+            else:
+                err.print(f"head: logistic regression, C={event['strength']:.3g} (too few images per class "
+                          "to cross-validate)", highlight=False)
         elif kind == "iteration" and self.bar is not None:
             self.bar.update(self.task, completed=event["epoch"], epoch=f"{event['epoch']:.2f}/{self.epochs}",
                             description=f"loss {event['train_loss']:.4f}  {event['images_per_s']:.0f} img/s")
             self._scalars(event, ("train_loss", "lr"), event["epoch"])
+        elif kind == "epoch" and "lr" not in event:  # a fitted head: one result, no learning rate
+            unfamiliar = event.get("val_unfamiliar")
+            err.print(f"validation: loss {event['val_loss']:.4f}  acc {event['val_accuracy']:.1%}"
+                      + (f"  top-5 {event['val_top5']:.1%}" if "val_top5" in event else "")
+                      + (f"  unfamiliar {unfamiliar:.1%}" if unfamiliar is not None else "")
+                      + f"  {event['elapsed_s']:.1f} s", soft_wrap=True, highlight=False)
         elif kind == "epoch":
             line = f"epoch {event['epoch']:>3}/{self.epochs}  loss {event['train_loss']:.4f}"
             if "val_accuracy" in event:
@@ -148,8 +173,17 @@ class _Progress:
             line += f"  lr {event['lr']:.2g}  {event['images_per_s']:.0f} img/s  {event['elapsed_s']:.1f} s"
             err.print(line, soft_wrap=True, highlight=False)
             self._scalars(event, ("val_loss", "val_accuracy", "val_top5"), event["epoch"])
+        elif kind == "export":
+            self.close()
+            err.print(event["message"].capitalize() + " …", highlight=False)
         elif kind == "early_stop":
             err.print(f"Stopping early: no improvement since epoch {event['best_epoch']}")
+
+    def _bar(self, label: str, total: int, completed: int) -> None:
+        self.bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=err, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("", total=total, completed=completed, epoch=completed)
 
     def _scalars(self, event: dict[str, Any], keys: tuple[str, ...], step: float) -> None:
         if self.writer is not None:

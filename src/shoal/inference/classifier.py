@@ -27,6 +27,7 @@ from shoal.inference import runtimes, sources
 from shoal.preprocess import centre_crop, to_network_input
 
 DEFAULT_BATCH_SIZE = 32
+_Output = tuple[np.ndarray, "float | None"]  # one image's probabilities and unfamiliar score
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class Result:
         error: why the input could not be classified (then ``predictions`` is empty).
         frame: for video, the frame's index.
         time_s: for video files, the frame's time in seconds.
+        unfamiliar: whether the image looks like none of the training images (its probabilities
+            then say little); ``None`` when the model cannot tell (see ``unfamiliar_reason``).
+        unfamiliar_score: the cosine distance to the k-th nearest training image (0 = identical);
+            above the model's threshold the image is unfamiliar.
+        unfamiliar_reason: why ``unfamiliar`` is ``None``.
     """
 
     source: str
@@ -47,6 +53,9 @@ class Result:
     error: str | None = None
     frame: int | None = None
     time_s: float | None = None
+    unfamiliar: bool | None = None
+    unfamiliar_score: float | None = None
+    unfamiliar_reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -64,11 +73,16 @@ class Result:
         return self.predictions[0][1] if self.predictions else None
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"source", "predictions": [{"label", "probability"}, ...]}`` (+ ``error``, ``frame``, ``time_s`` when set)."""
+        """``{"source", "predictions": [{"label", "probability"}, ...], "unfamiliar", "unfamiliar_score"}``
+        (+ ``unfamiliar_reason``, ``error``, ``frame``, ``time_s`` when set)."""
         out: dict[str, Any] = {"source": self.source,
                                "predictions": [{"label": label, "probability": p} for label, p in self.predictions]}
         if self.error is not None:
             out["error"] = self.error
+        else:
+            out["unfamiliar"], out["unfamiliar_score"] = self.unfamiliar, self.unfamiliar_score
+            if self.unfamiliar_reason is not None:
+                out["unfamiliar_reason"] = self.unfamiliar_reason
         if self.frame is not None:
             out["frame"] = self.frame
         if self.time_s is not None:
@@ -129,6 +143,15 @@ class Classifier:
         self.trust_code = trust_code
         self._bundle = bundle
         self._torch: runtimes.TorchRuntime | None = None  # built on first use of heatmap()/layers()
+        section = bundle.manifest.get("unfamiliar")
+        if isinstance(section, dict) and "threshold" in section:
+            self.unfamiliar_threshold: float | None = float(section["threshold"])
+            self.unfamiliar_reason: str | None = None
+        else:
+            self.unfamiliar_threshold = None
+            self.unfamiliar_reason = "the model cannot tell: " + (
+                str(section["reason"]) if isinstance(section, dict) and "reason" in section else
+                "its bundle was written before shoal had the verdict; re-export it (shoal export MODEL --out ...)")
 
     def __repr__(self) -> str:
         return (f"Classifier({str(self.path)!r}, architecture={self.card.architecture!r}, "
@@ -175,7 +198,7 @@ class Classifier:
         """
         top = self._check_top(top)
         items, single = sources.expand(x, bgr=bgr)
-        results = [self._result(item, probs, error, top) for item, probs, error in self._run(items, batch_size)]
+        results = [self._result(item, out, error, top) for item, out, error in self._run(items, batch_size)]
         if single:
             if results[0].error is not None:
                 raise InputError(results[0].error)
@@ -194,8 +217,8 @@ class Classifier:
         """
         top = self._check_top(top)
         items, _ = sources.expand(x, bgr=bgr, strict=False)
-        for item, probs, error in self._run(items, batch_size):
-            yield self._result(item, probs, error, top)
+        for item, out, error in self._run(items, batch_size):
+            yield self._result(item, out, error, top)
 
     def predict_proba(self, x: Any, *, bgr: bool = False, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """Class probabilities, one row per image in input order, columns in :attr:`labels` order.
@@ -213,10 +236,10 @@ class Classifier:
         """
         items, _ = sources.expand(x, bgr=bgr)
         rows = []
-        for _item, probs, error in self._run(items, batch_size):
-            if error is not None:
-                raise InputError(error)
-            rows.append(probs)
+        for _item, out, error in self._run(items, batch_size):
+            if error is not None or out is None:
+                raise InputError(str(error))
+            rows.append(out[0])
         return np.stack(rows) if rows else np.zeros((0, len(self.labels)), np.float32)
 
     def predict_video(self, source: str | int, top: int | None = 5, *, every: int = 1,
@@ -319,11 +342,16 @@ class Classifier:
             raise ConfigError(f"top must be an int >= 1 (or None for all {len(self.labels)} classes), got {top!r}")
         return min(int(top), len(self.labels))
 
-    def _result(self, item: sources.Item, probs: np.ndarray | None, error: str | None, top: int) -> Result:
-        if error is not None or probs is None:
+    def _result(self, item: sources.Item, out: _Output | None, error: str | None, top: int) -> Result:
+        if error is not None or out is None:
             return Result(item.source, [], error)
+        probs, score = out
         order = np.argsort(-probs, kind="stable")[:top]
-        return Result(item.source, [(self.labels[i], float(probs[i])) for i in order])
+        predictions = [(self.labels[i], float(probs[i])) for i in order]
+        if score is None or self.unfamiliar_threshold is None:
+            return Result(item.source, predictions, unfamiliar_reason=self.unfamiliar_reason)
+        return Result(item.source, predictions, unfamiliar=bool(score > self.unfamiliar_threshold),
+                      unfamiliar_score=float(score))
 
     def _load(self, item: sources.Item) -> np.ndarray | str:
         """The item's prepared pixels, or the error message that says why it cannot be read."""
@@ -334,8 +362,8 @@ class Classifier:
         except InputError as exc:
             return str(exc)
 
-    def _run(self, items: list[sources.Item], batch_size: int) -> Iterator[tuple[sources.Item, np.ndarray | None, str | None]]:
-        """Yield ``(item, probabilities, error)`` in order; images of the next batch load while one runs."""
+    def _run(self, items: list[sources.Item], batch_size: int) -> Iterator[tuple[sources.Item, _Output | None, str | None]]:
+        """Yield ``(item, (probabilities, unfamiliar score), error)`` in order; the next batch loads while one runs."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
         chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
@@ -352,12 +380,13 @@ class Classifier:
                 yield from self._classify(chunk, loaded)
 
     def _classify(self, chunk: list[sources.Item], loaded: list[np.ndarray | str]
-                  ) -> Iterator[tuple[sources.Item, np.ndarray | None, str | None]]:
+                  ) -> Iterator[tuple[sources.Item, _Output | None, str | None]]:
         good = [pixels for pixels in loaded if isinstance(pixels, np.ndarray)]
-        probs = iter(self.runtime(self.network_input(good)) if good else ())
+        probs, scores = self.runtime.run(self.network_input(good)) if good else (np.zeros((0, 0)), None)
+        outputs = iter(zip(probs, scores if scores is not None else [None] * len(probs)))
         for item, pixels in zip(chunk, loaded):
             if isinstance(pixels, np.ndarray):
-                yield item, next(probs), None
+                yield item, next(outputs), None
             else:
                 yield item, None, pixels
 

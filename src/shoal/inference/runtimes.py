@@ -1,7 +1,8 @@
 """The engines that turn a batch of network input into class probabilities.
 
 Both take float32 ``N×C×H×W`` pixels 0..255 (normalisation is inside the model) and return
-float32 ``N×classes`` softmax probabilities.
+float32 ``N×classes`` softmax probabilities; ``run()`` also returns the unfamiliar scores
+(:mod:`shoal.bundle.unfamiliar`) where the bundle has a detector.
 
 * :class:`OnnxRuntime` (the default) runs the bundle's ``model.onnx`` with ONNX Runtime:
   no torch import, fast to start, fast on CPU.
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from shoal.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle
+from shoal.bundle.compose import BANK, SCORE
+from shoal.bundle.unfamiliar import Unfamiliar
 from shoal.errors import BundleError, ConfigError
 from shoal.trust import check_bundle_code
 
@@ -37,6 +40,10 @@ class Runtime(Protocol):
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Return ``N×classes`` probabilities for float32 ``N×C×H×W`` pixels 0..255."""
+        ...
+
+    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return the probabilities and the ``(N,)`` unfamiliar scores (``None`` without a detector)."""
         ...
 
 
@@ -124,9 +131,18 @@ class OnnxRuntime:
         self.threads = options.intra_op_num_threads
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        outputs = {o.name for o in self.session.get_outputs()}
+        self.score_name = SCORE if SCORE in outputs else None
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: pixels})[0]
+
+    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities, and the unfamiliar scores where the graph computes them."""
+        if self.score_name is None:
+            return self(pixels), None
+        probabilities, scores = self.session.run([self.output_name, self.score_name], {self.input_name: pixels})
+        return probabilities, scores
 
 
 class TorchRuntime:
@@ -170,6 +186,7 @@ class TorchRuntime:
             raise BundleError(f"the weights of bundle {str(bundle.path)!r} do not fit the network its manifest "
                               f"describes: {str(exc).splitlines()[0]}") from exc
         self.model.eval().to(self.device)
+        self.detector = _detector(bundle)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -178,11 +195,42 @@ class TorchRuntime:
             logits = self.model(torch.from_numpy(pixels).to(self.device))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
+    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities, and the unfamiliar scores where the bundle has a detector."""
+        if self.detector is None:
+            return self(pixels), None
+        import torch
+
+        from shoal.networks import classifier_head, feature_extractor
+
+        with torch.inference_mode():
+            x = torch.from_numpy(pixels).to(self.device)
+            features = feature_extractor(self.model.net)(self.model.normalize(x)).flatten(1)
+            logits = classifier_head(self.model.net)(features)
+            probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return probabilities, self.detector.scores(features.float().cpu().numpy())
+
     def tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """Network input as a tensor on :attr:`device`."""
         import torch
 
         return torch.from_numpy(pixels).to(self.device)
+
+
+def _detector(bundle: Bundle) -> Unfamiliar | None:
+    """The bundle's unfamiliar detector, its bank read from the ONNX graph (where the one copy lives)."""
+    section = bundle.manifest.get("unfamiliar")
+    if not isinstance(section, dict) or "threshold" not in section:
+        return None
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_model_from_string(bundle.read(ONNX_FILE)).graph
+    bank = next((numpy_helper.to_array(t) for t in graph.initializer if t.name == BANK), None)
+    if bank is None:
+        raise BundleError(f"bundle {str(bundle.path)!r} names an unfamiliar threshold but its graph has no "
+                          "embedding bank; re-export it (shoal export MODEL --out ...)")
+    return Unfamiliar(np.ascontiguousarray(bank.T), int(section["k"]), float(section["threshold"]))
 
 
 def _torch_device(name: str) -> str:

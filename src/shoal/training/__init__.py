@@ -1,7 +1,8 @@
 """Training: ``train(TrainConfig(...))`` turns a stored dataset into a model bundle.
 
 Configs, solvers and schedules import without torch (the web app plots schedules with
-them); the loop, which needs torch, loads on first use.
+them); so do ``train``/``resume`` and the fitted head. The loop, which needs torch, loads on
+first use.
 """
 
 from typing import Any
@@ -13,12 +14,16 @@ from shoal.training.solvers import SOLVERS
 __all__ = ["POLICIES", "SOLVERS", "TrainConfig", "TrainResult", "build_model", "learning_rate", "resume",
            "schedule", "train"]
 
-_LOOP_NAMES = {"TrainResult", "build_model", "resume", "train"}
+_RUN_NAMES = {"TrainResult", "resume", "train"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LOOP_NAMES:
+    if name in _RUN_NAMES:
+        from shoal.training import run
+
+        return getattr(run, name)
+    if name == "build_model":
         from shoal.training import loop
 
-        return getattr(loop, name)
+        return loop.build_model
     raise AttributeError(f"module 'shoal.training' has no attribute {name!r}")

@@ -39,6 +39,8 @@ INPUT = "x"
 FEATURES = "features"
 # Largest allowed |features_onnx - features_torch|, relative to the largest feature.
 TOLERANCE = 1e-4
+# (native (height, width), (mean, std) per channel) -> the (height, width) the model takes
+SizeRule = Callable[[tuple[int, int], tuple[tuple[float, ...], tuple[float, ...]]], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -102,62 +104,79 @@ def open_backbone(network: str, pretrained: bool | str, *, store: Store) -> Back
                     int(meta["feature_dim"]), dict(meta["head"]))
 
 
-def prepare(network: str, pretrained: bool | str, *, channels: int, size: tuple[int, int] | None,
-            store: Store, on_prepare: Callable[[str], None] | None = None) -> Backbone:
-    """The backbone's cache entry, with the graph for ``channels`` and ``size`` exported if missing.
+def prepare(network: str, pretrained: bool | str, *, channels: int,
+            input_size: SizeRule, store: Store,
+            on_prepare: Callable[[str], None] | None = None) -> tuple[Backbone, tuple[int, int]]:
+    """The backbone's cache entry, with the graph for ``channels`` and the model's input size.
 
     Args:
         network: a registry name.
         pretrained: ``True`` (the network's default weights) or a weights file.
         channels: input channels.
-        size: ``(height, width)`` of the network input; ``None``: only make sure the entry exists.
+        input_size: from the network's native ``(height, width)`` and its ``(mean, std)`` for
+            ``channels``, the ``(height, width)`` the model takes (it depends on the dataset: see
+            :func:`shoal.training.card.model_card`).
         store: whose cache to use.
-        on_prepare: told what is being prepared when torch has to run (once per backbone).
+        on_prepare: told what is being prepared when torch has to run (once per backbone and size).
 
     Returns:
-        The backbone; its graph for ``(channels, size)`` exists when ``size`` was given.
+        The backbone and the input size; the graph for them exists.
 
     Raises:
         NetworkError: the network or its weights cannot be loaded.
         TrainingError: the network's head is not a linear layer on features (use the training loop).
     """
     backbone = open_backbone(network, pretrained, store=store)
-    missing = backbone is None or not backbone.weights_path(channels).exists() or (
-        size is not None and not backbone.graph_path(channels, *size).exists())
-    if missing:
-        if on_prepare is not None:
-            on_prepare(f"preparing {network} for fast fine-tuning, once")
-        _export(network, pretrained, channels, size, cache_folder(network, pretrained, store=store))
-        backbone = open_backbone(network, pretrained, store=store)
-    assert backbone is not None  # just written
-    return backbone
+    if backbone is not None:
+        size = input_size(backbone.input_size, backbone.normalization(channels))
+        if backbone.weights_path(channels).exists() and backbone.graph_path(channels, *size).exists():
+            return backbone, size
+    if on_prepare is not None:
+        on_prepare(f"preparing {network} for fast fine-tuning, once")
+    folder = cache_folder(network, pretrained, store=store)
+    size = _export(network, pretrained, channels, input_size, folder)
+    backbone = open_backbone(network, pretrained, store=store)
+    if backbone is None:
+        raise TrainingError(f"the backbone cache in {folder} could not be read back; delete that folder and retry")
+    return backbone, size
 
 
-def embed(backbone: Backbone, images: np.ndarray, *, channels: int, crop: tuple[int, int] | None,
-          mean: np.ndarray, scale: np.ndarray, flip: bool = False, batch_size: int = 32) -> np.ndarray:
-    """Features of uint8 ``N×H×W×C`` images through the cached graph, with ONNX Runtime.
+class FeatureGraph:
+    """The cached backbone graph in ONNX Runtime, turning stored images into features.
 
     Args:
-        crop: the ``(h, w)`` centre crop the model takes, or ``None``.
+        backbone: the prepared backbone.
+        channels: input channels.
+        crop: the ``(h, w)`` centre crop the model takes, or ``None`` (the whole image).
+        size: the ``(h, w)`` the graph takes.
         mean, scale: the model's normalisation (``(x - mean) * scale``), broadcastable to ``C×h×w``.
-        flip: mirror the images first.
-
-    Returns:
-        float32 ``(N, D)``.
+        batch_size: images per run of the graph.
     """
-    import onnxruntime as ort
 
-    height, width = crop or images.shape[1:3]
-    session = ort.InferenceSession(str(backbone.graph_path(channels, height, width)),
-                                   providers=["CPUExecutionProvider"])
-    mean, scale = np.asarray(mean, np.float32), np.asarray(scale, np.float32)
-    out = np.empty((len(images), backbone.feature_dim), np.float32)
-    for start in range(0, len(images), batch_size):
-        x = to_network_input(np.asarray(images[start:start + batch_size]), crop)
-        if flip:
-            x = x[..., ::-1]
-        out[start:start + len(x)] = session.run(None, {INPUT: np.ascontiguousarray((x - mean) * scale)})[0]
-    return out
+    def __init__(self, backbone: Backbone, *, channels: int, crop: tuple[int, int] | None, size: tuple[int, int],
+                 mean: np.ndarray, scale: np.ndarray, batch_size: int = 32) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(backbone.graph_path(channels, *size)),
+                                            providers=["CPUExecutionProvider"])
+        self.crop, self.batch_size, self.dim = crop, batch_size, backbone.feature_dim
+        self.mean, self.scale = np.asarray(mean, np.float32), np.asarray(scale, np.float32)
+
+    def __call__(self, images: np.ndarray, *, flip: bool = False,
+                 on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Features of uint8 ``N×H×W×C`` images (mirrored first with ``flip``), float32 ``(N, D)``.
+
+        ``on_batch`` is told how many images are done after each batch.
+        """
+        out = np.empty((len(images), self.dim), np.float32)
+        for start in range(0, len(images), self.batch_size):
+            x = to_network_input(np.asarray(images[start:start + self.batch_size]), self.crop)
+            if flip:
+                x = x[..., ::-1]
+            out[start:start + len(x)] = self.session.run(None, {INPUT: np.ascontiguousarray((x - self.mean) * self.scale)})[0]
+            if on_batch is not None:
+                on_batch(start + len(x))
+        return out
 
 
 def load_weights(backbone: Backbone, channels: int) -> dict[str, np.ndarray]:
@@ -167,8 +186,9 @@ def load_weights(backbone: Backbone, channels: int) -> dict[str, np.ndarray]:
     return load_file(backbone.weights_path(channels))
 
 
-def _export(network: str, pretrained: bool | str, channels: int, size: tuple[int, int] | None, folder: Path) -> None:
-    """Build the network in torch; write its meta, its weights and the feature graph for ``size``."""
+def _export(network: str, pretrained: bool | str, channels: int, input_size: SizeRule,
+            folder: Path) -> tuple[int, int]:
+    """Build the network in torch; write its meta, its weights and the feature graph; return its size."""
     import torch
     from safetensors.torch import save_file
 
@@ -193,7 +213,7 @@ def _export(network: str, pretrained: bool | str, channels: int, size: tuple[int
             return extract(x).flatten(1)
 
     features = Features().eval()
-    height, width = size or spec.input_size
+    height, width = input_size(spec.input_size, spec.normalization(channels))
     example = torch.rand(2, channels, height, width) * 2 - 1
     with torch.no_grad():
         want = features(example).numpy()
@@ -204,20 +224,19 @@ def _export(network: str, pretrained: bool | str, channels: int, size: tuple[int
             "head": {"weight": f"{head_name}.weight", "bias": f"{head_name}.bias"}}
     state = {k: v.contiguous() for k, v in net.state_dict().items() if not k.startswith(f"{head_name}.")}
     _atomic(folder / f"c{channels}.safetensors", lambda tmp: save_file(state, tmp))
-    if size is not None:
-        exportable_pools(features)
-        graph = folder / f"c{channels}-{height}x{width}.onnx"
+    exportable_pools(features)
 
-        def write(tmp: str) -> None:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-                torch.onnx.export(features, (example,), tmp, opset_version=OPSET, input_names=[INPUT],
-                                  output_names=[FEATURES], dynamic_axes={INPUT: {0: "batch"}, FEATURES: {0: "batch"}},
-                                  dynamo=False)
-            _check_graph(tmp, example.numpy(), want, network)
+    def write(tmp: str) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(features, (example,), tmp, opset_version=OPSET, input_names=[INPUT],
+                              output_names=[FEATURES], dynamic_axes={INPUT: {0: "batch"}, FEATURES: {0: "batch"}},
+                              dynamo=False)
+        _check_graph(tmp, example.numpy(), want, network)
 
-        _atomic(graph, write)
+    _atomic(folder / f"c{channels}-{height}x{width}.onnx", write)
     _atomic(folder / "backbone.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    return height, width
 
 
 def _check_graph(path: str, example: np.ndarray, want: np.ndarray, network: str) -> None:

@@ -21,6 +21,10 @@ MAX_LR = 10  # far above any rate that trains; larger ones only make NaN weights
 MAX_GAMMA = 100  # the inv policy's rate and the sigmoid's steepness
 MAX_POWER = 100
 DROP_POLICIES = ("step", "multistep", "exp")  # gamma multiplies the rate at each drop: at most 1
+HEADS = ("fit", "sgd")
+# What only the training loop uses: a fitted head refuses them rather than ignore them.
+LOOP_OPTIONS = ("epochs", "solver", "lr", "lr_policy", "step_size", "step_values", "gamma", "power", "weight_decay",
+                "momentum", "snapshot_every", "val_every", "early_stop", "precision", "log_every")
 
 # Measured on the dolphins/seahorses set, 2-core CPU, judged on 24 photos held out of both
 # training and validation (--test 20). Full fine-tuning runs at ~8 images/s, so three epochs
@@ -46,6 +50,7 @@ class TrainConfig:
     name: str | None = None             # model name in the store; default: <dataset>-<network>
     pretrained: bool | str = False      # False: from scratch; True: the network's default weights; or a weights file
     freeze: str | int | None = None     # none | backbone | the first N stages (an int)
+    head: str | None = None             # fit | sgd: how the head of a frozen backbone learns; fit = logistic regression, its strength cross-validated (default when fine-tuning); sgd = the training loop
     epochs: int | None = None           # passes over the training split
     batch_size: int = 32                # images per step
     solver: str = "sgd"                 # sgd | nesterov | adam | adamw | adagrad | rmsprop | adadelta
@@ -76,6 +81,8 @@ class TrainConfig:
             raise ConfigError(f"dataset must be the name of a stored dataset, got {self.dataset!r}", options=("dataset",))
         if self.freeze is not None:
             set_(self, "freeze", check_freeze(self.freeze))
+        if self.head is not None:
+            check_choice("head", self.head, HEADS)
         check_int("epochs", self.epochs, minimum=1, maximum=MAX_EPOCHS, optional=True)
         check_int("batch_size", self.batch_size, minimum=1, maximum=65_536)
         check_choice("solver", self.solver, SOLVERS)
@@ -108,21 +115,54 @@ class TrainConfig:
         return self.pretrained not in (False, None, "")
 
     def resolved(self) -> TrainConfig:
-        """Return a copy with every path-dependent default filled in (what the run records)."""
+        """Return a copy with every path-dependent default filled in (what the run records).
+
+        Raises:
+            ConfigError: a fitted head (``head='fit'``, the default when fine-tuning a frozen
+                backbone) was given options of the training loop, or cannot be fitted as asked.
+        """
         defaults = FINETUNE_DEFAULTS if self.finetune else SCRATCH_DEFAULTS
         network = self.network
         if network == "auto":
             network = "efficientnet_lite0" if self.finetune else "lenet"
+        freeze = self.freeze if self.freeze is not None else defaults["freeze"]
+        name = self.name or f"{self.dataset}-{network}".replace(":", "-").replace("/", "-")
+        head = self.head or ("fit" if self.finetune and freeze == "backbone" and self.color_jitter == 0 else "sgd")
+        if head == "fit":
+            self._check_fit(freeze)
+            return dataclasses.replace(self, network=network, name=name, freeze=freeze, head=head)
         epochs = self.epochs if self.epochs is not None else defaults["epochs"]
         return dataclasses.replace(
             self,
             network=network,
-            name=self.name or f"{self.dataset}-{network}".replace(":", "-").replace("/", "-"),
-            freeze=self.freeze if self.freeze is not None else defaults["freeze"],
+            name=name,
+            freeze=freeze,
+            head=head,
             epochs=epochs,
             lr=self.lr if self.lr is not None else defaults["lr"],
             step_size=self.step_size if self.step_size is not None else max(epochs / 3, 1e-9),
         )
+
+    def _loop_options(self) -> list[str]:
+        """The training-loop options set to something other than their default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return [name for name in LOOP_OPTIONS if getattr(self, name) != defaults[name]]
+
+    def _check_fit(self, freeze: str | int) -> None:
+        if not self.finetune:
+            raise ConfigError("head 'fit' fits a head on pretrained features; add --pretrained (or --weights FILE), "
+                              "or train from scratch with head sgd", options=("head",))
+        if freeze != "backbone":
+            raise ConfigError(f"head 'fit' needs a frozen backbone (freeze backbone), got freeze {freeze!r}; "
+                              "use head sgd to train more than the head", options=("head", "freeze"))
+        if self.color_jitter:
+            raise ConfigError("color_jitter changes every view, so the features cannot be computed once for a "
+                              "fitted head; use head sgd with it", options=("color_jitter", "head"))
+        given = self._loop_options()
+        if given:
+            raise ConfigError(f"{', '.join(given)} belong{'s' if len(given) == 1 else ''} to the training loop, which "
+                              "a fitted head does not run (its strength is chosen by cross-validation); use head "
+                              "sgd to train the head with the loop", options=(*given, "head"))
 
 
 def check_step_values(value: Any) -> tuple[float, ...]:

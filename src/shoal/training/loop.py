@@ -1,143 +1,54 @@
-"""``train()``: one training run, read top to bottom.
+"""The training loop: epochs of SGD (or another solver) over the network, read top to bottom.
 
 setup → data → model → optimizer → resume → loop (train, validate, snapshot) → bundle.
-Progress goes out as events (dicts) to ``on_event`` and to ``metrics.jsonl`` in the
-model's folder, never as prints.
+:func:`shoal.training.run.train` registers the run and calls :func:`loop_run` (or the fitted
+head of :mod:`shoal.training.fitted`); progress goes out as events, never as prints.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from shoal import datasets, networks
-from shoal.bundle.card import InputSpec, ModelCard, Normalization
-from shoal.config import from_dict, to_dict
+from shoal.bundle.card import ModelCard
 from shoal.errors import TrainingError
 from shoal.models import ModelFolder
 from shoal.networks.normalized import NormalizedNet
 from shoal.networks.weights import check_weights_path, save_weights
-from shoal.preprocess import centre_crop
 from shoal.store import Store
 from shoal.training import snapshots
 from shoal.training.batches import FeatureBatches, PixelBatches
+from shoal.training.card import model_card
 from shoal.training.config import TrainConfig
+from shoal.training.run import Aborted, Emitter, TrainResult
 from shoal.training.schedules import learning_rate
 from shoal.training.solvers import make_optimizer
 
-EventHandler = Callable[[dict[str, Any]], None]
-# Auto-crop only trims a margin: a network whose native size is under 3/4 of the images
-# (LeNet's 28 px on 64-px digits) takes the whole image instead of a small part of it.
-CROP_MARGIN = 0.75
 
-
-@dataclass
-class TrainResult:
-    """What a finished (or stopped) run produced."""
-
-    name: str
-    status: str
-    folder: Path
-    bundle: Path | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "folder": str(self.folder),
-                "bundle": str(self.bundle) if self.bundle else None, "best_epoch": self.best_epoch,
-                "history": self.history}
-
-
-class Aborted(Exception):
-    """Raised inside the loop when someone asked the run to stop (an ``ABORT`` file)."""
-
-
-def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHandler | None = None) -> TrainResult:
-    """Train a new model as ``config`` says and write its bundle.
-
-    Args:
-        config: what to train and how; path-dependent defaults are filled in and recorded.
-        store: where datasets and models live; default ``SHOAL_HOME``.
-        on_event: called with each progress event (``start``, ``iteration``, ``epoch``, ``done``...).
-
-    Returns:
-        The run's :class:`TrainResult` (the bundle of the best epoch, and the metric history).
-
-    Raises:
-        NotFoundError: the dataset does not exist.
-        AlreadyExistsError: a model of that name exists (delete it, or resume it).
-        ConfigError, NetworkError, TrainingError: for options that cannot work.
-    """
-    store = store or Store()
-    config = config.resolved()
-    # Check what can be checked before a model is registered, so a typo leaves nothing behind.
-    datasets.load(config.dataset, store=store)
+def check(config: TrainConfig) -> None:
+    """Refuse, before a model is registered, a network, weights file or device that cannot work."""
     networks.get_spec(config.network)
     if isinstance(config.pretrained, str):
         check_weights_path(config.pretrained)
+    elif config.pretrained is True:
+        networks.resolve_network(config.network).fetch_pretrained()
     _device(config.device)
-    entry = store.reserve("model", config.name, status="queued",
-                          summary={"dataset": config.dataset, "network": config.network, "pretrained": config.finetune})
-    folder = ModelFolder(entry.path)
-    folder.write_config(to_dict(config))
-    return _run(config, folder, store, on_event, resume=False)
 
 
-def resume(name: str, *, store: Store | None = None, on_event: EventHandler | None = None,
-           epochs: int | None = None) -> TrainResult:
-    """Continue a stopped, interrupted or killed run from its last saved epoch.
-
-    Args:
-        name: the model.
-        epochs: a new total number of epochs (to train longer than first planned).
-    """
-    store = store or Store()
-    folder = ModelFolder.of(name, store=store)
-    config = from_dict(TrainConfig, folder.read_config())
-    if epochs is not None:
-        config = TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
-        folder.write_config(to_dict(config))
-    if not folder.has_state():
-        raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew "
-                            f"('shoal model delete {name}', then 'shoal train ...')")
-    return _run(config, folder, store, on_event, resume=True)
+def loop_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool) -> TrainResult:
+    """Train ``config``'s network epoch by epoch into ``folder``, then write its bundle."""
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, restore it after
+        return _loop(config, folder, store, emit, resume=resume)
 
 
-def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: EventHandler | None, *,
-         resume: bool) -> TrainResult:
-    emit = _Emitter(folder.metrics_path, on_event, append=resume)
-    folder.abort_path.unlink(missing_ok=True)
-    store.update("model", config.name, status="running", summary={"pid": os.getpid()})
-    try:
-        with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, restore it after
-            result = _loop(config, folder, store, emit, resume=resume)
-    except KeyboardInterrupt:
-        store.update("model", config.name, status="interrupted")
-        emit({"type": "stopped", "status": "interrupted"})
-        raise
-    except Aborted:
-        store.update("model", config.name, status="aborted")
-        emit({"type": "stopped", "status": "aborted"})
-        return TrainResult(config.name, "aborted", folder.path, None, folder.history())
-    except BaseException as exc:
-        store.update("model", config.name, status="failed", summary={"error": str(exc)})
-        emit({"type": "stopped", "status": "failed", "error": str(exc)})
-        raise
-    store.update("model", config.name, status="done", summary={"bundle": str(result.bundle)})
-    return result
-
-
-def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: _Emitter, *, resume: bool) -> TrainResult:
+def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool) -> TrainResult:
     # -- setup ----------------------------------------------------------------------------------
     device = _device(config.device)
     if config.threads:
@@ -248,6 +159,7 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: _Emitter
     from shoal import bundle
 
     history = [h for h in state["history"] if "val_accuracy" in h]
+    emit({"type": "export", "message": f"writing the bundle of epoch {state['best']} (ONNX export, checked against torch)"})
     out = bundle.export(config.name, epoch="best", store=store, out=folder.bundle_path)
     emit({"type": "done", "bundle": str(out), "best_epoch": state["best"], "elapsed_s": time.perf_counter() - started})
     return TrainResult(config.name, "done", folder.path, out, history, state["best"])
@@ -271,43 +183,11 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, Model
         NetworkError: the network cannot be built as asked.
     """
     spec = networks.get_spec(config.network)
-    width, height = dataset.size
-    if config.crop == 0:
-        crop = None
-    elif config.crop is not None:
-        if config.crop > min(width, height):
-            raise TrainingError(f"crop {config.crop} is larger than the dataset's images ({width}x{height}); "
-                                f"use --crop {min(width, height)} or less, or rebuild the dataset larger")
-        crop = (config.crop, config.crop)
-    else:  # the network's native size when the images are a little larger (256 -> 224), as DIGITS' crop
-        native_h, native_w = spec.input_size
-        margin = native_h < height <= native_h / CROP_MARGIN and native_w < width <= native_w / CROP_MARGIN
-        crop = (native_h, native_w) if margin else None
+    card, mean, scale = model_card(config, dataset, native_size=spec.input_size,
+                                   normalization=spec.normalization(dataset.channels))
     net = networks.create(config.network, len(dataset.classes), pretrained=config.pretrained or None,
                           channels=dataset.channels, freeze=config.freeze)
-    mean_mode = config.mean if config.mean != "auto" else ("network" if config.finetune else "image")
-    channels = dataset.channels
-    in_h, in_w = crop or (height, width)
-    network_mean, network_std = spec.normalization(channels)
-    if mean_mode == "image":
-        mean = centre_crop(torch.from_numpy(dataset.mean_image().copy()).permute(2, 0, 1), (in_h, in_w))
-    elif mean_mode == "pixel":
-        mean = torch.tensor(dataset.mean_pixel(), dtype=torch.float32).view(channels, 1, 1)
-    elif mean_mode == "network":
-        mean = torch.tensor(network_mean, dtype=torch.float32).view(channels, 1, 1)
-    else:
-        mean = torch.zeros(channels, 1, 1)
-    scale = 1.0 / torch.tensor(network_std, dtype=torch.float32).view(channels, 1, 1)
-    card = ModelCard(
-        architecture=config.network,
-        labels=tuple(dataset.classes),
-        input=InputSpec(width=in_w, height=in_h, channels=channels, resize_mode=dataset.resize_mode,
-                        dataset_width=width, dataset_height=height, crop=crop is not None),
-        normalization=Normalization(mean=mean_mode, mean_shape=(mean.shape[0], mean.shape[1], mean.shape[2]),
-                                    values=tuple(mean.flatten().tolist()) if mean_mode != "image" else None,
-                                    scale=tuple(scale.flatten().tolist())),
-    )
-    return NormalizedNet(net, mean, scale), card
+    return NormalizedNet(net, torch.from_numpy(mean), torch.from_numpy(scale)), card
 
 
 def _device(name: str) -> torch.device:
@@ -414,24 +294,3 @@ class _FeatureCache:
                 views.append(self.extract(self.model.normalize(pixels)).flatten(1))
                 targets.append(y)
         return torch.cat(views), torch.cat(targets)
-
-
-class _Emitter:
-    """Sends each event to the handler and appends it to ``metrics.jsonl``."""
-
-    def __init__(self, path: Path, handler: EventHandler | None, *, append: bool) -> None:
-        self.path, self.handler = path, handler
-        if not append:
-            path.write_text("")
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        event = {"time": time.time(), **event}
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(event, default=_jsonable) + "\n")
-        if self.handler is not None:
-            self.handler(event)
-
-
-def _jsonable(value: Any) -> Any:
-    return str(value)
-

@@ -1,0 +1,183 @@
+"""Fine-tuning with a frozen backbone by fitting the head, without torch: the default with ``--pretrained``.
+
+prepare the backbone (cached) → features of the stored images (ONNX Runtime) → fit the head
+(:mod:`shoal.training.head`) and the unfamiliar detector → compose the bundle's graph
+(:mod:`shoal.bundle.compose`) → check it against the fitted head → write the bundle.
+
+Torch is imported only the first time a backbone is used (to export it); see
+:mod:`shoal.training.backbone`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shoal import datasets
+from shoal.bundle import LABELS_FILE, MANIFEST, ONNX_FILE, WEIGHTS_FILE, manifest, staged
+from shoal.bundle.card import ModelCard
+from shoal.bundle.compose import INPUT, compose
+from shoal.bundle.unfamiliar import Unfamiliar, fit_unfamiliar
+from shoal.config import to_dict
+from shoal.errors import BundleError, TrainingError
+from shoal.models import ModelFolder
+from shoal.preprocess import to_network_input
+from shoal.store import Store
+from shoal.training import backbone as backbones
+from shoal.training.card import model_card
+from shoal.training.config import TrainConfig
+from shoal.training.head import FittedHead, fit_head
+from shoal.training.run import Aborted, Emitter, EventHandler, TrainResult
+
+# Largest allowed |p_graph - p_head| on the validation images when the bundle is written.
+TOLERANCE = 1e-4
+
+
+def check(config: TrainConfig, dataset: Any, *, store: Store, on_event: EventHandler | None) -> None:
+    """Prepare the backbone before a model is registered, so that bad weights leave nothing behind."""
+    if isinstance(config.pretrained, str):  # a user's weights file: torch reads it to prepare the backbone anyway
+        from shoal.networks.weights import check_weights_path
+
+        check_weights_path(config.pretrained)
+    _prepare(config, dataset, store, lambda message: on_event({"type": "prepare", "message": message})
+             if on_event else None)
+
+
+def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter) -> TrainResult:
+    """Fit the head of ``config``'s frozen backbone on its dataset, and write the bundle."""
+    started = time.perf_counter()
+    dataset = datasets.load(config.dataset, store=store)
+    backbone, card, mean, scale, size = _prepare(config, dataset, store,
+                                                 lambda message: emit({"type": "prepare", "message": message}))
+    folder.write_card(card)
+    train_x, val_x = dataset.images("train"), dataset.images("val")
+    train_y, val_y = dataset.labels("train"), dataset.labels("val")
+    if len(train_y) == 0 or len(val_y) == 0:
+        raise TrainingError(f"dataset {dataset.name!r} needs images in both train and val splits "
+                            f"(has {len(train_y)} and {len(val_y)}); rebuild it with a larger --val")
+    emit({"type": "start", "name": config.name, "classes": dataset.classes, "head": "fit", "resumed": False,
+          "epoch": 0, "epochs": 1, "train_images": len(train_y), "val_images": len(val_y), "device": "cpu (onnxruntime)"})
+
+    # -- features -------------------------------------------------------------------------------
+    graph = backbones.FeatureGraph(backbone, channels=dataset.channels, crop=card.input.crop_hw, size=size,
+                                   mean=mean, scale=scale, batch_size=max(config.batch_size, 32))
+    views = [(train_x, False)] + ([(train_x, True)] if config.flip else []) + [(val_x, False)]
+    total, done = sum(len(x) for x, _ in views), 0
+    computed = []
+    for images, flip in views:
+        if folder.abort_requested():
+            raise Aborted
+        computed.append(graph(images, flip=flip, on_batch=lambda n, before=done: emit(
+            {"type": "features", "done": before + n, "total": total, "elapsed_s": time.perf_counter() - started})))
+        done += len(images)
+    train_f, *flipped, val_f = computed
+
+    # -- fit ------------------------------------------------------------------------------------
+    if folder.abort_requested():
+        raise Aborted
+    views_f = np.concatenate([train_f, *flipped])
+    head = fit_head(views_f, np.tile(train_y, 1 + len(flipped)), num_classes=len(dataset.classes),
+                    groups=np.tile(np.arange(len(train_y)), 1 + len(flipped)), seed=config.seed)
+    detector = fit_unfamiliar(train_f, train_y, seed=config.seed)
+    emit({"type": "fit", **head.to_dict(), "elapsed_s": time.perf_counter() - started})
+    probabilities = head.probabilities(val_f)
+    record = {"epoch": 1, "train_loss": _log_loss(head.probabilities(views_f), np.tile(train_y, 1 + len(flipped))),
+              **validation_metrics(probabilities, val_y),
+              "val_unfamiliar": float((detector.scores(val_f) > detector.threshold).mean()) if detector else None,
+              "elapsed_s": time.perf_counter() - started}
+    store.update("model", config.name, summary={"epoch": 1, "best_epoch": 1, "val_accuracy": record["val_accuracy"]})
+    emit({"type": "epoch", **record})
+
+    # -- bundle ---------------------------------------------------------------------------------
+    weights = {f"net.{k}": v for k, v in backbones.load_weights(backbone, dataset.channels).items()}
+    weights[f"net.{backbone.head['weight']}"] = head.weight
+    weights[f"net.{backbone.head['bias']}"] = head.bias
+    weights["mean"], weights["scale"] = mean, scale
+    pixels = np.asarray(val_x[:16])
+    out = write_bundle(folder.bundle_path, name=config.name, card=card, graph=backbone.graph_path(dataset.channels, *size),
+                       weights=weights, head=head, detector=detector, config=to_dict(config), history=[record],
+                       check=(pixels, head.probabilities(val_f[:16])))
+    emit({"type": "done", "bundle": str(out), "best_epoch": 1, "elapsed_s": time.perf_counter() - started})
+    return TrainResult(config.name, "done", folder.path, out, [record], 1)
+
+
+def validation_metrics(probabilities: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """``val_loss`` (log-loss), ``val_accuracy`` and, with at least 5 classes, ``val_top5``."""
+    metrics = {"val_loss": _log_loss(probabilities, truth),
+               "val_accuracy": float((probabilities.argmax(1) == truth).mean())}
+    if probabilities.shape[1] >= 5:
+        top5 = np.argsort(-probabilities, axis=1)[:, :5]
+        metrics["val_top5"] = float((top5 == truth[:, None]).any(1).mean())
+    return metrics
+
+
+def write_bundle(out: Path, *, name: str, card: ModelCard, graph: Path, weights: dict[str, np.ndarray],
+                 head: FittedHead, detector: Unfamiliar | None, config: dict[str, Any],
+                 history: list[dict[str, Any]], check: tuple[np.ndarray, np.ndarray]) -> Path:
+    """Compose the deployed graph, check it against the fitted head, and write the bundle.
+
+    Args:
+        out: the bundle folder (or ``.shoal`` file).
+        graph: the backbone's feature graph.
+        weights: the whole network's state dict, as ``runtime="torch"`` rebuilds it.
+        check: uint8 images and the probabilities the fitted head gives them.
+
+    Raises:
+        BundleError: the composed graph disagrees with the fitted head.
+    """
+    import onnx
+    import onnxruntime as ort
+    from safetensors.numpy import save_file
+
+    model = compose(onnx.load(str(graph)), mean=np.asarray(weights["mean"], np.float32), scale=np.asarray(weights["scale"], np.float32),
+                    weight=head.weight, bias=head.bias, unfamiliar=detector)
+    with staged(out) as staging:
+        onnx.save(model, str(staging / ONNX_FILE))
+        images, want = check
+        got = ort.InferenceSession(str(staging / ONNX_FILE), providers=["CPUExecutionProvider"]).run(
+            None, {INPUT: to_network_input(images, card.input.crop_hw)})[0]
+        diff = float(np.abs(got - want).max())
+        if not np.isfinite(got).all() or diff > TOLERANCE:
+            raise BundleError(f"the composed ONNX graph differs from the fitted head by {diff:.2e} "
+                              f"(allowed {TOLERANCE:.0e}); please report this with the network name")
+        save_file({k: np.ascontiguousarray(v, np.float32 if v.dtype.kind == "f" else v.dtype) for k, v in weights.items()},
+                  str(staging / WEIGHTS_FILE), metadata={"epoch": "1"})
+        (staging / LABELS_FILE).write_text("\n".join(card.labels) + "\n", encoding="utf-8")
+        unfamiliar = detector.to_manifest() if detector else {
+            "reason": "it has too few training images to set a threshold"}
+        (staging / MANIFEST).write_text(json.dumps(manifest(
+            name, card, epoch=1, history=history, training=config, unfamiliar=unfamiliar, head=head.to_dict(),
+            onnx={"opset": _opset(model), "input": INPUT, "outputs": [o.name for o in model.graph.output],
+                  "check": {"against": "fitted head", "images": len(images), "max_abs_diff": diff}},
+            versions={"onnx": onnx.__version__, "onnxruntime": ort.__version__}), indent=2), encoding="utf-8")
+    return out
+
+
+def _prepare(config: TrainConfig, dataset: Any, store: Store, on_prepare: Callable[[str], None]
+             ) -> tuple[backbones.Backbone, ModelCard, np.ndarray, np.ndarray, tuple[int, int]]:
+    """The prepared backbone, the run's card, its normalisation and the graph's input size."""
+    made: dict[str, Any] = {}
+
+    def input_size(native: tuple[int, int], normalization: tuple[tuple[float, ...], tuple[float, ...]]
+                   ) -> tuple[int, int]:
+        made["card"], made["mean"], made["scale"] = model_card(config, dataset, native_size=native,
+                                                               normalization=normalization)
+        return made["card"].input.height, made["card"].input.width
+
+    prepared, size = backbones.prepare(config.network, config.pretrained, channels=dataset.channels,
+                                       input_size=input_size, store=store, on_prepare=on_prepare)
+    return prepared, made["card"], made["mean"], made["scale"], size
+
+
+def _log_loss(probabilities: np.ndarray, truth: np.ndarray) -> float:
+    return float(-np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-15, None)).mean())
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+

@@ -1,0 +1,156 @@
+"""``train()`` and ``resume()``: register a run, follow its status, and hand it to its trainer.
+
+Two trainers share this: the loop (:mod:`shoal.training.loop`, torch, epochs of a solver) and
+the fitted head (:mod:`shoal.training.fitted`, no torch once the backbone is prepared). This
+module imports neither until it knows which one a run needs, so the fitted path starts fast.
+Progress goes out as events (dicts) to ``on_event`` and to ``metrics.jsonl``, never as prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal import datasets
+from shoal.config import from_dict, to_dict
+from shoal.errors import TrainingError
+from shoal.models import ModelFolder
+from shoal.store import Store
+from shoal.training.config import TrainConfig
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    name: str
+    status: str
+    folder: Path
+    bundle: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "folder": str(self.folder),
+                "bundle": str(self.bundle) if self.bundle else None, "best_epoch": self.best_epoch,
+                "history": self.history}
+
+
+class Aborted(Exception):
+    """Raised inside a run when someone asked it to stop (an ``ABORT`` file)."""
+
+
+class Emitter:
+    """Sends each event to the handler and appends it to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path, handler: EventHandler | None, *, append: bool) -> None:
+        self.path, self.handler = path, handler
+        if not append:
+            path.write_text("")
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        event = {"time": time.time(), **event}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(event, default=str) + "\n")
+        if self.handler is not None:
+            self.handler(event)
+
+
+def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHandler | None = None) -> TrainResult:
+    """Train a new model as ``config`` says and write its bundle.
+
+    Args:
+        config: what to train and how; path-dependent defaults are filled in and recorded.
+        store: where datasets and models live; default ``SHOAL_HOME``.
+        on_event: called with each progress event (``prepare``, ``start``, ``fit``, ``iteration``,
+            ``epoch``, ``done``...).
+
+    Returns:
+        The run's :class:`TrainResult` (the bundle, and the metric history).
+
+    Raises:
+        NotFoundError: the dataset does not exist.
+        AlreadyExistsError: a model of that name exists (delete it, or resume it).
+        ConfigError, NetworkError, TrainingError: for options that cannot work.
+    """
+    store = store or Store()
+    config = config.resolved()
+    # Check what can be checked before a model is registered, so a typo leaves nothing behind.
+    dataset = datasets.load(config.dataset, store=store)
+    if config.head == "fit":
+        from shoal.training import fitted
+
+        fitted.check(config, dataset, store=store, on_event=on_event)
+    else:
+        from shoal.training import loop
+
+        loop.check(config)
+    entry = store.reserve("model", config.name, status="queued",
+                          summary={"dataset": config.dataset, "network": config.network, "pretrained": config.finetune})
+    folder = ModelFolder(entry.path)
+    folder.write_config(to_dict(config))
+    return _run(config, folder, store, on_event, resume=False)
+
+
+def resume(name: str, *, store: Store | None = None, on_event: EventHandler | None = None,
+           epochs: int | None = None) -> TrainResult:
+    """Continue a stopped, interrupted or killed run from its last saved epoch.
+
+    Args:
+        name: the model.
+        epochs: a new total number of epochs (to train longer than first planned).
+
+    Raises:
+        TrainingError: the model has nothing to resume (no finished epoch, or a fitted head).
+    """
+    store = store or Store()
+    folder = ModelFolder.of(name, store=store)
+    config = from_dict(TrainConfig, folder.read_config())
+    if config.head == "fit":
+        raise TrainingError(f"model {name!r} has a fitted head: it has no epochs to resume; train it anew "
+                            f"('shoal model delete {name}', then 'shoal train ...'), or train the head with "
+                            "the loop (--head sgd) to get epochs")
+    if epochs is not None:
+        config = TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
+        folder.write_config(to_dict(config))
+    if not folder.has_state():
+        raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew "
+                            f"('shoal model delete {name}', then 'shoal train ...')")
+    return _run(config, folder, store, on_event, resume=True)
+
+
+def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: EventHandler | None, *,
+         resume: bool) -> TrainResult:
+    emit = Emitter(folder.metrics_path, on_event, append=resume)
+    folder.abort_path.unlink(missing_ok=True)
+    store.update("model", config.name, status="running", summary={"pid": os.getpid()})
+    try:
+        if config.head == "fit":
+            from shoal.training.fitted import fit_run
+
+            result = fit_run(config, folder, store, emit)
+        else:
+            from shoal.training.loop import loop_run
+
+            result = loop_run(config, folder, store, emit, resume=resume)
+    except KeyboardInterrupt:
+        store.update("model", config.name, status="interrupted")
+        emit({"type": "stopped", "status": "interrupted"})
+        raise
+    except Aborted:
+        store.update("model", config.name, status="aborted")
+        emit({"type": "stopped", "status": "aborted"})
+        return TrainResult(config.name, "aborted", folder.path, None, folder.history())
+    except BaseException as exc:
+        store.update("model", config.name, status="failed", summary={"error": str(exc)})
+        emit({"type": "stopped", "status": "failed", "error": str(exc)})
+        raise
+    store.update("model", config.name, status="done", summary={"bundle": str(result.bundle)})
+    return result
