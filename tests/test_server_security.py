@@ -8,6 +8,7 @@ whether code ran, not only what the server answered.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,10 +67,12 @@ def test_the_listening_host_and_allowed_hosts_are_answered(tmp_path: Path) -> No
 
 
 def test_allowed_hosts_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'https://x.example/' is not a host name: give the bare name"):
+    with pytest.raises(ConfigError, match="--allowed-host 'https://x.example/' is not a host name: give the bare name"):
         Settings(home=tmp_path, allowed_hosts=("https://x.example/",))
-    with pytest.raises(ConfigError, match="'x.example:80' is not a host name"):
+    with pytest.raises(ConfigError, match="--allowed-host 'x.example:80' is not a host name"):
         Settings(home=tmp_path, allowed_hosts=("x.example:80",))
+    with pytest.raises(ConfigError, match="--host 'a/b' is not a host name"):
+        Settings(home=tmp_path, host="a/b", token="long-enough-token")
     with pytest.raises(ConfigError, match=r"--allowed-host '\*' answers any host name.*needs an access token"):
         Settings(home=tmp_path, allowed_hosts=("*",))
 
@@ -146,7 +149,9 @@ def test_heatmaps_of_a_network_file_model_need_allow_code(rgb: ToyModel, tmp_pat
     image = an_image(rgb).read_bytes()
     for allow_code, status in ((False, 403), (True, 200)):
         home = tmp_path / f"home-{allow_code}"
-        Store(home).reserve("model", "coded", status="done", summary={"bundle": str(bundle)})
+        store = Store(home)
+        store.reserve("model", "coded", status="done")
+        shutil.copytree(bundle, store.folder("model", "coded") / "bundle")
         with TestClient(create_app(Settings(home=home, run_jobs=False, allow_code=allow_code)), base_url=LOCAL) as c:
             classified = c.post("/api/models/coded/classify", files={"file": ("a.png", image)}, headers=CSRF)
             assert classified.status_code == 200  # ONNX: no code needed

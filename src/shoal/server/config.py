@@ -15,7 +15,7 @@ import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from shoal.errors import ConfigError
@@ -49,6 +49,8 @@ class Settings:
         object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
         object.__setattr__(self, "roots", tuple(Path(r).expanduser().resolve() for r in self.roots))
         object.__setattr__(self, "allowed_hosts", tuple(check_host_name(h) for h in self.allowed_hosts))
+        if self.host not in WILDCARD_HOSTS:
+            check_host_name(self.host, option="--host")
         if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
             raise ConfigError(f"the access token must have at least {MIN_TOKEN_LENGTH} characters, "
                               f"got {len(self.token)}; choose a longer one (for example: python -c "
@@ -69,7 +71,7 @@ class Settings:
         if missing:
             raise ConfigError(f"allowed root {missing[0]!r} is not a folder; give existing folders to --roots")
 
-    @property
+    @cached_property
     def host_names(self) -> frozenset[str]:
         """The ``Host`` names the server answers to: loopback, ``host`` (unless a wildcard) and ``allowed_hosts``."""
         names = set(LOOPBACK_NAMES) | set(self.allowed_hosts)
@@ -105,7 +107,7 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")  # every interface: not a name anyone browses to
 
 
-def check_host_name(name: str) -> str:
+def check_host_name(name: str, *, option: str = "--allowed-host") -> str:
     """A host name as the ``Host`` check compares it: lower case, no trailing dot, IPv6 without brackets.
 
     Raises:
@@ -120,8 +122,8 @@ def check_host_name(name: str) -> str:
     except ValueError:
         pass
     if not bare or not all(c.isalnum() or c in ".-_" for c in bare):
-        raise ConfigError(f"allowed host {name!r} is not a host name: give the bare name or address the browser "
-                          "shows, without scheme, port or path (e.g. --allowed-host shoal.example.org)")
+        raise ConfigError(f"{option} {name!r} is not a host name: give the bare name or address the browser "
+                          f"shows, without scheme, port or path (e.g. {option} shoal.example.org)")
     return bare
 
 
