@@ -69,6 +69,16 @@ def image_folder_factory(tmp_path: Path) -> ImageFolderFactory:
     ``classes`` is a count (folders ``class_0``...) or a list of names, ``per_class`` one
     count or one per class. Returns the root folder (under the test's ``tmp_path``).
     """
+    return _image_folders_under(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_image_folder_factory(tmp_path_factory: pytest.TempPathFactory) -> ImageFolderFactory:
+    """Like ``image_folder_factory``, for fixtures that one module's tests share (say, a model that is slow to train)."""
+    return _image_folders_under(tmp_path_factory.mktemp("images"))
+
+
+def _image_folders_under(base: Path) -> ImageFolderFactory:
     counter = iter(range(1_000_000))
 
     def make(
@@ -84,7 +94,7 @@ def image_folder_factory(tmp_path: Path) -> ImageFolderFactory:
         counts = [per_class] * len(names) if isinstance(per_class, int) else list(per_class)
         if len(counts) != len(names):
             raise ValueError(f"per_class has {len(counts)} counts for {len(names)} classes")
-        root = tmp_path / (name or f"images-{next(counter)}")
+        root = base / (name or f"images-{next(counter)}")
         rng = np.random.default_rng(seed)
         for index, (cls, n) in enumerate(zip(names, counts)):
             (root / cls).mkdir(parents=True, exist_ok=True)

@@ -15,21 +15,34 @@ from shoal.bundle import export, open_bundle
 from shoal.errors import BundleError, ConfigError, TrainingError
 from shoal.preprocess import to_network_input
 from shoal.training import TrainConfig, resume, train
+from waiting import GENEROUS_S
 
 
-@pytest.fixture()
-def shapes(shoal_home, image_folder_factory):
-    """40 images per class of the tiny shapes (30 train, 10 validation): enough to set a threshold."""
+@pytest.fixture(scope="module")
+def fitted_home(tmp_path_factory, module_image_folder_factory):
+    """One store for this module's tests (``SHOAL_HOME`` points at it while they run), holding the shapes dataset
+    and one fitted model: fitting it is the slow part, so it is done once. The tests only add to it."""
     from shoal import datasets
 
-    return datasets.create(image_folder_factory(["circle", "square", "triangle"], 40, size=(40, 32), name="src"),
-                           "shapes", size=32)
+    home = tmp_path_factory.mktemp("fitted") / "shoal-home"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SHOAL_HOME", str(home))
+        # 40 images per class of the tiny shapes (30 train, 10 validation): enough to set a threshold.
+        shapes = datasets.create(module_image_folder_factory(["circle", "square", "triangle"], 40, size=(40, 32),
+                                                             name="src"), "shapes", size=32)
+        events: list[dict] = []
+        result = train(TrainConfig(dataset="shapes", pretrained=True), on_event=events.append)
+        yield home, shapes, result, events
 
 
 @pytest.fixture()
-def fitted(shapes):
-    events: list[dict] = []
-    result = train(TrainConfig(dataset="shapes", pretrained=True), on_event=events.append)
+def shapes(fitted_home):
+    return fitted_home[1]
+
+
+@pytest.fixture()
+def fitted(fitted_home):
+    _, _, result, events = fitted_home
     return result, events
 
 
@@ -88,13 +101,14 @@ def test_unfamiliar_flags_another_kind_of_image(fitted, shapes):
     assert record["unfamiliar"] is True and record["unfamiliar_score"] == pytest.approx(strange[0].unfamiliar_score)
 
 
-def test_cached_backbone_path_imports_no_torch(fitted, shoal_home):
+def test_cached_backbone_path_imports_no_torch(fitted_home):
+    home = fitted_home[0]
     code = ("import sys; from shoal.training import TrainConfig, train; "
             "r = train(TrainConfig(dataset='shapes', pretrained=True, name='again', seed=1)); "
             "import shoal; shoal.load(r.bundle); "
             "print(r.status, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "SHOAL_HOME": str(shoal_home)})
+                         timeout=GENEROUS_S, env={**os.environ, "SHOAL_HOME": str(home)})
     assert out.stdout.split() == ["done", "False"], out.stderr
 
 
