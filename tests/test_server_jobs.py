@@ -40,6 +40,12 @@ def finished(c: TestClient, kind: str, name: str) -> str | None:
     return None if status in ("queued", "running") else status
 
 
+def ended_job(c: TestClient, kind: str, name: str) -> str | None:
+    """The status of the latest job of ``name`` once it has ended (its worker is done), else None."""
+    status = c.get(f"/api/{kind}/{name}").json()["job"]["status"]
+    return None if status in ("queued", "running") else status
+
+
 def test_a_dataset_is_built_and_a_model_trained_by_workers(settings: Settings, tmp_path: Path) -> None:
     with TestClient(create_app(settings), base_url=LOCAL) as c:
         answer = c.post("/api/datasets", json={"name": "shapes", "folder": "shapes", "options": {"size": 16}},
@@ -91,6 +97,8 @@ def test_a_dataset_is_built_from_an_uploaded_zip(settings: Settings, tmp_path: P
         assert wait_for("the build", lambda: finished(c, "datasets", "zipped")) == "done"
         ds = c.get("/api/datasets/zipped").json()
         assert ds["classes"] == ["circle", "square", "triangle"] and ds["counts"]["val"] == 6
+        # The dataset shows 'done' once stored; its job ends after the worker has cleaned up.
+        assert wait_for("the build's job to end", lambda: ended_job(c, "datasets", "zipped")) == "done"
     assert list((settings.home / "uploads").iterdir()) == []  # the extracted files are gone
 
 
