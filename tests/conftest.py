@@ -7,12 +7,19 @@ folder, and every fixture that stores something depends on it.
 from __future__ import annotations
 
 import colorsys
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image, ImageDraw
+# One OpenMP thread for torch, here and in the workers and commands the tests start (set before torch is
+# imported; an explicit OMP_NUM_THREADS wins). The tests' networks and batches are tiny, and on a loaded
+# machine torch's threads spin waiting for each other: at load 4.5 on 2 cores three training tests took
+# 106 s with two threads and 16 s with one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 ImageFolderFactory = Callable[..., Path]
 
