@@ -145,6 +145,13 @@ class _Progress:
         elif kind == "features" and self.bar is not None:
             self.bar.update(self.task, total=event["total"], completed=event["done"],
                             description=f"{event['done']}/{event['total']} images")
+        elif kind == "cross_validation":
+            if event["done"] == 0:
+                self.close()
+                self._bar("choosing the head's strength", event["total"], 0)
+            if self.bar is not None:
+                self.bar.update(self.task, completed=event["done"],
+                                description=f"cross-validation fold {event['done']}/{event['total']}")
         elif kind == "fit":
             self.close()
             if event["folds"]:

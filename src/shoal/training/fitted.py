@@ -82,7 +82,9 @@ def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitte
         raise Aborted
     views_f = np.concatenate([train_f, *flipped])
     head = fit_head(views_f, np.tile(train_y, 1 + len(flipped)), num_classes=len(dataset.classes),
-                    groups=np.tile(np.arange(len(train_y)), 1 + len(flipped)), seed=config.seed)
+                    groups=np.tile(np.arange(len(train_y)), 1 + len(flipped)), seed=config.seed,
+                    on_fold=lambda done, folds: emit({"type": "cross_validation", "done": done, "total": folds,
+                                                      "elapsed_s": time.perf_counter() - started}))
     detector = fit_unfamiliar(train_f, train_y, seed=config.seed)
     emit({"type": "fit", **head.to_dict(), "elapsed_s": time.perf_counter() - started})
     probabilities = head.probabilities(val_f)
