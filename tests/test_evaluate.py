@@ -38,7 +38,7 @@ def test_score_computes_every_figure_from_probabilities():
     assert e.log_loss == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.8, 0.3, 0.9, 0.05])), rel=1e-6)
     b = e.per_class[1]
     assert b == {"label": "b", "precision": pytest.approx(1 / 3), "recall": 0.5,
-                 "f1": pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5)), "support": 2}
+                 "f1": pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5)), "support": 2, "unfamiliar": None}
     assert e.per_class[2]["precision"] == 1.0 and e.per_class[2]["recall"] == 0.5
     assert [(j.source, j.true, j.predicted) for j in e.wrong] == [("img5", "c", "b"), ("img1", "a", "b")]
     assert e.wrong[0].probability == pytest.approx(0.85) and e.wrong[0].true_probability == pytest.approx(0.05)
@@ -94,8 +94,8 @@ def test_calibration_refuses_what_it_cannot_bin():
 
 def test_classes_never_predicted_or_absent():
     e = score(["a", "b", "c"], np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0]], np.float32), np.array([0, 1]), ["x", "y"])
-    assert e.per_class[1] == {"label": "b", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
-    assert e.per_class[2] == {"label": "c", "precision": 0.0, "recall": None, "f1": None, "support": 0}
+    assert e.per_class[1] == {"label": "b", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1, "unfamiliar": None}
+    assert e.per_class[2] == {"label": "c", "precision": 0.0, "recall": None, "f1": None, "support": 0, "unfamiliar": None}
     assert "n/a" in e.summary()
 
 
@@ -167,7 +167,8 @@ def test_the_html_report_shows_the_matrix_calibration_and_the_images(rgb, tmp_pa
     page = write_html(e, tmp_path / "report.html").read_text(encoding="utf-8")
     assert f"<h1>Evaluation of {rgb.name}</h1>" in page and f"<p class=muted>Bundle {rgb.bundle}</p>" in page
     assert "<h2>Confusion matrix</h2>" in page and "true \\ predicted" in page
-    assert page.count("data:image/png;base64,") == sum(map(len, e.top_per_class.values())) + len(e.wrong)
+    assert page.count("data:image/png;base64,") == (sum(map(len, e.top_per_class.values())) + len(e.wrong)
+                                                    + len(e.unfamiliar))
     assert (f"Accuracy <b>{e.accuracy:.2%}</b>, log-loss {e.log_loss:.4f},\n"
             f"expected calibration error {e.calibration.ece:.2%}.") in page
     assert "<h2>Calibration</h2>" in page and 'aria-label="reliability diagram"' in page
@@ -204,10 +205,12 @@ def test_cli_text_json_and_report(rgb, tmp_path, monkeypatch):
     lines = text.stdout.splitlines()
     assert lines[0] == f"Model {rgb.name} on dataset 'rgb' (val): 9 images"
     assert lines[1].endswith(f"  log-loss {report.log_loss:.4f}  expected calibration error {report.calibration.ece:.2%}")
-    assert lines[3] == "reliability (images by top-1 confidence; a calibrated model's accuracy equals its confidence)"
-    assert lines[4] == " confidence  images  mean conf.   accuracy"
+    assert lines[2] == (f"unfamiliar: {report.unfamiliar_count} of 9 images ({report.unfamiliar_rate:.2%}) look like "
+                        "none of the training images")
+    assert lines[4] == "reliability (images by top-1 confidence; a calibrated model's accuracy equals its confidence)"
+    assert lines[5] == " confidence  images  mean conf.   accuracy"
     full = [b for b in report.calibration.bins if b.count]
-    assert lines[5 : 5 + len(full)] == [f"{b.low:>5.2f}–{b.high:<5.2f}  {b.count:>6}  {b.confidence:>10.2%}  "
+    assert lines[6 : 6 + len(full)] == [f"{b.low:>5.2f}–{b.high:<5.2f}  {b.count:>6}  {b.confidence:>10.2%}  "
                                         f"{b.accuracy:>9.2%}" for b in full]
     assert "confusion matrix (rows: true class, columns: predicted)" in text.stdout
     as_json = runner.invoke(app, ["evaluate", rgb.name, "--dataset", rgb.dataset, "--json", "--out",
@@ -215,6 +218,7 @@ def test_cli_text_json_and_report(rgb, tmp_path, monkeypatch):
     data = json.loads(as_json.stdout)
     assert data["count"] == 9 and len(data["confusion"]) == 3 and not math.isnan(data["log_loss"])
     assert data["name"] == rgb.name and data["calibration"] == report.calibration.to_dict()
+    assert data["unfamiliar_rate"] == report.unfamiliar_rate and data["unfamiliar_count"] == report.unfamiliar_count
     assert (tmp_path / "r.html").exists() and "Report:" in as_json.stderr
     missing = runner.invoke(app, ["evaluate", rgb.name, "--dataset", "nope"])
     assert missing.exit_code == 1 and missing.stderr.startswith("Error: no dataset named 'nope'")
@@ -242,3 +246,66 @@ def test_cli_defaults_to_the_models_own_dataset(rgb, tmp_path, monkeypatch):
     assert unknown.exit_code == 1 and unknown.stderr == (
         "Error: give --dataset (a stored dataset's name) or --folder (a folder of class sub-folders): "
         f"model {rgb.name!r} does not record the dataset it was trained on\n")
+
+
+def test_score_counts_and_lists_the_unfamiliar_images(tmp_path):
+    labels = ["dolphin", "seahorse"]
+    probs = np.array([[0.97, 0.03], [0.2, 0.8], [0.999, 0.001], [0.4, 0.6], [0.9, 0.1]])
+    truth = np.array([0, 1, 1, 0, 0])
+    scores = np.array([0.10, 0.70, 0.95, 0.20, 0.80])  # above 0.5: s1, s2 and d3 are unfamiliar
+    pixels = lambda i: np.full((8, 8, 3), 40 * i, np.uint8)  # noqa: E731
+    e = score(labels, probs, truth, ["d1.jpg", "s1.jpg", "s2.jpg", "d2.jpg", "d3.jpg"], name="sea", on="folder photos",
+              pixels=pixels, unfamiliar_scores=scores, unfamiliar_threshold=0.5, unfamiliar=2)
+    assert e.unfamiliar_count == 3 and e.unfamiliar_rate == pytest.approx(0.6) and e.unfamiliar_reason is None
+    assert [(j.source, j.unfamiliar_score) for j in e.unfamiliar] == [("s2.jpg", 0.95), ("d3.jpg", 0.8)]  # 2 kept
+    assert [row["unfamiliar"] for row in e.per_class] == [1, 2]
+    assert [(j.source, j.unfamiliar) for j in e.wrong] == [("s2.jpg", True), ("d2.jpg", False)]
+    as_json = json.loads(json.dumps(e.to_dict()))
+    assert as_json["unfamiliar_rate"] == pytest.approx(0.6) and as_json["unfamiliar_count"] == 3
+    assert [j["source"] for j in as_json["unfamiliar"]] == ["s2.jpg", "d3.jpg"]
+    assert as_json["wrong"][0]["unfamiliar"] is True and as_json["wrong"][0]["unfamiliar_score"] == 0.95
+    text = e.summary()
+    assert "unfamiliar: 3 of 5 images (60.00%) look like none of the training images" in text
+    assert "  s2.jpg  is seahorse, predicted dolphin 99.90%  UNFAMILIAR" in text
+    assert "  d3.jpg  is dolphin, predicted dolphin 90.00%, score 0.800" in text
+    page = write_html(e, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<p>Unfamiliar: 3 of 5 images (60.00%) look like none of the training images.</p>" in page
+    assert "<h2>Unfamiliar</h2>" in page and "their probabilities say little" in page
+    section = page.split("<h2>Unfamiliar</h2>")[1]
+    assert section.count("data:image/png;base64,") == 2 and "<p class=muted>and 1 more.</p>" in section
+    assert "<figcaption>dolphin 90.0% · 0.800<br><span class=odd>unfamiliar</span></figcaption>" in section
+    assert "<th>unfamiliar</th>" in page and "<td>2</td></tr>" in page  # the per-class column
+
+
+def test_without_a_detector_the_verdict_is_unknown_and_says_why(tmp_path):
+    e = score(["a", "b"], np.array([[0.9, 0.1]]), np.array([0]), ["x.jpg"],
+              unfamiliar_reason="the model cannot tell: it has too few training images to set a threshold")
+    assert e.unfamiliar_count is None and e.unfamiliar_rate is None and e.unfamiliar == []
+    assert e.to_dict()["unfamiliar_reason"] == "the model cannot tell: it has too few training images to set a threshold"
+    assert ("unfamiliar: unknown, the model cannot tell: it has too few training images to set a threshold"
+            in e.summary())
+    page = write_html(e, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<p>Unknown: the model cannot tell: it has too few training images to set a threshold.</p>" in page
+
+
+def test_stored_images_and_files_get_the_verdict_predict_gives(rgb, tmp_path):
+    model = shoal.load(rgb.bundle)
+    stored = evaluate(model, dataset=rgb.dataset, store=Store(rgb.home), top_per_class=9)
+    from_files = evaluate(model, folder=rgb.images, top_per_class=100)
+    results = {r.source: r for r in model.predict(sorted(rgb.images.rglob("*.*")))}
+    for report in (stored, from_files):  # the stored pixels (the network run directly) and the files (predict)
+        judged = [j for items in report.top_per_class.values() for j in items]
+        assert len(judged) == report.count
+        for j in judged:
+            assert j.unfamiliar == results[j.source].unfamiliar
+            assert j.unfamiliar_score == pytest.approx(results[j.source].unfamiliar_score, abs=1e-5)
+    # Images unlike any training image: flat colours the model never saw, filed under a known class.
+    odd = tmp_path / "odd" / rgb.labels[0]
+    odd.mkdir(parents=True)
+    for i in range(6):
+        from PIL import Image
+
+        Image.new("RGB", (40, 32), (255, 255 - 40 * i, 40 * i)).save(odd / f"flat{i}.png")
+    foreign = evaluate(model, folder=tmp_path / "odd")
+    assert foreign.unfamiliar_rate >= 0.5 > stored.unfamiliar_rate
+    assert len(foreign.unfamiliar) == foreign.unfamiliar_count and all(j.unfamiliar for j in foreign.unfamiliar)

@@ -4,8 +4,9 @@
 of the dataset it was trained on), or over any folder with one sub-folder per class, and
 returns an :class:`Evaluation`: accuracy (and top-5), log-loss (mean cross-entropy), the
 expected calibration error with its reliability diagram (:func:`calibration`), the
-confusion matrix, precision/recall/F1 per class, the most confidently wrong images, and for
-each class the images predicted as it, surest first (DIGITS' "Top N" page).
+confusion matrix, precision/recall/F1 per class, the most confidently wrong images, for
+each class the images predicted as it, surest first (DIGITS' "Top N" page), and the images
+the model finds unfamiliar (like none of its training images: their probabilities say little).
 :func:`write_html` turns it into a self-contained HTML report with the confusion matrix,
 the reliability diagram and the images as pictures.
 
@@ -54,10 +55,13 @@ class Judged:
     probability: float  # the model's probability for ``predicted``
     true_probability: float  # the model's probability for ``true``
     index: int  # position among the evaluated images
+    unfamiliar: bool | None = None  # like none of the training images; None when the model cannot tell
+    unfamiliar_score: float | None = None  # cosine distance to the k-th nearest training image
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "true": self.true, "predicted": self.predicted,
-                "probability": self.probability, "true_probability": self.true_probability}
+                "probability": self.probability, "true_probability": self.true_probability,
+                "unfamiliar": self.unfamiliar, "unfamiliar_score": self.unfamiliar_score}
 
 
 @dataclass(frozen=True)
@@ -152,11 +156,17 @@ class Evaluation:
         log_loss: mean cross-entropy of the predicted probabilities (natural log).
         calibration: the expected calibration error and reliability diagram (10 bins).
         confusion: ``confusion[t][p]`` = images of class ``t`` predicted as ``p``.
-        per_class: per class: ``label``, ``precision``, ``recall``, ``f1``, ``support``.
+        per_class: per class: ``label``, ``precision``, ``recall``, ``f1``, ``support`` and
+            ``unfamiliar`` (how many of its images were flagged; ``None`` when the model cannot tell).
         wrong: the most confidently wrong images, surest first.
         top_per_class: per class, the images predicted as it, by its probability, surest first;
             those whose true class is another are wrong (and the surest of them are in ``wrong``).
         skipped: files that could not be read (``source``, ``error``).
+        unfamiliar_count: how many images look like none of the training images (their
+            probabilities say little); ``None`` when the model cannot tell.
+        unfamiliar_rate: ``unfamiliar_count`` / ``count``; ``None`` when the model cannot tell.
+        unfamiliar: the unfamiliar images kept, most unfamiliar first.
+        unfamiliar_reason: why the model cannot tell (its bundle has no detector), else ``None``.
     """
 
     model: str
@@ -174,6 +184,10 @@ class Evaluation:
     wrong: list[Judged]
     top_per_class: dict[str, list[Judged]]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    unfamiliar_count: int | None = None
+    unfamiliar_rate: float | None = None
+    unfamiliar: list[Judged] = field(default_factory=list)
+    unfamiliar_reason: str | None = None
     pixels: Callable[[int], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,13 +197,16 @@ class Evaluation:
                 "log_loss": self.log_loss, "calibration": self.calibration.to_dict(), "confusion": self.confusion,
                 "per_class": self.per_class, "wrong": [j.to_dict() for j in self.wrong],
                 "top_per_class": {k: [j.to_dict() for j in v] for k, v in self.top_per_class.items()},
-                "skipped": self.skipped}
+                "skipped": self.skipped, "unfamiliar_count": self.unfamiliar_count,
+                "unfamiliar_rate": self.unfamiliar_rate, "unfamiliar": [j.to_dict() for j in self.unfamiliar],
+                "unfamiliar_reason": self.unfamiliar_reason}
 
     def summary(self) -> str:
         """A plain-text report: figures, calibration, confusion matrix, per-class table, wrong images."""
         lines = [f"Model {self.name} on {self.on}: {self.count} images",
                  f"accuracy {self.accuracy:.2%}" + (f"  top-5 {self.top5:.2%}" if self.top5 is not None else "")
-                 + f"  log-loss {self.log_loss:.4f}  expected calibration error {self.calibration.ece:.2%}", "",
+                 + f"  log-loss {self.log_loss:.4f}  expected calibration error {self.calibration.ece:.2%}",
+                 f"unfamiliar: {self.unfamiliar_text()}", "",
                  "reliability (images by top-1 confidence; a calibrated model's accuracy equals its confidence)",
                  f"{'confidence':>11}  {'images':>6}  {'mean conf.':>10}  {'accuracy':>9}"]
         lines += [f"{b.low:>5.2f}–{b.high:<5.2f}  {b.count:>6}  {b.confidence:>10.2%}  {b.accuracy:>9.2%}"
@@ -199,26 +216,42 @@ class Evaluation:
         lines.append(" " * (width + 2) + "".join(f"{label[:width]:>{width + 2}}" for label in self.labels))
         for label, row in zip(self.labels, self.confusion):
             lines.append(f"{label:>{width}}  " + "".join(f"{n:>{width + 2}}" for n in row))
-        lines += ["", f"{'class':>{width}}  {'precision':>9}  {'recall':>9}  {'F1':>9}  {'images':>6}"]
+        lines += ["", f"{'class':>{width}}  {'precision':>9}  {'recall':>9}  {'F1':>9}  {'images':>6}  {'unfamiliar':>10}"]
         for row in self.per_class:
             lines.append(f"{row['label']:>{width}}  {_pct(row['precision'])}  {_pct(row['recall'])}  "
-                         f"{_pct(row['f1'])}  {row['support']:>6}")
+                         f"{_pct(row['f1'])}  {row['support']:>6}  {_count(row['unfamiliar']):>10}")
         if self.wrong:
             lines += ["", "most confidently wrong:"]
-            lines += [f"  {j.source}  is {j.true}, predicted {j.predicted} {j.probability:.2%}" for j in self.wrong]
+            lines += [f"  {j.source}  is {j.true}, predicted {j.predicted} {j.probability:.2%}"
+                      + ("  UNFAMILIAR" if j.unfamiliar else "") for j in self.wrong]
+        if self.unfamiliar:
+            lines += ["", "unfamiliar (like none of the training images; their probabilities say little):"]
+            lines += [f"  {j.source}  is {j.true}, predicted {j.predicted} {j.probability:.2%}, "
+                      f"score {j.unfamiliar_score:.3f}" for j in self.unfamiliar]
         if self.skipped:
             lines += ["", f"skipped {len(self.skipped)} unreadable file(s):"]
             lines += [f"  {s['error']}" for s in self.skipped]
         return "\n".join(lines)
+
+    def unfamiliar_text(self) -> str:
+        """``2 of 30 images (6.67%) look like none of the training images``, or why that is unknown."""
+        if self.unfamiliar_count is None or self.unfamiliar_rate is None:
+            return f"unknown, {self.unfamiliar_reason or 'the model cannot tell'}"
+        return (f"{self.unfamiliar_count} of {self.count} images ({self.unfamiliar_rate:.2%}) look like none of "
+                "the training images")
 
 
 def _pct(value: float | None) -> str:
     return f"{'n/a':>9}" if value is None else f"{value:>9.2%}"
 
 
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
 def evaluate(model: str | os.PathLike[str] | Classifier, *, dataset: str | None = None, split: str = "val",
              folder: str | os.PathLike[str] | None = None, wrong: int = 10, top_per_class: int = 9,
-             store: Store | None = None, batch_size: int = 32) -> Evaluation:
+             unfamiliar: int = 20, store: Store | None = None, batch_size: int = 32) -> Evaluation:
     """Score a model on a stored dataset's split, or on a folder with one sub-folder per class.
 
     Args:
@@ -231,6 +264,7 @@ def evaluate(model: str | os.PathLike[str] | Classifier, *, dataset: str | None 
         folder: instead of a dataset, a folder of class sub-folders (names = the model's labels).
         wrong: how many of the most confidently wrong images to keep.
         top_per_class: how many images predicted as each class to keep, surest first.
+        unfamiliar: how many of the unfamiliar images to keep, most unfamiliar first (all are counted).
         store: where datasets live; default ``SHOAL_HOME``.
         batch_size: images per run of the network.
 
@@ -239,7 +273,7 @@ def evaluate(model: str | os.PathLike[str] | Classifier, *, dataset: str | None 
 
     Raises:
         ConfigError: both ``dataset`` and ``folder``, or neither for a model that records no
-            dataset; a bad ``split``, ``wrong`` or ``top_per_class``.
+            dataset; a bad ``split``, ``wrong``, ``top_per_class`` or ``unfamiliar``.
         DatasetError: the split is empty, a class is unknown to the model, or the folder has
             no readable image.
         NotFoundError: no such dataset, or the model's own dataset is no longer in the store.
@@ -249,21 +283,24 @@ def evaluate(model: str | os.PathLike[str] | Classifier, *, dataset: str | None 
                           "not both", options=("dataset", "folder"))
     check_int("wrong", wrong, minimum=0)
     check_int("top_per_class", top_per_class, minimum=0)
+    check_int("unfamiliar", unfamiliar, minimum=0)
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}", options=("split",))
     classifier = model if isinstance(model, Classifier) else load(model)
     name = classifier.manifest.get("name") or classifier.path.name.removesuffix(".shoal")
     if folder is not None:
-        probs, truth, sources, skipped, pixels = _on_folder(classifier, Path(folder), batch_size)
+        probs, scores, truth, sources, skipped, pixels = _on_folder(classifier, Path(folder), batch_size)
         on = f"folder {folder}"
     else:
         on = f"dataset {dataset!r} ({split})"
         if dataset is None:
             dataset = _own_dataset(classifier, name, store)
             on = f"dataset {dataset!r} ({split}), the one it was trained on"
-        probs, truth, sources, skipped, pixels = _on_dataset(classifier, dataset, split, store, batch_size)
+        probs, scores, truth, sources, skipped, pixels = _on_dataset(classifier, dataset, split, store, batch_size)
     return score(classifier.labels, probs, truth, sources, model=str(classifier.path), name=name, on=on,
-                 dataset=dataset, wrong=wrong, top_per_class=top_per_class, skipped=skipped, pixels=pixels)
+                 dataset=dataset, wrong=wrong, top_per_class=top_per_class, skipped=skipped, pixels=pixels,
+                 unfamiliar_scores=scores, unfamiliar_threshold=classifier.unfamiliar_threshold,
+                 unfamiliar_reason=classifier.unfamiliar_reason, unfamiliar=unfamiliar)
 
 
 def _own_dataset(classifier: Classifier, name: str, store: Store | None) -> str:
@@ -281,7 +318,9 @@ def _own_dataset(classifier: Classifier, name: str, store: Store | None) -> str:
 
 def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list[str], *, model: str = "",
           name: str = "", on: str = "", dataset: str | None = None, wrong: int = 10, top_per_class: int = 9,
-          skipped: list[dict[str, str]] | None = None, pixels: Callable[[int], np.ndarray] | None = None) -> Evaluation:
+          skipped: list[dict[str, str]] | None = None, pixels: Callable[[int], np.ndarray] | None = None,
+          unfamiliar_scores: np.ndarray | None = None, unfamiliar_threshold: float | None = None,
+          unfamiliar_reason: str | None = None, unfamiliar: int = 20) -> Evaluation:
     """Turn probabilities and true classes into an :class:`Evaluation` (no model needed).
 
     Args:
@@ -291,9 +330,16 @@ def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list
         sources: ``N`` names of the images.
         model: the bundle's path; name: the model's name (default: ``model``).
         on: what was evaluated, in words; dataset: the stored dataset's name, if one.
+        unfamiliar_scores: ``N`` unfamiliar scores and unfamiliar_threshold the model's threshold
+            (an image above it is unfamiliar); without both, the verdict is unknown, and
+            unfamiliar_reason says why.
+        unfamiliar: how many of the unfamiliar images to keep, most unfamiliar first.
     """
     n, k = probs.shape
     predicted = probs.argmax(1)
+    known = unfamiliar_scores is not None and unfamiliar_threshold is not None
+    scores = np.asarray(unfamiliar_scores, np.float64) if known else None
+    flagged = scores > unfamiliar_threshold if scores is not None else None
     confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (truth, predicted), 1)
     true_p = probs[np.arange(n), truth]
@@ -308,21 +354,30 @@ def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list
         precision = tp / column if column else 0.0  # never predicted: 0, as scikit-learn reports it
         recall = tp / row if row else None  # no images of the class: undefined
         f1 = None if recall is None else (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-        per_class.append({"label": label, "precision": precision, "recall": recall, "f1": f1, "support": row})
+        per_class.append({"label": label, "precision": precision, "recall": recall, "f1": f1, "support": row,
+                          "unfamiliar": int(flagged[truth == c].sum()) if flagged is not None else None})
 
     def judged(i: int) -> Judged:
         return Judged(sources[i], labels[truth[i]], labels[predicted[i]], float(probs[i, predicted[i]]),
-                      float(true_p[i]), i)
+                      float(true_p[i]), i, bool(flagged[i]) if flagged is not None else None,
+                      float(scores[i]) if scores is not None else None)
 
     def surest(rows: np.ndarray, keep: int) -> list[Judged]:  # by the probability of the predicted class
         return [judged(int(i)) for i in rows[np.argsort(-probs[rows, predicted[rows]], kind="stable")][:keep]]
 
     tops = {label: surest(np.flatnonzero(predicted == c), top_per_class) for c, label in enumerate(labels)}
+    odd: list[Judged] = []
+    if scores is not None and flagged is not None:
+        rows = np.flatnonzero(flagged)
+        odd = [judged(int(i)) for i in rows[np.argsort(-scores[rows], kind="stable")][:unfamiliar]]
     return Evaluation(model=model, name=name or model, on=on, dataset=dataset, labels=list(labels), count=n,
                       accuracy=float((predicted == truth).mean()), top5=top5, log_loss=log_loss,
                       calibration=calibration(probs, truth), confusion=confusion.tolist(), per_class=per_class,
                       wrong=surest(np.flatnonzero(predicted != truth), wrong), top_per_class=tops,
-                      skipped=skipped or [], pixels=pixels)
+                      skipped=skipped or [], unfamiliar_count=int(flagged.sum()) if flagged is not None else None,
+                      unfamiliar_rate=float(flagged.mean()) if flagged is not None else None, unfamiliar=odd,
+                      unfamiliar_reason=None if flagged is not None else (unfamiliar_reason or "the model cannot tell"),
+                      pixels=pixels)
 
 
 def _label_index(classifier: Classifier, classes: list[str] | tuple[str, ...], where: str) -> np.ndarray:
@@ -334,8 +389,11 @@ def _label_index(classifier: Classifier, classes: list[str] | tuple[str, ...], w
     return np.array([classifier.labels.index(c) for c in classes], np.int64)
 
 
-def _on_dataset(classifier: Classifier, name: str, split: str, store: Store | None, batch_size: int
-                ) -> tuple[np.ndarray, np.ndarray, list[str], list[dict[str, str]], Callable[[int], np.ndarray]]:
+_Scored = tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str], list[dict[str, str]], Callable[[int], np.ndarray]]
+"""Probabilities, unfamiliar scores (``None`` without a detector), true classes, sources, skipped files, pixels."""
+
+
+def _on_dataset(classifier: Classifier, name: str, split: str, store: Store | None, batch_size: int) -> _Scored:
     from shoal import datasets
 
     ds = datasets.load(name, store=store)
@@ -347,35 +405,39 @@ def _on_dataset(classifier: Classifier, name: str, split: str, store: Store | No
     spec = classifier.input
     same = (tuple(ds.size) == spec.dataset_wh and ds.channels == spec.channels and ds.resize_mode == spec.resize_mode)
     if same:  # the stored pixels are exactly what prepare() would make of the sources
-        probs = np.concatenate([classifier.runtime(classifier.network_input(list(images[i : i + batch_size])))
-                                for i in range(0, len(labels), batch_size)])
-        return probs, to_model[labels], sources, [], lambda i: np.asarray(images[i])
-    keep, rows, skipped = _predict_files(classifier, sources, batch_size)
+        runs = [classifier.runtime.run(classifier.network_input(list(images[i : i + batch_size])))
+                for i in range(0, len(labels), batch_size)]
+        probs = np.concatenate([p for p, _ in runs])
+        scores = np.concatenate([s for _, s in runs]) if all(s is not None for _, s in runs) else None
+        return probs, scores, to_model[labels], sources, [], lambda i: np.asarray(images[i])
+    keep, rows, scores, skipped = _predict_files(classifier, sources, batch_size)
     if not rows:
         raise DatasetError(f"none of the {split} images of dataset {name!r} could be read again from their source "
                            f"files (the model needs {spec.dataset_width}x{spec.dataset_height} "
                            f"{spec.resize_mode}, the dataset stores {ds.size[0]}x{ds.size[1]} {ds.resize_mode})")
     kept_sources = [sources[i] for i in keep]
-    return (np.asarray(rows, np.float32), to_model[labels[keep]], kept_sources, skipped,
+    return (np.asarray(rows, np.float32), scores, to_model[labels[keep]], kept_sources, skipped,
             lambda i: classifier.prepare(kept_sources[i]))
 
 
 def _predict_files(classifier: Classifier, sources: list[str], batch_size: int
-                   ) -> tuple[list[int], list[list[float]], list[dict[str, str]]]:
-    """Probabilities (in the model's label order) of the files that could be read, and why others could not."""
-    keep, rows, skipped = [], [], []
+                   ) -> tuple[list[int], list[list[float]], np.ndarray | None, list[dict[str, str]]]:
+    """Probabilities (in the model's label order) and unfamiliar scores of the files that could be read,
+    and why others could not."""
+    keep, rows, scores, skipped = [], [], [], []
     for i, result in enumerate(classifier.predict_iter(sources, None, batch_size=batch_size)):
         if result.ok:
             keep.append(i)
-            scores = dict(result.predictions)
-            rows.append([scores[label] for label in classifier.labels])
+            by_label = dict(result.predictions)
+            rows.append([by_label[label] for label in classifier.labels])
+            scores.append(result.unfamiliar_score)
         else:
             skipped.append({"source": result.source, "error": result.error or ""})
-    return keep, rows, skipped
+    known = bool(scores) and all(s is not None for s in scores)
+    return keep, rows, np.asarray(scores, np.float64) if known else None, skipped
 
 
-def _on_folder(classifier: Classifier, folder: Path, batch_size: int
-               ) -> tuple[np.ndarray, np.ndarray, list[str], list[dict[str, str]], Callable[[int], np.ndarray]]:
+def _on_folder(classifier: Classifier, folder: Path, batch_size: int) -> _Scored:
     from shoal.data.scan import scan_folder
 
     found = scan_folder(folder)
@@ -386,11 +448,12 @@ def _on_folder(classifier: Classifier, folder: Path, batch_size: int
     to_model = _label_index(classifier, classes, f"folder '{folder}'")
     paths = [str(p) for c in classes for p in found.files[c]]
     truth_all = np.array([to_model[i] for i, c in enumerate(classes) for _ in found.files[c]], np.int64)
-    keep, rows, skipped = _predict_files(classifier, paths, batch_size)
+    keep, rows, scores, skipped = _predict_files(classifier, paths, batch_size)
     if not rows:
         raise DatasetError(f"no image in '{folder}' could be read ({len(skipped)} file(s) tried)")
     kept = [paths[i] for i in keep]
-    return np.asarray(rows, np.float32), truth_all[keep], kept, skipped, lambda i: classifier.prepare(kept[i])
+    return (np.asarray(rows, np.float32), scores, truth_all[keep], kept, skipped,
+            lambda i: classifier.prepare(kept[i]))
 
 
 # -- HTML report ---------------------------------------------------------------------------------
@@ -418,16 +481,26 @@ def write_html(evaluation: Evaluation, path: str | os.PathLike[str], *, thumbnai
     matrix = (f"<table class=cm><tr><th>true \\ predicted</th>{''.join(f'<th>{esc(x)}</th>' for x in e.labels)}</tr>"
               f"{''.join(cells)}</table>")
     per_class = "".join(f"<tr><td>{esc(r['label'])}</td><td>{_fmt(r['precision'])}</td><td>{_fmt(r['recall'])}</td>"
-                        f"<td>{_fmt(r['f1'])}</td><td>{r['support']}</td></tr>" for r in e.per_class)
+                        f"<td>{_fmt(r['f1'])}</td><td>{r['support']}</td><td>{_count(r['unfamiliar'])}</td></tr>"
+                        for r in e.per_class)
 
     def figure(j: Judged, caption: str) -> str:  # a wrong prediction is framed in red, with its true class below
         img = thumbnail_uri(e.pixels(j.index), thumbnail) if e.pixels is not None else ""
         right = j.true == j.predicted
         return (f'<figure{"" if right else " class=wrong"}><img src="{img}" alt="{esc(j.source)}" '
                 f'title="{esc(j.source)}"><figcaption>{esc(caption)}{"" if right else f"<br>is {esc(j.true)}"}'
-                "</figcaption></figure>")
+                f'{"<br><span class=odd>unfamiliar</span>" if j.unfamiliar else ""}</figcaption></figure>')
 
     wrong = "".join(figure(j, f"{j.predicted} {j.probability:.1%}") for j in e.wrong)
+    odd = "".join(figure(j, f"{j.predicted} {j.probability:.1%} · {j.unfamiliar_score:.3f}") for j in e.unfamiliar)
+    if e.unfamiliar_count is None:
+        odd_section = f"<p>Unknown: {esc(e.unfamiliar_reason or 'the model cannot tell')}.</p>"
+    elif not e.unfamiliar_count:
+        odd_section = "<p>None: every image looks like some of the training images.</p>"
+    else:
+        more = e.unfamiliar_count - len(e.unfamiliar)
+        odd_section = (f"<div class=grid>{odd}</div>"
+                       + (f"<p class=muted>and {more} more.</p>" if more > 0 else ""))
     tops = "".join(
         f"<h3>{esc(label)}</h3>"
         + (f"<div class=grid>{''.join(figure(j, f'{j.probability:.1%}') for j in items)}</div>" if items
@@ -445,14 +518,16 @@ table {{ border-collapse: collapse; margin: 1em 0 }} td, th {{ border: 1px solid
 .grid {{ display: flex; flex-wrap: wrap; gap: 10px }} figure {{ margin: 0; text-align: center; font-size: 12px }}
 figure img {{ display: block; max-width: {thumbnail}px; max-height: {thumbnail}px; image-rendering: pixelated }}
 figure.wrong img {{ outline: 3px solid #c82828 }} figure.wrong figcaption {{ color: #c82828 }}
+.odd {{ color: #a86200; font-weight: 600 }}
 .calibration {{ display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start }} .muted {{ color: #666 }}
 </style></head><body>
 <h1>Evaluation of {esc(e.name)}</h1>
 <p class=muted>Bundle {esc(e.model)}</p>
 <p>On {esc(e.on)}: {e.count} images. Accuracy <b>{e.accuracy:.2%}</b>{top5}, log-loss {e.log_loss:.4f},
 expected calibration error {e.calibration.ece:.2%}.</p>
+<p>Unfamiliar: {esc(e.unfamiliar_text())}.</p>
 <h2>Confusion matrix</h2>{matrix}
-<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>{per_class}</table>
+<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th><th>unfamiliar</th></tr>{per_class}</table>
 <h2>Calibration</h2>
 <p>Is the model as sure as it is right? The images are grouped by the probability of their top class (the
 confidence). In a calibrated model the accuracy of each group equals its mean confidence: the bars reach the
@@ -463,6 +538,11 @@ diagonal. The expected calibration error is the gap, averaged over the images.</
 <h2>Surest images per class</h2>
 <p>The images predicted as each class, by the probability of that class; those of another class (red) are wrong.</p>
 {tops}
+<h2>Unfamiliar</h2>
+<p>Images that look like none of the training images: their probabilities say little. An image is unfamiliar when
+the distance of its features to its nearest training images (the score after its class) is above the model's
+threshold, set on the training images so that few ordinary images are flagged.</p>
+{odd_section}
 {f'<h2>Skipped</h2><ul>{skipped}</ul>' if skipped else ''}
 </body></html>
 """
