@@ -74,3 +74,17 @@ class NotTrainedError(ShoalError):
 
 class CodeNotAllowedError(ShoalError):
     """Running a user's Python network file was needed but not allowed (see :mod:`shoal.trust`)."""
+
+
+class MissingExtraError(ShoalError):
+    """A command needs an optional extra (``shoal[train]``, ``shoal[web]``...) that is not installed.
+
+    ``extra`` is the extra's name, ``modules`` the missing modules it would install.
+    """
+
+    def __init__(self, extra: str, modules: tuple[str, ...], what: str) -> None:
+        names = modules[0] + (" is" if len(modules) == 1 else f" and {len(modules) - 1} more are")
+        super().__init__(f"{what} needs the [{extra}] extra ({names} not installed): "
+                         f"pip install 'shoal[{extra}]'")
+        self.extra = extra
+        self.modules = modules

@@ -345,3 +345,26 @@ def describe(name: str, *, store: Store | None = None) -> dict[str, Any]:
         "snapshots": sorted(folder.snapshots()),
         "bundle": str(folder.bundle_path) if folder.has_bundle() else None,
     }
+
+
+def trained_on(dataset: str, *, store: Store | None = None) -> list[str]:
+    """Return the names of the models trained on ``dataset``, oldest first.
+
+    Such models keep their bundles without it, but can no longer be resumed, exported again
+    (the ONNX check reads its images) or evaluated on it by default.
+
+    Args:
+        dataset: the dataset's name.
+        store: the store; default ``SHOAL_HOME``.
+    """
+    names = []
+    for entry in (store or Store()).list("model"):
+        used = entry.summary.get("dataset")
+        if used is None:
+            try:
+                used = ModelFolder(entry.path).read_config().get("dataset")
+            except (OSError, ValueError, AttributeError):
+                used = None
+        if used == dataset:
+            names.append(entry.name)
+    return names

@@ -20,14 +20,25 @@ from shoal.errors import ConfigError, ShoalError
 
 
 class _ShoalGroup(TyperGroup):
-    """Turns a :class:`ShoalError` from any command into ``Error: ...`` and exit code 1."""
+    """Turns a :class:`ShoalError` from any command into ``Error: ...`` and exit code 1.
+
+    So does a missing optional extra (``import torch`` on the base install): the line names
+    the extra to install (:func:`shoal.extras.explain`).
+    """
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
-        except ShoalError as exc:
+        except (ShoalError, ImportError) as exc:
             if os.environ.get("SHOAL_DEBUG") == "1":
                 raise
+            if isinstance(exc, ImportError):
+                from shoal.extras import explain
+
+                known = explain(exc, f"shoal {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "shoal")
+                if known is None:
+                    raise
+                exc = known
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
 
@@ -91,7 +102,7 @@ def _root(
 
 def _register() -> None:
     # Each stage's commands live in their own module; importing registers them.
-    from shoal.cli import classify, dataset, evaluate, serve, train  # noqa: F401
+    from shoal.cli import classify, dataset, evaluate, serve, store, train  # noqa: F401
 
 
 def main() -> None:

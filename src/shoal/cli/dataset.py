@@ -59,9 +59,11 @@ Examples:
 """
 
 DELETE_EXAMPLES = """
-Example:
+Examples:
 
   shoal dataset delete pets
+
+  shoal dataset delete pets --force         # even though models were trained on it
 """
 
 EXPLORE_EXAMPLES = """
@@ -186,11 +188,30 @@ def list_command(
 
 
 @dataset_app.command("delete", epilog=DELETE_EXAMPLES)
-def delete_command(name: str = typer.Argument(..., help="Name of the dataset to delete.")) -> None:
-    """Delete a stored dataset and its files (the source images are not touched)."""
-    from shoal import datasets
+def delete_command(
+    name: str = typer.Argument(..., help="Name of the dataset to delete."),
+    force: bool = typer.Option(False, "--force", help="Delete it even though models were trained on it."),
+) -> None:
+    """Delete a stored dataset and its files (the source images are not touched).
 
+    A dataset that models were trained on is kept unless --force is given: without it those
+    models can no longer be resumed, exported again or evaluated on it (their bundles keep working).
+    """
+    from shoal import datasets, models
+    from shoal.errors import DatasetError
+    from shoal.store import Store
+
+    Store().get("dataset", name)  # an unknown name says so before anything else
+    users = models.trained_on(name)
+    if users and not force:
+        listed = ", ".join(repr(u) for u in users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        raise DatasetError(
+            f"{len(users)} model{'s were' if len(users) > 1 else ' was'} trained on dataset {name!r} ({listed}); "
+            f"without it they cannot be resumed, exported again or evaluated on it (their bundles keep working). "
+            f"Add --force to delete it anyway")
     datasets.delete(name)
+    if users:
+        _console(stderr=True).print(f"models trained on it, now without their dataset: {', '.join(users)}")
     typer.echo(f"Deleted dataset {name!r}.")
 
 

@@ -46,6 +46,9 @@ def serve(
     Trainings and dataset builds run in worker processes, one training per device at a time;
     what the CLI creates appears in the app and the other way round (one store, SHOAL_HOME).
     """
+    from shoal.extras import require
+
+    require("web", "shoal serve")
     import uvicorn
 
     from shoal.server import Settings, create_app

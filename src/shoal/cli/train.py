@@ -68,6 +68,9 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Train a model on a stored dataset, from scratch or fine-tuned, and write its bundle."""
+    from shoal.extras import require
+
+    require("train", "shoal train")
     from shoal.config import build
     from shoal.errors import ConfigError
     from shoal.training import resume as resume_run
@@ -300,6 +303,9 @@ def networks_list(
     """
     from dataclasses import asdict
 
+    from shoal.extras import require
+
+    require("train", "shoal networks")
     from shoal.networks import list_networks
 
     specs = list_networks(pattern)

@@ -275,6 +275,7 @@ def create(
     *,
     store: Store | None = None,
     progress: Progress | None = None,
+    within: Sequence[str | os.PathLike[str]] | None = None,
     **options: Any,
 ) -> Dataset:
     """Build a dataset from a folder of class sub-folders (or a list file) and store it.
@@ -288,6 +289,8 @@ def create(
         config: the options; defaults to :class:`DataConfig`'s.
         store: where to keep it; defaults to ``Store()`` (``$SHOAL_HOME`` or ``~/.shoal``).
         progress: called as ``progress(done, total)`` while images are decoded.
+        within: folders every image must lie in once symbolic links are resolved (the web
+            app passes its allowed roots); images outside are skipped. ``None``: anywhere.
         **options: any :class:`DataConfig` field, overriding ``config``: ``size``,
             ``resize_mode``, ``channels`` (or ``grayscale=True``), ``val_pct``, ``test_pct``,
             ``val_folder``, ``list_file``, ``seed``, ``workers``, ``min_per_class``,
@@ -311,7 +314,7 @@ def create(
             f"a dataset named {name!r} already exists in {store.home}: choose another name, "
             f"or delete it first with 'shoal dataset delete {name}'"
         )
-    cfg, main, val_scan, shown = _scan_sources(source, cfg)
+    cfg, main, val_scan, shown = _scan_sources(source, cfg, within)
     left_out: list[tuple[str, str]] = []
     kept = _enough_candidates(main, val_scan, cfg, left_out)
     _refuse_too_few(main, shown, kept, left_out)
@@ -367,22 +370,23 @@ def create(
     return load(name, store=store)
 
 
-def _scan_sources(source: str | os.PathLike[str] | None, cfg: DataConfig) -> tuple[DataConfig, Scan, Scan | None, str]:
+def _scan_sources(source: str | os.PathLike[str] | None, cfg: DataConfig,
+                  within: Sequence[str | os.PathLike[str]] | None = None) -> tuple[DataConfig, Scan, Scan | None, str]:
     """Scan the source (and validation folder); return them, the config with absolute paths,
     and how messages name the source."""
     if cfg.list_file is not None:
-        main = scan_list(cfg.list_file, base=source)
+        main = scan_list(cfg.list_file, base=source, within=within)
         shown = f"list file '{cfg.list_file}'"
         cfg = cfg.replace(list_file=os.path.abspath(os.path.expanduser(cfg.list_file)))
     elif source is None:
         raise ConfigError("no source given: pass a folder with one sub-folder of images per class, or list_file='list.txt'")
     else:
-        main = scan(source)
+        main = scan(source, within=within)
         text = os.fspath(source)
         shown = f"list file '{text}'" if main.kind == "list" else f"'{text if text.endswith(('/', os.sep)) else text + '/'}'"
     val_scan = None
     if cfg.val_folder is not None:
-        val_scan = scan(cfg.val_folder)
+        val_scan = scan(cfg.val_folder, within=within)
         cfg = cfg.replace(val_folder=os.path.abspath(os.path.expanduser(cfg.val_folder)))
     return cfg, main, val_scan, shown
 
@@ -701,9 +705,20 @@ def delete(name: str, *, store: Store | None = None) -> None:
 
     Raises:
         NotFoundError: no dataset of that name.
+        TrainingError: it is being built, or a model is training on it (in the web app or another shell).
     """
+    from shoal import models  # torch-free: the one owner of a model's status (job, entry and process merged)
+    from shoal.errors import TrainingError
+
     store = Store() if store is None else store
     store.get("dataset", name)  # a clear error when it does not exist
+    if store.list_jobs(status=("queued", "running"), kind="dataset", target=name):
+        raise TrainingError(f"dataset {name!r} is being built; abort its job first, then delete it")
+    users = models.training_on(name, store=store)
+    if users:
+        raise TrainingError(f"dataset {name!r} is in use: model {', '.join(repr(u) for u in users)} is training on it; "
+                            "abort that training first (the web app's Abort button, or Ctrl-C where it runs), "
+                            "then delete the dataset")
     store.delete("dataset", name)
 
 
