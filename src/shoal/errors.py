@@ -88,3 +88,11 @@ class MissingExtraError(ShoalError):
                          f"pip install 'shoal[{extra}]'")
         self.extra = extra
         self.modules = modules
+
+
+class StoreError(ShoalError):
+    """The store (its index or an entry's files) is damaged; the message says what and how to repair it."""
+
+
+class NoSpaceError(ShoalError):
+    """The disk holding the store is full (``ENOSPC``); the message says where and how much is needed."""

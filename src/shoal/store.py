@@ -3,15 +3,24 @@
 The CLI and the web app share it, so a dataset built from one shows up in the other.
 A dataset is written into a staging folder and only renamed into place and entered
 in the index once complete, so a half-written dataset never appears.
+
+The index keeps each entry's folder relative to the home (``datasets/<name>``), so a store
+copied or moved elsewhere (``cp -a H1 H2``) reads and deletes only its own files. A name is
+taken by a unique insert before any file is touched: a dataset's by a row in ``builds``
+while it is built, a model's by its entry. Work folders under ``tmp/`` are each held by a
+lock on ``<folder>.lock``; one whose lock is free belongs to a process that is gone and is
+removed by :meth:`Store.sweep` at the next build.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import tempfile
 import time
@@ -20,13 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from shoal.errors import AlreadyExistsError, ConfigError, NotFoundError
+from shoal.errors import AlreadyExistsError, ConfigError, NoSpaceError, NotFoundError, ShoalError, StoreError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: work folders are then removed by age only
+    fcntl = None  # type: ignore[assignment]
 
 Kind = Literal["dataset", "model"]
 KINDS: tuple[Kind, ...] = ("dataset", "model")
 STATUSES = ("queued", "running", "done", "failed", "interrupted", "aborted")
 
-_NAME_RE = re.compile(r"^[^\W][\w.\-]{0,99}$")
+_NAME_RE = re.compile(r"[^\W][\w.\-]{0,99}\Z")  # \Z, not $: "$" lets a trailing newline through
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     kind TEXT NOT NULL,
@@ -39,6 +53,26 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (kind, name)
 )
 """
+_BUILDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS builds (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started REAL NOT NULL,
+    PRIMARY KEY (kind, name)
+)
+"""
+
+INDEX_FORMAT = 2
+"""Version of ``index.sqlite`` (its ``user_version``): 1 (0 unset) kept absolute folder paths;
+2 keeps them relative to the home and has the ``builds`` table. Older indexes are upgraded
+when opened; a newer one is refused."""
+
+STALE_UNLOCKED_S = 3600.0
+"""A work folder under ``tmp/`` without a lock file (left by an older shoal) is removed once
+it is this old; one with a lock file is removed as soon as its lock is free."""
 
 
 def default_home() -> Path:
@@ -156,17 +190,76 @@ class Store:
     def db_path(self) -> Path:
         return self.home / "index.sqlite"
 
+    @property
+    def tmp_path(self) -> Path:
+        """``tmp/``: work folders of builds under way (each held by a lock on ``<folder>.lock``)."""
+        return self.home / "tmp"
+
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction (``write``: holding the write lock from the start).
+
+        Raises:
+            StoreError: the index is not a database, is damaged, or is of a newer format.
+            NoSpaceError: the disk is full.
+        """
         self.home.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.db_path, timeout=30)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute(_SCHEMA)
-            with con:
-                yield con
+            con = sqlite3.connect(self.db_path, timeout=30)
+        except sqlite3.Error as exc:
+            raise self._index_error(exc) from None
+        try:
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                if version != INDEX_FORMAT:
+                    self._upgrade(con, version)
+                with con:
+                    if write:
+                        con.execute("BEGIN IMMEDIATE")
+                    yield con
+            except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise
+                raise self._index_error(exc) from None
         finally:
             con.close()
+
+    def _upgrade(self, con: sqlite3.Connection, version: int) -> None:
+        """Bring an index of an older format (or a new, empty one) to :data:`INDEX_FORMAT`."""
+        if version > INDEX_FORMAT:
+            from shoal import __version__
+
+            raise StoreError(
+                f"the store index {self.db_path} has format {version}, written by a newer shoal; this shoal "
+                f"(version {__version__}) reads format {INDEX_FORMAT} and older: upgrade shoal to use this store"
+            )
+        with con:
+            con.execute("BEGIN IMMEDIATE")
+            if con.execute("PRAGMA user_version").fetchone()[0] == INDEX_FORMAT:  # another process did it
+                return
+            con.execute(_SCHEMA)
+            con.execute(_BUILDS_SCHEMA)
+            con.execute(_JOBS_SCHEMA)
+            # Format 1 kept absolute paths, always <home>/<kind>s/<name>: keep them relative.
+            for kind, name, path in con.execute("SELECT kind, name, path FROM entries").fetchall():
+                if os.path.isabs(path):
+                    con.execute("UPDATE entries SET path = ? WHERE kind = ? AND name = ?",
+                                (f"{kind}s/{name}", kind, name))
+            con.execute(f"PRAGMA user_version = {INDEX_FORMAT}")
+
+    def _index_error(self, exc: sqlite3.Error) -> ShoalError:
+        name = _errorname(exc)
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
+            return StoreError(f"the store index {self.db_path} stayed locked by another process for 30 s: "
+                              "try again when the other shoal command has finished")
+        if name == "SQLITE_FULL" or "disk is full" in str(exc):
+            return NoSpaceError(f"no space left on {self.home}: the store index {self.db_path} cannot be written; "
+                                "free some space and run the command again")
+        return StoreError(
+            f"the store index {self.db_path} is damaged ({exc}): move it aside and run 'shoal doctor --repair' "
+            "to rebuild it from the dataset and model folders"
+        )
 
     # -- reading --------------------------------------------------------------------------
     def get(self, kind: Kind, name: str) -> Entry:
@@ -181,7 +274,7 @@ class Store:
             names = [e.name for e in self.list(kind)]
             known = ", ".join(repr(n) for n in names) if names else "none yet"
             raise NotFoundError(f"no {kind} named {name!r} in {self.home} (known: {known})")
-        return _entry(row)
+        return self._entry(row)
 
     def exists(self, kind: Kind, name: str) -> bool:
         with self._db() as con:
@@ -199,47 +292,113 @@ class Store:
             args = (kind,)
         with self._db() as con:
             rows = con.execute(query + " ORDER BY created, name", args).fetchall()
-        return [_entry(r) for r in rows]
+        return [self._entry(r) for r in rows]
+
+    def _entry(self, row: tuple[Any, ...]) -> Entry:
+        kind, name, status, created, updated, path, summary = row
+        return Entry(kind, name, status, created, updated, self._resolve(kind, name, path), _json_dict(summary))
+
+    def _resolve(self, kind: Kind, name: str, stored: str) -> Path:
+        """An indexed path as a folder inside the home.
+
+        A relative path is taken from the home; an absolute one (written by an older shoal,
+        or by one before the store was copied) names ``<home>/<kind>s/<name>``, which is what
+        every shoal wrote, so a copy of a store never points into the original.
+        """
+        if os.path.isabs(stored) or not _plain_name(name):
+            return self.folder(kind, name)
+        path = self.home / stored
+        if ".." in Path(stored).parts:
+            raise StoreError(f"the index entry of {kind} {name!r} points outside {self.home} ({stored}): "
+                             "run 'shoal doctor --repair' to fix the index")
+        return path
 
     # -- writing --------------------------------------------------------------------------
     @contextlib.contextmanager
     def staging(self, kind: Kind, name: str, *, summary: dict[str, Any] | None = None) -> Iterator[Path]:
         """Yield an empty folder to write a new entry into; commit it when the block ends.
 
-        On success the folder is renamed to its final place and the entry indexed with
-        status ``done``; on any exception the folder is removed and nothing is indexed.
+        The name is reserved first (a unique row in ``builds``, so two builds of one name
+        cannot both go ahead); on success the folder is renamed to its final place and the
+        entry indexed with status ``done``; on any exception the folder is removed and
+        nothing is indexed. ``summary`` is read when the block ends, so the block may fill it in.
 
         Raises:
-            AlreadyExistsError: if ``name`` is already taken.
+            AlreadyExistsError: if ``name`` is already taken, or being built by another process.
         """
         check_name(name, kind)
         self._refuse_existing(kind, name)
-        tmp_root = self.home / "tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{name}-", dir=tmp_root))
-        final_summary: dict[str, Any] = dict(summary or {})
-        try:
+        self.sweep()
+        with self.work_folder(f"{kind}-{name}-") as tmp, self._building(kind, name, tmp):
             yield tmp
-            self._refuse_existing(kind, name)
-            final = self.folder(kind, name)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():  # left over from an entry deleted from the index by hand
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            self._insert(kind, name, "done", final, final_summary)
+            self._commit(kind, name, tmp, summary if summary is not None else {})
+
+    def _commit(self, kind: Kind, name: str, tmp: Path, summary: dict[str, Any]) -> None:
+        final = self.folder(kind, name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with self._db(write=True) as con:
+            try:
+                self._insert(con, kind, name, "done", summary)
+            except sqlite3.IntegrityError:  # entered meanwhile by a shoal that does not reserve names
+                raise self._exists_error(kind, name) from None
+            if final.exists() or final.is_symlink():  # left over from an entry deleted from the index by hand
+                self._discard(final)
+            os.replace(tmp, final)  # inside the transaction: a failure here indexes nothing
+
+    @contextlib.contextmanager
+    def _building(self, kind: Kind, name: str, folder: Path) -> Iterator[None]:
+        """Hold ``name`` for a build under way: a unique row in ``builds``, removed when the block ends.
+
+        A row left by a process that is gone (the lock of its work folder is free) is taken over.
+        """
+        mine = (kind, name, folder.name, os.getpid(), socket.gethostname(), time.time())
+        with self._db(write=True) as con:
+            if con.execute("SELECT 1 FROM entries WHERE kind = ? AND name = ?", (kind, name)).fetchone():
+                raise self._exists_error(kind, name)
+            try:
+                con.execute("INSERT INTO builds (kind, name, folder, pid, host, started) VALUES (?, ?, ?, ?, ?, ?)",
+                            mine)
+            except sqlite3.IntegrityError:
+                other, pid, host, started = con.execute(
+                    "SELECT folder, pid, host, started FROM builds WHERE kind = ? AND name = ?", (kind, name)
+                ).fetchone()
+                if not self._work_folder_free(self.tmp_path / other):
+                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+                    raise AlreadyExistsError(
+                        f"{kind} {name!r} is being built by another process (pid {pid} on {host}, since {when}): "
+                        f"wait for it to finish, or choose another name"
+                    ) from None
+                con.execute("DELETE FROM builds WHERE kind = ? AND name = ?", (kind, name))
+                con.execute("INSERT INTO builds (kind, name, folder, pid, host, started) VALUES (?, ?, ?, ?, ?, ?)",
+                            mine)
+        try:
+            yield
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(ShoalError):  # a full disk or a damaged index: the row is taken over later
+                with self._db() as con:
+                    con.execute("DELETE FROM builds WHERE kind = ? AND name = ? AND folder = ?",
+                                (kind, name, folder.name))
 
     def reserve(self, kind: Kind, name: str, *, status: str = "queued", summary: dict[str, Any] | None = None) -> Entry:
-        """Create the entry's folder and index it at once (for models, visible while they train)."""
+        """Index the entry and create its folder (for models, visible while they train).
+
+        The name is taken by the insert itself, before any file is touched, so of two
+        processes reserving one name the second gets :class:`AlreadyExistsError` and the
+        first one's folder is never removed.
+        """
         check_name(name, kind)
-        self._refuse_existing(kind, name)
         folder = self.folder(kind, name)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        self._insert(kind, name, status, folder, summary or {})
+        with self._db(write=True) as con:
+            if con.execute("SELECT 1 FROM builds WHERE kind = ? AND name = ?", (kind, name)).fetchone():
+                raise AlreadyExistsError(f"{kind} {name!r} is being built by another process: "
+                                         "wait for it to finish, or choose another name")
+            try:
+                self._insert(con, kind, name, status, summary or {})
+            except sqlite3.IntegrityError:
+                raise self._exists_error(kind, name) from None
+            if folder.exists() or folder.is_symlink():  # left over from an entry deleted from the index by hand
+                self._discard(folder)
+            folder.mkdir(parents=True)
         return self.get(kind, name)
 
     def update(self, kind: Kind, name: str, *, status: str | None = None, summary: dict[str, Any] | None = None) -> Entry:
@@ -256,12 +415,94 @@ class Store:
         return self.get(kind, name)
 
     def delete(self, kind: Kind, name: str) -> None:
-        """Remove an entry and its folder."""
-        entry = self.get(kind, name)
-        with self._db() as con:
+        """Remove an entry and its folder (``<home>/<kind>s/<name>``: never anything outside the home)."""
+        self.get(kind, name)  # NotFoundError listing what exists
+        folder = self.folder(kind, name)
+        with self._db(write=True) as con:
             con.execute("DELETE FROM entries WHERE kind = ? AND name = ?", (kind, name))
-        shutil.rmtree(entry.path, ignore_errors=True)
+            # Moved aside before the name is free again, so a new entry of that name is never touched.
+            trash = self._set_aside(folder) if _plain_name(name) else None
+        if trash is not None:
+            _remove(trash)
 
+    # -- work folders -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def work_folder(self, prefix: str) -> Iterator[Path]:
+        """Yield a new empty folder under ``tmp/``, held by a lock until the block ends, then removed.
+
+        The lock (on ``<folder>.lock``) is released by the system when the process dies,
+        so :meth:`sweep` tells the folder of a killed build from a live one.
+        """
+        self.tmp_path.mkdir(parents=True, exist_ok=True)
+        fd, lock_name = tempfile.mkstemp(prefix=prefix, suffix=".lock", dir=self.tmp_path)
+        lock = Path(lock_name)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            folder = lock.with_name(lock.name[: -len(".lock")])
+            folder.mkdir()
+            try:
+                yield folder
+            finally:
+                _remove(folder)
+                lock.unlink(missing_ok=True)  # still holding the lock: no sweep can be half-way through it
+        finally:
+            os.close(fd)
+
+    def sweep(self, *, min_age_s: float = 60.0) -> list[Path]:
+        """Remove the work folders under ``tmp/`` left by processes that are gone; return them.
+
+        A folder whose ``.lock`` is free (its process died: killed, machine restarted) goes at
+        once; one without a lock file (an older shoal's) once it is :data:`STALE_UNLOCKED_S` old;
+        a folder whose lock is held (a build under way) is never touched.
+        """
+        removed: list[Path] = []
+        if not self.tmp_path.is_dir():
+            return removed
+        now = time.time()
+        for path in sorted(self.tmp_path.iterdir()):
+            age = now - _mtime(path)
+            if path.name.endswith(".lock"):
+                if not path.with_name(path.name[: -len(".lock")]).exists() and age > min_age_s:
+                    with _held(path) as free:  # a lock file whose folder is gone (killed before mkdir)
+                        if free:
+                            path.unlink(missing_ok=True)
+                continue
+            lock = path.with_name(path.name + ".lock")
+            if path.name.startswith("deleted-"):
+                stale = age > min_age_s
+            elif lock.exists():
+                stale = self._work_folder_free(path)
+            else:
+                stale = age > STALE_UNLOCKED_S
+            if stale:
+                _remove(path)
+                lock.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
+    def _work_folder_free(self, folder: Path) -> bool:
+        """Whether the work folder's process is gone (its lock is free, or it has none)."""
+        lock = folder.with_name(folder.name + ".lock")
+        if not lock.exists():
+            return not folder.exists() or time.time() - _mtime(folder) > STALE_UNLOCKED_S
+        with _held(lock) as free:
+            return free
+
+    def _set_aside(self, folder: Path) -> Path | None:
+        """Move ``folder`` into ``tmp/`` (same disk, one rename) and return where it went."""
+        if not (folder.exists() or folder.is_symlink()):
+            return None
+        self.tmp_path.mkdir(parents=True, exist_ok=True)
+        trash = Path(tempfile.mkdtemp(prefix=f"deleted-{folder.parent.name}-{folder.name}-", dir=self.tmp_path))
+        target = trash / folder.name
+        os.replace(folder, target)
+        return trash
+
+    def _discard(self, folder: Path) -> None:
+        trash = self._set_aside(folder)
+        if trash is not None:
+            _remove(trash)
 
     # -- jobs (the web app's queue) -------------------------------------------------------
     @contextlib.contextmanager
@@ -353,28 +594,81 @@ class Store:
 
     def _refuse_existing(self, kind: Kind, name: str) -> None:
         if self.exists(kind, name):
-            raise AlreadyExistsError(
-                f"a {kind} named {name!r} already exists in {self.home}: choose another name, "
-                f"or delete it first with 'shoal {kind} delete {name}'"
-            )
+            raise self._exists_error(kind, name)
 
-    def _insert(self, kind: Kind, name: str, status: str, path: Path, summary: dict[str, Any]) -> None:
+    def _exists_error(self, kind: Kind, name: str) -> AlreadyExistsError:
+        return AlreadyExistsError(
+            f"a {kind} named {name!r} already exists in {self.home}: choose another name, "
+            f"or delete it first with 'shoal {kind} delete {name}'"
+        )
+
+    def _insert(self, con: sqlite3.Connection, kind: Kind, name: str, status: str, summary: dict[str, Any]) -> None:
+        """Index an entry, its folder relative to the home (raises ``sqlite3.IntegrityError`` if taken)."""
         now = time.time()
-        with self._db() as con:
-            con.execute(
-                "INSERT INTO entries (kind, name, status, created, updated, path, summary) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (kind, name, status, now, now, str(path), json.dumps(summary)),
-            )
+        con.execute(
+            "INSERT INTO entries (kind, name, status, created, updated, path, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, name, status, now, now, f"{kind}s/{name}", json.dumps(summary)),
+        )
 
 
-def _entry(row: tuple[Any, ...]) -> Entry:
-    kind, name, status, created, updated, path, summary = row
-    return Entry(kind, name, status, created, updated, Path(path), json.loads(summary))
+def _errorname(exc: sqlite3.Error) -> str:
+    return str(getattr(exc, "sqlite_errorname", ""))
 
+
+def _json_dict(text: Any) -> dict[str, Any]:
+    """A stored JSON object; damaged text reads as empty (it is a cache: 'shoal doctor' reports it)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _plain_name(name: Any) -> bool:
+    """Whether ``name`` is a single folder name (an index edited by hand may hold anything)."""
+    return isinstance(name, str) and bool(_NAME_RE.match(name))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return time.time()
+
+
+@contextlib.contextmanager
+def _held(lock: Path) -> Iterator[bool]:
+    """Try to take ``lock`` without waiting; yield whether it was free (and hold it while the block runs)."""
+    if fcntl is None:
+        yield True
+        return
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder tree, or only the link when ``path`` is a symbolic link (never what it points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _job(row: tuple[Any, ...]) -> Job:
     id_, kind, target, lane, status, params, progress, error, pid, created, started, finished = row
-    return Job(id_, kind, target, lane, status, json.loads(params), json.loads(progress), error, pid,
+    return Job(id_, kind, target, lane, status, _json_dict(params), _json_dict(progress), error, pid,
                created, started, finished)

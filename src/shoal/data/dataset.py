@@ -16,13 +16,13 @@ Examples:
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import warnings
 from collections import Counter
@@ -41,7 +41,7 @@ from shoal.config import check_int, from_dict, to_dict
 from shoal.data.config import DataConfig
 from shoal.data.imageops import ImageError, prepare
 from shoal.data.scan import SPLITS, Scan, Skipped, scan, scan_list, shuffled, split
-from shoal.errors import AlreadyExistsError, ConfigError, DatasetError
+from shoal.errors import AlreadyExistsError, ConfigError, DatasetError, NoSpaceError
 from shoal.store import Store, check_name
 
 FORMAT = 1
@@ -104,17 +104,47 @@ class Dataset:
 
         Raises:
             ConfigError: ``split`` is not ``train``, ``val`` or ``test``.
+            DatasetError: the file is missing, cut short or of another shape than ``dataset.json`` says.
         """
-        return np.load(self.path / f"{_check_split(split)}_images.npy", mmap_mode="r")
+        path = self.path / f"{_check_split(split)}_images.npy"
+        pixels = self._read(path, lambda: np.load(path, mmap_mode="r"))
+        width, height = self.size
+        want = (self.count(split), height, width, self.channels)
+        if pixels.shape != want or pixels.dtype != np.uint8:
+            raise self._damaged(path, f"it holds {pixels.dtype} {tuple(pixels.shape)}, dataset.json says uint8 {want}")
+        return pixels
 
     def labels(self, split: str = "train") -> np.ndarray:
-        """The split's labels: int64 ``N``, indices into :attr:`classes`."""
-        return np.load(self.path / f"{_check_split(split)}_labels.npy")
+        """The split's labels: int64 ``N``, indices into :attr:`classes`.
+
+        Raises:
+            DatasetError: the file is missing or damaged.
+        """
+        path = self.path / f"{_check_split(split)}_labels.npy"
+        labels = self._read(path, lambda: np.load(path))
+        if labels.shape != (self.count(split),) or labels.dtype.kind not in "iu" or (
+            len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes
+        ):
+            raise self._damaged(path, f"it holds {labels.dtype} {tuple(labels.shape)}, not {self.count(split)} "
+                                      f"class indices below {self.num_classes}")
+        return labels
 
     def sources(self, split: str = "train") -> list[str]:
         """The source path of every image of the split, in the same order as :meth:`images`."""
-        text = (self.path / f"{_check_split(split)}_sources.txt").read_text(encoding="utf-8")
-        return text.splitlines()
+        path = self.path / f"{_check_split(split)}_sources.txt"
+        return self._read(path, lambda: path.read_text(encoding="utf-8", errors="replace")).splitlines()
+
+    def _read(self, path: Path, read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except (OSError, ValueError, EOFError) as exc:  # missing, cut short, not an array
+            raise self._damaged(path, str(exc) or type(exc).__name__) from None
+
+    def _damaged(self, path: Path, why: str) -> DatasetError:
+        return DatasetError(
+            f"dataset {self.name!r} is damaged ({path.name} cannot be used: {why}); "
+            f"delete it with 'shoal dataset delete {self.name}' and build it again"
+        )
 
     def image(self, split: str, index: int) -> Image.Image:
         """One stored image as a PIL image (for thumbnails and contact sheets).
@@ -129,7 +159,13 @@ class Dataset:
 
     def mean_image(self) -> np.ndarray:
         """The mean training image: float32 ``H × W × C`` in pixel units 0..255."""
-        return np.load(self.path / "mean.npy")
+        path = self.mean_array_path
+        mean = self._read(path, lambda: np.load(path))
+        width, height = self.size
+        if mean.shape != (height, width, self.channels) or mean.dtype.kind != "f":
+            raise self._damaged(path, f"it holds {mean.dtype} {tuple(mean.shape)}, not float32 "
+                                      f"{(height, width, self.channels)}")
+        return mean
 
     def mean_pixel(self) -> np.ndarray:
         """The mean training pixel: float32, one value per channel (for "pixel" mean subtraction)."""
@@ -210,13 +246,22 @@ class Dataset:
                 f"dataset {shown!r} is damaged ({meta_path} cannot be read: {exc}); "
                 f"delete it with 'shoal dataset delete {shown}' and build it again"
             ) from None
+        if not isinstance(meta, dict):
+            raise DatasetError(
+                f"dataset {shown!r} is damaged ({meta_path} holds {type(meta).__name__}, not a JSON object); "
+                f"delete it with 'shoal dataset delete {shown}' and build it again"
+            )
         if meta.get("format") != FORMAT:
             raise DatasetError(
                 f"dataset {shown!r} has format {meta.get('format')!r} but this shoal (version {__version__}) reads "
                 f"format {FORMAT}; rebuild it with 'shoal dataset create'"
             )
         try:
-            config = from_dict(DataConfig, meta.get("config", {}), written_by=meta.get("shoal_version"))
+            stored = meta.get("config", {})
+            if not isinstance(stored, dict):
+                raise ConfigError(f"its 'config' in {meta_path} is {type(stored).__name__}, not an object; "
+                                  f"delete it with 'shoal dataset delete {shown}' and build it again")
+            config = from_dict(DataConfig, stored, written_by=meta.get("shoal_version"))
         except ConfigError as exc:
             raise DatasetError(f"dataset {shown!r} cannot be used: {exc}") from None
         try:
@@ -227,14 +272,14 @@ class Dataset:
                 size=(int(meta["size"][0]), int(meta["size"][1])),
                 channels=int(meta["channels"]),
                 resize_mode=meta["resize_mode"],
-                splits={s: dict(meta["splits"].get(s, {})) for s in SPLITS},
+                splits={s: {str(c): int(n) for c, n in dict(meta["splits"].get(s, {})).items()} for s in SPLITS},
                 skipped=tuple(Skipped(d["path"], d["reason"]) for d in meta.get("skipped", [])),
                 config=config,
                 source=meta.get("source", ""),
                 created=meta.get("created", ""),
                 shoal_version=meta.get("shoal_version", ""),
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise DatasetError(
                 f"dataset {shown!r} is damaged ({meta_path} lacks or mangles {exc}); "
                 f"delete it with 'shoal dataset delete {shown}' and build it again"
@@ -320,54 +365,125 @@ def create(
     _refuse_too_few(main, shown, kept, left_out)
     items = _assign(main, val_scan, kept, cfg)
 
-    tmp_root = store.home / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=tmp_root))
-    try:
-        _decode(items, build, cfg, progress)
-        final, classes = _reassign(items, kept, cfg, left_out)
-        unreadable = sum(1 for it in items if it.reason is not None)
-        _refuse_too_few(main, shown, classes, left_out, unreadable=unreadable)
-        _rearrange(items, final, build, cfg)
-        _write_labels_and_sources(final, classes, build)
-        mean = _write_mean(build, cfg)
-        skipped = [Skipped(_class_path(main, c), f"class {c!r} left out: {why}") for c, why in left_out]
-        skipped += [*main.skipped, *(val_scan.skipped if val_scan is not None else ())]
-        skipped += [Skipped(str(it.path), it.reason) for it in items if it.reason is not None]
-        tallies = {s: Counter(it.cls for it in final[s]) for s in SPLITS}
-        splits = {s: {c: tallies[s][c] for c in classes} for s in SPLITS}
-        meta = {
-            "format": FORMAT,
-            "name": name,
-            "classes": list(classes),
-            "size": list(cfg.size),
-            "channels": cfg.channels,
-            "resize_mode": cfg.resize_mode,
-            "splits": splits,
-            "skipped": [s.to_dict() for s in skipped],
-            "config": to_dict(cfg),
-            "source": str(main.root.absolute()),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "shoal_version": __version__,
-            "mean_pixel": [round(float(v), 4) for v in mean.reshape(-1, cfg.channels).mean(axis=0)],
-        }
-        (build / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        summary = {
-            "classes": list(classes),
-            "size": list(cfg.size),
-            "channels": cfg.channels,
-            "resize_mode": cfg.resize_mode,
-            "counts": {s: sum(splits[s].values()) for s in SPLITS},
-            "skipped": len(skipped),
-            "source": meta["source"],
-        }
-        # Everything is written: move it into the store's staging folder, which commits it.
-        with store.staging("dataset", name, summary=summary) as staged:
-            for part in build.iterdir():
-                os.replace(part, staged / part.name)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
+    # The name is reserved (a unique row) before any file is written; the build folder is
+    # the store's staging folder, committed only when complete and removed otherwise.
+    summary: dict[str, Any] = {}
+    with store.staging("dataset", name, summary=summary) as build:
+        need = _bytes_needed(items, cfg)
+        _check_space(build, need, name)
+        try:
+            summary.update(_build(build, name, cfg, items, main, val_scan, kept, left_out, shown, progress))
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _no_space(build, need, name) from None
+            raise
     return load(name, store=store)
+
+
+def _build(build: Path, name: str, cfg: DataConfig, items: list[_Item], main: Scan, val_scan: Scan | None,
+           kept: list[str], left_out: list[tuple[str, str]], shown: str, progress: Progress | None) -> dict[str, Any]:
+    """Decode, split, and write every file of the dataset into ``build``; return its index summary."""
+    _decode(items, build, cfg, progress)
+    final, classes = _reassign(items, kept, cfg, left_out)
+    unreadable = sum(1 for it in items if it.reason is not None)
+    _refuse_too_few(main, shown, classes, left_out, unreadable=unreadable)
+    _rearrange(items, final, build, cfg)
+    _write_labels_and_sources(final, classes, build)
+    mean = _write_mean(build, cfg)
+    skipped = [Skipped(_class_path(main, c), f"class {c!r} left out: {why}") for c, why in left_out]
+    skipped += [*main.skipped, *(val_scan.skipped if val_scan is not None else ())]
+    skipped += [Skipped(str(it.path), it.reason) for it in items if it.reason is not None]
+    tallies = {s: Counter(it.cls for it in final[s]) for s in SPLITS}
+    splits = {s: {c: tallies[s][c] for c in classes} for s in SPLITS}
+    meta = {
+        "format": FORMAT,
+        "name": name,
+        "classes": list(classes),
+        "size": list(cfg.size),
+        "channels": cfg.channels,
+        "resize_mode": cfg.resize_mode,
+        "splits": splits,
+        "skipped": [s.to_dict() for s in skipped],
+        "config": to_dict(cfg),
+        "source": str(main.root.absolute()),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "shoal_version": __version__,
+        "mean_pixel": [round(float(v), 4) for v in mean.reshape(-1, cfg.channels).mean(axis=0)],
+    }
+    (build / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {
+        "classes": list(classes),
+        "size": list(cfg.size),
+        "channels": cfg.channels,
+        "resize_mode": cfg.resize_mode,
+        "counts": {s: sum(splits[s].values()) for s in SPLITS},
+        "skipped": len(skipped),
+        "source": meta["source"],
+    }
+
+
+# -- disk space ---------------------------------------------------------------------------------
+def _bytes_needed(items: Sequence[_Item], cfg: DataConfig) -> int:
+    """What the stored dataset takes at most: pixels, labels, source paths, the mean image."""
+    width, height = cfg.size
+    pixels = len(items) * width * height * cfg.channels
+    labels = len(items) * 8
+    sources = sum(len(os.path.abspath(it.path).encode()) + 1 for it in items)
+    mean = width * height * cfg.channels * (4 + 1)  # mean.npy (float32) and, at most, mean.png
+    return pixels + labels + sources + mean + 64 * 1024  # headers, dataset.json
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def _check_space(folder: Path, need: int, name: str) -> None:
+    """Refuse a build that cannot fit on the store's disk, before anything is written.
+
+    Raises:
+        NoSpaceError: naming the folder, what is needed and what is free.
+    """
+    free = _free_bytes(folder)
+    if need > free:
+        raise _no_space(folder, need, name, free)
+
+
+def _no_space(folder: Path, need: int, name: str, free: int | None = None) -> NoSpaceError:
+    home = folder.parent.parent  # <home>/tmp/<build>
+    has = f", {_mb(free)} MB free" if free is not None else ""
+    return NoSpaceError(
+        f"no space left on {home}: {_mb(need)} MB needed to build dataset {name!r}{has}; free some space, "
+        "use a smaller size or max_per_class, or set SHOAL_HOME to a store on a larger disk (nothing was kept)"
+    )
+
+
+def _mb(n: int) -> int:
+    return max(1, math.ceil(n / 1e6))
+
+
+def _allocate(path: Path, shape: tuple[int, ...]) -> None:
+    """Create an empty uint8 ``.npy`` array of ``shape``, its disk blocks reserved.
+
+    Workers write it through memory maps; a write to a map of a sparse file on a full disk
+    kills the process with SIGBUS, so the blocks are reserved here, where a full disk is an
+    ordinary ``OSError`` (``ENOSPC``).
+    """
+    mapped = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    del mapped
+    with open(path, "r+b") as f:
+        _reserve_blocks(f.fileno(), os.fstat(f.fileno()).st_size)
+
+
+def _reserve_blocks(fd: int, length: int) -> None:
+    """Reserve ``length`` bytes of disk for the open file ``fd`` (raises ``OSError`` ENOSPC when full)."""
+    if length <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, length)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system that cannot: write as before
+            return
+        raise
 
 
 def _scan_sources(source: str | os.PathLike[str] | None, cfg: DataConfig,
@@ -521,7 +637,7 @@ def _decode(items: Sequence[_Item], build: Path, cfg: DataConfig, progress: Prog
     arrays = {s: str(build / f"{s}_images.npy") for s in SPLITS}
     for s in SPLITS:
         rows = sum(1 for it in items if it.split == s)
-        np.lib.format.open_memmap(arrays[s], mode="w+", dtype=np.uint8, shape=(rows, height, width, cfg.channels))
+        _allocate(Path(arrays[s]), (rows, height, width, cfg.channels))
     spec: _Spec = (arrays, cfg.size, cfg.resize_mode, cfg.channels)
     jobs: list[_Job] = [(i, it.split, it.slot, str(it.path)) for i, it in enumerate(items)]
     workers = _workers(cfg.workers, len(jobs))
@@ -560,7 +676,8 @@ def _decode_in_parallel(
     killed by the system), the chunks it had not finished are decoded in threads.
     """
     executor: Executor = (
-        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                            initializer=_die_with_parent, initargs=(os.getpid(),))
         if _fork_is_safe()
         else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-decode")
     )
@@ -582,6 +699,28 @@ def _decode_in_parallel(
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-decode") as threads:
             for results in threads.map(lambda chunk: _decode_chunk(spec, chunk), unfinished):
                 record(results)
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker process end when the process that started it dies (even by ``kill -9``).
+
+    On Linux the kernel sends the worker SIGKILL when its parent exits (``PR_SET_PDEATHSIG``);
+    a parent already gone by then (it died while the worker started) is noticed here.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the parent check below still runs
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _decode_chunk(spec: _Spec, jobs: Sequence[_Job]) -> list[tuple[int, str | None]]:
@@ -643,9 +782,8 @@ def _rearrange(items: Sequence[_Item], final: dict[str, list[_Item]], build: Pat
     width, height = cfg.size
     old = {s: np.load(build / f"{s}_images.npy", mmap_mode="r") for s in SPLITS}
     for s in SPLITS:
-        new = np.lib.format.open_memmap(
-            build / f"{s}_images.new.npy", mode="w+", dtype=np.uint8, shape=(len(final[s]), height, width, cfg.channels)
-        )
+        _allocate(build / f"{s}_images.new.npy", (len(final[s]), height, width, cfg.channels))
+        new = np.load(build / f"{s}_images.new.npy", mmap_mode="r+")
         for i, it in enumerate(final[s]):
             new[i] = old[it.split][it.slot]
         del new
