@@ -363,7 +363,8 @@ def test_dataset_builds_are_queued_with_their_options_checked(client: TestClient
     assert body["url"] == "/datasets/pets" and body["job"]["status"] == "queued" and body["job"]["lane"] == "data"
     store = Store(client.app.state.settings.home)
     job = store.get_job(body["job"]["id"])
-    assert job.params == {"source": str((roots / "photos").resolve()), "options": {"size": [64, 48], "val_pct": 20.0}}
+    assert job.params == {"source": str((roots / "photos").resolve()), "options": {"size": [64, 48], "val_pct": 20.0},
+                          "within": [str(roots.resolve())]}  # the worker reads images inside the roots only
     # While it waits, the dataset page and API show the build.
     assert client.get("/api/datasets/pets").json()["status"] == "queued"
     assert "dataset build" in client.get("/datasets/pets").text
@@ -596,14 +597,17 @@ def image_server(toy: ToyModel) -> Iterator[str]:
     thread.join()
 
 
-def test_classify_by_url(toy_client: TestClient, toy: ToyModel, image_server: str) -> None:
+def test_classify_by_url(toy: ToyModel, roots: Path, image_server: str) -> None:
+    # The image server is on loopback, which the server fetches only with --allow-private-urls (test_url_fetch.py).
+    settings = Settings(home=toy.home, roots=(roots,), run_jobs=False, allow_private_urls=True)
+    toy_client = TestClient(create_app(settings), base_url=LOCAL)
     image = first_image(toy, "triangle")
     url = f"{image_server}/triangle/{image.name}"
     by_url = toy_client.post(f"/api/models/{toy.name}/classify", data={"url": url}, headers=CSRF).json()
     by_file = shoal.load(toy.bundle).predict(image).to_dict()
     assert by_url == {**by_file, "source": url}
     missing = toy_client.post(f"/api/models/{toy.name}/classify", data={"url": f"{image_server}/nope.png"}, headers=CSRF)
-    assert missing.status_code == 400 and "HTTP 404" in missing.json()["detail"]
+    assert missing.status_code == 400 and "it could not be fetched as an image" in missing.json()["detail"]
     both = toy_client.post(f"/api/models/{toy.name}/classify", data={"url": url}, headers=CSRF,
                            files={"file": ("a.png", image.read_bytes())})
     assert both.status_code == 400 and both.json()["detail"].startswith("send one image")

@@ -15,6 +15,7 @@ from typing import Any
 
 from shoal.bundle import MANIFEST
 from shoal.bundle.card import ModelCard
+from shoal.errors import TrainingError
 from shoal.store import Entry, Job, Store
 
 TRAIN_KINDS = ("train", "resume")
@@ -167,12 +168,51 @@ def list(*, store: Store | None = None) -> list[Entry]:  # noqa: A001 - the publ
 
 
 def delete(name: str, *, store: Store | None = None) -> None:
-    """Delete a model and all its files.
+    """Delete a model and all its files, unless a training of it waits or runs (here or in the web app).
 
     Raises:
         NotFoundError: no such model.
+        TrainingError: it is queued or training; abort it first.
     """
-    (store or Store()).delete("model", name)
+    store = store or Store()
+    found = status(name, store=store)
+    if found.busy or found.active_job is not None:
+        raise TrainingError(f"model {name!r} is {found.status}: a training of it waits or runs (in the web app or "
+                            "another shell); abort it first (the web app's Abort button, or Ctrl-C where it runs), "
+                            "then delete it")
+    store.delete("model", name)
+
+
+def training_on(dataset: str, *, store: Store | None = None) -> list[str]:
+    """The models whose training waits or runs on ``dataset`` (a dataset in use must not be deleted).
+
+    Args:
+        dataset: the dataset's name.
+        store: the store; default ``SHOAL_HOME``.
+
+    Returns:
+        Their names, oldest first.
+    """
+    names = []
+    for found in statuses(store=store or Store()):
+        if not (found.busy or found.active_job is not None):
+            continue
+        used = found.entry.summary.get("dataset") if found.entry is not None else None
+        if used is None and found.job is not None:
+            used = (found.job.params.get("config") or {}).get("dataset")
+        if used is None and found.entry is not None:
+            used = _configured_dataset(found.entry.path)
+        if used == dataset:
+            names.append(found.name)
+    return names
+
+
+def _configured_dataset(path: Path) -> str | None:
+    try:
+        value = ModelFolder(path).read_config().get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def abort(name: str, *, store: Store | None = None) -> None:

@@ -20,6 +20,8 @@ Examples:
   shoal serve --host 0.0.0.0 --allowed-host shoal.lab.example --token "$(python -c 'import secrets; print(secrets.token_urlsafe())')"
 
   shoal serve --allow-code                      # also accept network files (.py): only where every user may run code
+
+  shoal serve --allow-private-urls              # classify-by-URL may fetch images from your own network
 """
 
 
@@ -40,6 +42,10 @@ def serve(
     allow_code: bool = typer.Option(False, "--allow-code",
                                     help="Accept network files (.py) from the web and run them (training, heat-maps): "
                                          "anyone who can reach the server may then run code as you."),
+    allow_private_urls: bool = typer.Option(
+        False, "--allow-private-urls",
+        help="Let classify-by-URL fetch loopback, private and link-local addresses (by default only public ones): "
+             "anyone who can reach the server may then make it request addresses on your network."),
 ) -> None:
     """Start the web app: datasets, models, live training charts, classification, downloads.
 
@@ -60,11 +66,14 @@ def serve(
         host=host, port=port, token=token, roots=tuple(roots) if roots else None,
         max_image_bytes=int(max_image_mb * MB) if max_image_mb else None,
         max_zip_bytes=int(max_zip_mb * MB) if max_zip_mb else None,
-        allowed_hosts=tuple(allowed_hosts) if allowed_hosts else None, allow_code=allow_code)
+        allowed_hosts=tuple(allowed_hosts) if allowed_hosts else None, allow_code=allow_code,
+        allow_private_urls=allow_private_urls)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     address = f"http://{shown}:{port}/" + (f"?token={settings.token}" if settings.token else "")
     typer.echo(f"shoal is serving {settings.home} at {address}", err=True)
     typer.echo(f"datasets may come from: {', '.join(str(r) for r in settings.roots) or 'uploads only'}", err=True)
     if settings.allow_code:
         typer.echo("--allow-code: network files (.py) uploaded through the web will run on this machine", err=True)
+    if settings.allow_private_urls:
+        typer.echo("--allow-private-urls: classify-by-URL may fetch addresses on this machine and its network", err=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)

@@ -266,9 +266,9 @@ def model_delete(name: str = typer.Argument(..., help="Model name.")) -> None:
 
     Example: shoal model delete digits-lenet
     """
-    from shoal.store import Store
+    from shoal import models
 
-    Store().delete("model", name)
+    models.delete(name)  # refuses a model that is queued or training (here, or in the web app)
     typer.echo(f"Deleted model {name}")
 
 

@@ -72,13 +72,17 @@ class Scan:
 
 
 # -- folders ------------------------------------------------------------------------------------
-def scan(source: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None) -> Scan:
+def scan(source: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
+         within: Sequence[str | os.PathLike[str]] | None = None) -> Scan:
     """Scan a folder-per-class tree, or a list file if ``source`` is a file.
 
     Args:
         source: a folder with one sub-folder per class, or a text file of ``path label`` lines.
         base: for a list file, the folder its relative paths start from (default: the list
             file's own folder).
+        within: folders the images must lie in once symbolic links are resolved (the web
+            app's allowed roots); an image outside them is skipped, with the reason. ``None``
+            (the CLI and Python) reads wherever the links lead.
 
     Returns:
         The candidates by class (see :class:`Scan`).
@@ -93,11 +97,11 @@ def scan(source: str | os.PathLike[str], *, base: str | os.PathLike[str] | None 
             "or a list file of 'path label' lines"
         )
     if path.is_file():
-        return scan_list(path, base=base)
-    return scan_folder(path)
+        return scan_list(path, base=base, within=within)
+    return scan_folder(path, within=within)
 
 
-def scan_folder(folder: str | os.PathLike[str]) -> Scan:
+def scan_folder(folder: str | os.PathLike[str], *, within: Sequence[str | os.PathLike[str]] | None = None) -> Scan:
     """Scan a folder whose sub-folders are the classes (see :func:`scan`).
 
     Raises:
@@ -131,11 +135,11 @@ def scan_folder(folder: str | os.PathLike[str]) -> Scan:
                 class_folders.append((entry.name, Path(entry.path)))
         elif stat.S_ISREG(target.st_mode):
             skipped.append(Skipped(entry.path, "not inside a class folder: move it into the sub-folder named after its class"))
-    files = {name: tuple(_walk(path, visited, skipped)) for name, path in class_folders}
+    files = {name: tuple(_walk(path, visited, skipped, _roots(within))) for name, path in class_folders}
     return Scan(root=root, kind="folder", files=dict(sorted(files.items(), key=lambda kv: _class_key(kv[0]))), skipped=tuple(skipped))
 
 
-def _walk(top: Path, visited: set[tuple[int, int]], skipped: list[Skipped]) -> list[Path]:
+def _walk(top: Path, visited: set[tuple[int, int]], skipped: list[Skipped], roots: tuple[str, ...] | None) -> list[Path]:
     """Every regular file under ``top`` (following links, never twice into one folder)."""
     found: list[Path] = []
     stack = [top]
@@ -165,10 +169,25 @@ def _walk(top: Path, visited: set[tuple[int, int]], skipped: list[Skipped]) -> l
                 skipped.append(Skipped(entry.path, "not a regular file (a device, pipe or socket)"))
             elif "\n" in entry.name or "\r" in entry.name:
                 skipped.append(Skipped(entry.path, "file name contains a line break: rename the file"))
+            elif roots is not None and _outside(entry.path, roots):
+                skipped.append(Skipped(entry.path, OUTSIDE_ROOTS))
             else:
                 found.append(Path(entry.path))
         stack.extend(reversed(subfolders))
     return sorted(found, key=lambda p: p.relative_to(top).as_posix())
+
+
+OUTSIDE_ROOTS = "a symbolic link to a file outside the folders this server may read: copy the image in instead"
+
+
+def _roots(within: Sequence[str | os.PathLike[str]] | None) -> tuple[str, ...] | None:
+    return None if within is None else tuple(os.path.realpath(os.fspath(r)) for r in within)
+
+
+def _outside(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether ``path``, links resolved, lies outside every folder of ``roots`` (already resolved)."""
+    real = os.path.realpath(path)
+    return not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -192,27 +211,63 @@ def _class_key(name: str) -> tuple[int, str]:
 
 
 # -- list files ---------------------------------------------------------------------------------
-def scan_list(list_file: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None) -> Scan:
+MAX_LIST_BYTES = 64 * 1024 * 1024
+"""Largest list file read (64 MiB: about half a million ``path label`` lines)."""
+
+
+def read_list_file(path: Path, *, shown: str, limit: int = MAX_LIST_BYTES) -> bytes:
+    """The bytes of a list file, read only if it is a regular file of at most ``limit`` bytes.
+
+    A pipe, a device (``/dev/zero``) or a folder is refused before anything is read (a pipe
+    is opened without waiting for a writer), and so is a file larger than ``limit``; the read
+    stops at ``limit`` even if the file grows meanwhile.
+
+    Raises:
+        DatasetError: the file does not exist, is not a regular file, or is too large.
+        OSError: it cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise DatasetError(f"list file '{shown}' does not exist: give a text file of 'path label' lines") from None
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise DatasetError(f"list file '{shown}' is not a regular file (a folder, device or pipe): give a text "
+                               "file of 'path label' lines")
+        too_large = DatasetError(f"list file '{shown}' is larger than {limit // (1024 * 1024)} MiB: split it, or "
+                                 "arrange the images in one sub-folder per class instead")
+        if info.st_size > limit:
+            raise too_large
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large
+    return data
+
+
+def scan_list(list_file: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
+              within: Sequence[str | os.PathLike[str]] | None = None) -> Scan:
     """Read a list file of ``path label`` lines (see :func:`scan`).
 
     Blank lines and lines starting with ``#`` are ignored; the label is the last word of
     the line, so paths may contain spaces. Relative paths start from ``base`` (default:
-    the list file's folder).
+    the list file's folder). With ``within``, images outside those folders (links resolved)
+    are skipped.
 
     Raises:
-        DatasetError: the file cannot be read as text or has no ``path label`` lines.
+        DatasetError: the file cannot be read as text, is not a regular file, is larger than
+            :data:`MAX_LIST_BYTES`, or has no ``path label`` lines.
     """
     path = Path(list_file).expanduser()
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetError(f"list file '{list_file}' does not exist: give a text file of 'path label' lines") from None
+        text = read_list_file(path, shown=str(list_file)).decode("utf-8-sig")
     except (UnicodeDecodeError, OSError) as exc:
         raise DatasetError(
             f"list file '{list_file}' cannot be read as UTF-8 text ({exc}): give a text file of 'path label' lines, "
             "or a folder with one sub-folder per class"
         ) from None
     root = Path(base).expanduser() if base is not None else path.parent
+    roots = _roots(within)
     by_class: dict[str, list[Path]] = {}
     skipped: list[Skipped] = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -231,6 +286,8 @@ def scan_list(list_file: str | os.PathLike[str], *, base: str | os.PathLike[str]
             skipped.append(Skipped(str(image), f"file not found (line {number} of {path.name})"))
         elif not stat.S_ISREG(target.st_mode):
             skipped.append(Skipped(str(image), f"not a regular file (line {number} of {path.name})"))
+        elif roots is not None and _outside(str(image), roots):
+            skipped.append(Skipped(str(image), f"{OUTSIDE_ROOTS} (line {number} of {path.name})"))
         else:
             by_class.setdefault(label, []).append(image)
     if not by_class and not skipped:

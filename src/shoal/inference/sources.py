@@ -12,10 +12,13 @@ Torch-free: NumPy, Pillow and the standard library only.
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
 import os
+import socket
+import ssl
 import stat
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,53 +204,203 @@ def fetch(item: Item, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = D
     return item.payload
 
 
-def download(url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:
+def download(url: str, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = DOWNLOAD_TIMEOUT_S,
+             allow_private: bool = True, explain: bool = True) -> bytes:
     """Download an image over http(s), refusing anything larger than ``max_bytes``.
+
+    The host name is resolved once per request, the addresses are checked, and the
+    connection goes to the very address that was checked (no second lookup that a DNS
+    rebinding could answer differently); every redirect (at most :data:`MAX_REDIRECTS`) is
+    checked the same way, and only ``http://`` and ``https://`` are followed. The connection is
+    made directly (proxy variables are not used).
 
     Args:
         url: an ``http://`` or ``https://`` URL.
         max_bytes: the most bytes read; the download stops there and is refused.
         timeout: seconds to wait for the connection and for each chunk.
+        allow_private: also fetch loopback, private, link-local and other non-public addresses.
+            The CLI and the Python API fetch for their own user and allow them (the default);
+            the web app fetches for whoever can reach it and allows them only when started with
+            ``shoal serve --allow-private-urls``.
+        explain: say why a download failed (the address, the HTTP status, the timeout...).
+            ``False`` gives one message for every refusal and failure, so that the answers
+            cannot be used to map which hosts and ports answer (the web app's choice).
 
     Returns:
         The body.
 
     Raises:
-        InputError: another scheme, an HTTP error status, a network failure or timeout, a
-            body over ``max_bytes``, or a ``Content-Type`` that says it is not an image.
+        InputError: another scheme, a non-public address (unless allowed), an HTTP error
+            status, a network failure or timeout, a body over ``max_bytes``, or a
+            ``Content-Type`` that says it is not an image.
     """
-    if not is_url(url):
-        raise InputError(f"cannot read image {url}: only http:// and https:// URLs can be fetched")
-    request = urllib.request.Request(url, headers={"User-Agent": "shoal", "Accept": "image/*"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
-            length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > max_bytes:
-                raise InputError(f"cannot read image {url}: it is {int(length) / 2**20:.1f} MiB, more than the "
-                                 f"limit of {max_bytes / 2**20:.0f} MiB; download it and pass the file instead")
-            kind = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if kind.startswith("text/"):
-                raise InputError(f"cannot read image {url}: the server sent {kind}, not an image "
-                                 "(is it a web page? give the image's own address)")
-            data = bytearray()
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                data += chunk
-                if len(data) > max_bytes:
-                    raise InputError(f"cannot read image {url}: it is larger than the limit of "
-                                     f"{max_bytes / 2**20:.0f} MiB; download it and pass the file instead")
-    except InputError:
+        return _download(url, max_bytes=max_bytes, timeout=timeout, allow_private=allow_private)
+    except _Failed as exc:
+        if explain:
+            raise InputError(f"cannot read image {url}: {exc.reason}") from None
+        raise InputError(unfetchable(url, max_bytes)) from None
+
+
+def unfetchable(url: str, max_bytes: int) -> str:
+    """The one message for every address that is refused or cannot be fetched (``explain=False``)."""
+    return (f"cannot read image {url}: it could not be fetched as an image (only public http:// and https:// "
+            f"addresses are fetched, of images up to {max_bytes / 2**20:.0f} MiB); download it and upload the "
+            "file instead")
+
+
+MAX_REDIRECTS = 5
+"""Redirects followed by :func:`download` before it gives up."""
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class _Failed(Exception):
+    """Why a download failed, in words for a user who may be told (``explain=True``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is a public unicast address (not loopback, private, link-local, multicast, reserved...).
+
+    An IPv6 address that carries an IPv4 one (``::ffff:127.0.0.1``, NAT64 ``64:ff9b::/96``, 6to4)
+    is judged by the IPv4 address it reaches; Teredo addresses are refused.
+
+    Examples:
+        >>> import ipaddress
+        >>> [is_public_address(ipaddress.ip_address(a)) for a in ("93.184.216.34", "10.0.0.1", "169.254.169.254")]
+        [True, False, False]
+        >>> is_public_address(ipaddress.ip_address("::ffff:127.0.0.1"))
+        False
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.teredo is not None:
+            return False
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is None and address in _NAT64:
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if inner is not None:
+            return is_public_address(inner)
+    return address.is_global and not (address.is_private or address.is_loopback or address.is_link_local
+                                      or address.is_multicast or address.is_reserved or address.is_unspecified)
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _resolve(host: str, port: int, *, allow_private: bool) -> str:
+    """The one address to connect to for ``host``, after checking every address it resolves to."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise _Failed(f"the host name {host!r} cannot be resolved ({exc}); check the address") from None
+    addresses = []
+    for info in infos:
+        try:
+            addresses.append(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
+        except ValueError:
+            continue
+    if not addresses:
+        raise _Failed(f"the host name {host!r} has no address; check the address")
+    if not allow_private:
+        refused = [a for a in addresses if not is_public_address(a)]
+        if refused:
+            raise _Failed(f"{host!r} is the address {refused[0]}, which is not public (loopback, private, link-local "
+                          "or reserved); such addresses are fetched only when allowed")
+    return str(addresses[0])
+
+
+def _open_socket(address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``address`` (an IP address, never a name: nothing is resolved here)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
         raise
-    except urllib.error.HTTPError as exc:
-        raise InputError(f"cannot read image {url}: the server answered HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise InputError(f"cannot read image {url}: {_network_reason(exc.reason)}") from None
-    except (TimeoutError, OSError) as exc:
-        raise InputError(f"cannot read image {url}: {_network_reason(exc)}") from None
+    return sock
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to a checked address, sending the host name it was asked for."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = _open_socket(self.address, self.port, self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """An HTTPS connection to a checked address; the certificate is checked against the host name."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = _open_socket(self.address, self.port, self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _download(url: str, *, max_bytes: int, timeout: float, allow_private: bool) -> bytes:
+    for hop in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise _Failed(f"only http:// and https:// addresses are fetched, got {scheme or 'no scheme'}://"
+                          + (f" (redirected to {url})" if hop else ""))
+        try:
+            host, port = parts.hostname, parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            raise _Failed("the address has a port that is not a number from 0 to 65535") from None
+        if not host:
+            raise _Failed("the address has no host name")
+        address = _resolve(host, port, allow_private=allow_private)
+        kind = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
+        connection = kind(host, port, address, timeout)
+        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        try:
+            connection.request("GET", target, headers={"User-Agent": "shoal", "Accept": "image/*"})
+            response = connection.getresponse()
+            if response.status in _REDIRECTS and response.getheader("Location"):
+                url = urllib.parse.urljoin(url, response.getheader("Location", ""))
+                continue
+            if response.status != 200:
+                raise _Failed(f"the server answered HTTP {response.status} {response.reason}")
+            return _read_body(response, max_bytes)
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            raise _Failed(_network_reason(exc)) from None
+        finally:
+            connection.close()
+    raise _Failed(f"more than {MAX_REDIRECTS} redirects; give the image's own address")
+
+
+def _read_body(response: http.client.HTTPResponse, max_bytes: int) -> bytes:
+    length = response.getheader("Content-Length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise _Failed(f"it is {int(length) / 2**20:.1f} MiB, more than the limit of {max_bytes / 2**20:.0f} MiB; "
+                      "download it and pass the file instead")
+    kind = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+    if kind.startswith("text/"):
+        raise _Failed(f"the server sent {kind}, not an image (is it a web page? give the image's own address)")
+    data = bytearray()
+    while True:
+        chunk = response.read(_CHUNK)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > max_bytes:
+            raise _Failed(f"it is larger than the limit of {max_bytes / 2**20:.0f} MiB; download it and pass the "
+                          "file instead")
     if not data:
-        raise InputError(f"cannot read image {url}: the server sent an empty body")
+        raise _Failed("the server sent an empty body")
     return bytes(data)
 
 

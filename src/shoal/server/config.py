@@ -42,6 +42,8 @@ class Settings:
     max_unzipped_bytes: int = 8192 * MB  # most bytes a zip may expand to
     max_zip_members: int = 200_000  # most files a zip may hold
     max_zip_ratio: float = 200.0  # highest compression ratio of one zip member (bombs exceed it)
+    max_body_bytes: int = 1 * MB  # largest body of a request that uploads no file (JSON options, forms)
+    allow_private_urls: bool = False  # classify-by-URL may fetch loopback, private and link-local addresses
     poll_s: float = 0.5  # how often the job runner looks for finished and queued jobs
     run_jobs: bool = True  # start the job runner with the app (tests of the API alone may not)
 
@@ -64,7 +66,7 @@ class Settings:
                               "instead (--allowed-host NAME, repeated)")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be from 1 to 65535, got {self.port}")
-        for name in ("max_image_bytes", "max_zip_bytes", "max_unzipped_bytes", "max_zip_members"):
+        for name in ("max_image_bytes", "max_zip_bytes", "max_unzipped_bytes", "max_zip_members", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         missing = [str(r) for r in self.roots if not r.is_dir()]

@@ -11,12 +11,15 @@
   ``Authorization: Bearer`` header, the ``shoal_token`` cookie, or once ``?token=`` in the
   address (which sets the cookie and redirects to the same page without it).
 - **Size.** Request bodies over the limit of their route get 413 before they are read
-  (Content-Length) or as soon as they pass it (chunked uploads).
+  (Content-Length) or as soon as they pass it (chunked uploads). Only the upload routes
+  take files (images: ``max_image_bytes``; zips, weights: ``max_zip_bytes``); every other
+  route takes at most ``max_body_bytes`` (1 MB), so a huge JSON body is never parsed.
 - **CSRF.** A state-changing request must carry the ``X-Shoal-CSRF`` header (pages send the
   value of the ``shoal_csrf`` cookie; scripts may send any value, because another site's page
   cannot set a custom header without a CORS preflight, which the app never allows), or, for
   a plain HTML form, a ``csrf_token`` field equal to the cookie. A request carrying the
-  access token in an ``Authorization`` header needs neither.
+  access token in an ``Authorization`` header needs neither. The header is checked, like the
+  host, origin and token, before the body is read; only a form's field waits for the form.
 - **Code.** Network files (``.py``) are Python code: uploading one, training with one,
   resuming or exporting such a model and heat-maps of it are refused with 403 unless the server
   was started with ``shoal serve --allow-code``.
@@ -27,24 +30,30 @@
   more than ``max_unzipped_bytes`` in all; sizes are counted while writing, not trusted
   from the headers.
 - **Images.** An uploaded image must decode (the same safe decoder datasets use).
+- **Image addresses.** Classify-by-URL fetches public addresses only (unless the server was
+  started with ``--allow-private-urls``), checking the address it connects to on every
+  redirect, and answers every refusal and failure with one message (:func:`fetch_image`).
 """
 
 from __future__ import annotations
 
 import hmac
+import lzma
 import os
+import re
 import secrets
 import shutil
 import stat
 import zipfile
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from fastapi import Depends, HTTPException, Request
 
-from shoal.errors import CodeNotAllowedError, InputError
+from shoal.errors import CodeNotAllowedError, InputError, ShoalError
 from shoal.server.config import Settings, check_host_name, get_settings
 
 TOKEN_COOKIE = "shoal_token"
@@ -52,6 +61,10 @@ CSRF_COOKIE = "shoal_csrf"
 CSRF_HEADER = "x-shoal-csrf"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+CSRF_MISMATCH = "the CSRF token does not match this browser's; reload the page and try again"
+CSRF_MISSING = ("missing CSRF token: pages send it by themselves (reload the page); scripts must send the header "
+                "'X-Shoal-CSRF: 1' (or 'Authorization: Bearer TOKEN')")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Scope = MutableMapping[str, Any]
@@ -81,11 +94,36 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+ENVELOPE_BYTES = 64 * 1024
+"""Room for the multipart envelope around an uploaded file (headers, boundaries, small fields)."""
+
+_IMAGE_ROUTE = re.compile(r"/api/models/[^/]+/(classify|heatmap)\Z")
+_UPLOAD_ROUTE = re.compile(r"/api/(datasets/upload|networks/files|pretrained|models/[^/]+/classify-many)\Z")
+
+
 def body_limit(settings: Settings, path: str) -> int:
-    """The most bytes a request to ``path`` may send: images get the image limit, the rest the zip limit."""
-    if path.endswith(("/classify", "/heatmap")):
-        return settings.max_image_bytes + 64 * 1024  # the multipart envelope around one image
-    return settings.max_zip_bytes + 64 * 1024
+    """The most bytes a request to ``path`` may send.
+
+    The routes that take one image get the image limit, the routes that take a zip or a file
+    the zip limit; every other route (JSON and form bodies) gets ``max_body_bytes``.
+    """
+    if _IMAGE_ROUTE.match(path):
+        return settings.max_image_bytes + ENVELOPE_BYTES
+    if _UPLOAD_ROUTE.match(path):
+        return settings.max_zip_bytes + ENVELOPE_BYTES
+    return settings.max_body_bytes
+
+
+def is_upload_route(path: str) -> bool:
+    """Whether requests to ``path`` upload files (and so get an upload limit, not the small body limit)."""
+    return bool(_IMAGE_ROUTE.match(path) or _UPLOAD_ROUTE.match(path))
+
+
+def body_too_large_detail(limit: int, path: str) -> str:
+    if is_upload_route(path):
+        return too_large_detail(limit)
+    return (f"the request body is larger than the limit of {_size(limit)} for {path}; options and names fit in far "
+            "less (files go to the upload routes, see /docs)")
 
 
 def _json_response(status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[dict, dict]:
@@ -114,9 +152,12 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        # Every check that can refuse the request runs here, before a byte of the body is read.
         verdict = self._check_host(headers) or self._check_origin(scope, headers)
         if verdict is None and self.settings.token:
             verdict = self._check_token(scope, headers)
+        if verdict is None:
+            verdict = _check_csrf_early(scope, headers)
         if verdict is not None:
             for message in verdict:
                 await send(message)
@@ -124,7 +165,7 @@ class GuardMiddleware:
         limit = body_limit(self.settings, scope["path"])
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            for message in _json_response(413, too_large_detail(limit)):
+            for message in _json_response(413, body_too_large_detail(limit, scope["path"])):
                 await send(message)
             return
         received = 0
@@ -154,7 +195,7 @@ class GuardMiddleware:
         except RequestTooLarge:
             pass
         if exceeded and not started:
-            for message in _json_response(413, too_large_detail(limit)):
+            for message in _json_response(413, body_too_large_detail(limit, scope["path"])):
                 await send(message)
 
     def _allowed(self, name: str | None) -> bool:
@@ -204,7 +245,7 @@ class GuardMiddleware:
         if given is not None and _same(given, token) and scope.get("method") in SAFE_METHODS:
             # First visit with ?token=: remember it in a cookie and drop it from the address.
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
+            location = same_site_path(scope.get("root_path", "") + scope["path"]) + (f"?{rest}" if rest else "")
             cookie = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
             start = {"type": "http.response.start", "status": 303,
                      "headers": [(b"location", location.encode("latin-1")), (b"set-cookie", cookie.encode("latin-1")),
@@ -213,6 +254,43 @@ class GuardMiddleware:
         return _json_response(401, "this shoal server needs its access token: open the address printed by "
                                    "'shoal serve' (it ends in ?token=...), or send 'Authorization: Bearer TOKEN'",
                               [(b"www-authenticate", b"Bearer")])
+
+
+def same_site_path(path: str) -> str:
+    """``path`` as a redirect target that stays on this server.
+
+    A path that starts with ``//`` or ``/\\`` would be read by browsers as another host
+    (``//evil.example/`` is a whole address); leading slashes and backslashes collapse into one
+    ``/``, and the rest is percent-encoded.
+
+    Examples:
+        >>> same_site_path("//evil.example/x")
+        '/evil.example/x'
+        >>> same_site_path("/models/a b")
+        '/models/a%20b'
+    """
+    return "/" + quote(path.lstrip("/\\"), safe="/!$&'()*+,;=:@-._~")
+
+
+def _check_csrf_early(scope: Scope, headers: dict[str, str]) -> tuple[dict, dict] | None:
+    """403 for a state-changing request without a CSRF header, before its body is read.
+
+    The header (or a bearer token) decides here. A plain HTML form (urlencoded or multipart)
+    from a browser that holds the CSRF cookie carries the token as a field instead: it passes
+    on to :func:`check_csrf`, which reads the form, within the route's body limit.
+    """
+    if scope.get("method") in SAFE_METHODS or scope.get("state", {}).get("bearer"):
+        return None
+    cookie = _cookie(headers.get("cookie", ""), CSRF_COOKIE)
+    header = headers.get(CSRF_HEADER)
+    if header:
+        if cookie and not hmac.compare_digest(header.encode(), cookie.encode()):
+            return _json_response(403, CSRF_MISMATCH)
+        return None
+    content_type = headers.get("content-type", "")
+    if cookie and content_type.startswith(FORM_TYPES):
+        return None
+    return _json_response(403, CSRF_MISSING)
 
 
 def _host_and_port(value: str) -> tuple[str | None, int | None]:
@@ -250,16 +328,15 @@ async def check_csrf(request: Request) -> None:
     header = request.headers.get(CSRF_HEADER)
     if header:
         if cookie and not hmac.compare_digest(header.encode(), cookie.encode()):
-            raise HTTPException(403, "the CSRF token does not match this browser's; reload the page and try again")
+            raise HTTPException(403, CSRF_MISMATCH)
         return
     content_type = request.headers.get("content-type", "")
-    if cookie and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+    if cookie and content_type.startswith(FORM_TYPES):
         form = await request.form()
         field = form.get(CSRF_FIELD)
         if isinstance(field, str) and hmac.compare_digest(field.encode(), cookie.encode()):
             return
-    raise HTTPException(403, "missing CSRF token: pages send it by themselves (reload the page); scripts must "
-                             "send the header 'X-Shoal-CSRF: 1' (or 'Authorization: Bearer TOKEN')")
+    raise HTTPException(403, CSRF_MISSING)
 
 
 # -- code ----------------------------------------------------------------------------------------
@@ -309,6 +386,11 @@ def confine(path: str, roots: tuple[Path, ...], *, what: str = "folder") -> Path
 
 
 # -- zips ----------------------------------------------------------------------------------------
+DAMAGED_ZIP = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError,
+               ValueError, UnicodeDecodeError)
+"""What :mod:`zipfile` raises for an archive whose headers lie (a bad CRC, a member cut short, a name that
+differs between the directory and the member, an unknown compression method, encryption)."""
+
 def safe_extract(archive: Path, dest: Path, settings: Settings) -> Path:
     """Extract a zip of class folders into ``dest`` (which must not exist) and return the class root.
 
@@ -320,14 +402,17 @@ def safe_extract(archive: Path, dest: Path, settings: Settings) -> Path:
     """
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, *DAMAGED_ZIP):
         raise InputError("the upload is not a zip file; zip the folder of class sub-folders and upload that") from None
     dest.mkdir(parents=True)
     try:
         with zf:
             _extract_members(zf, dest, settings)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(exc, DAMAGED_ZIP) and not isinstance(exc, ShoalError):  # headers that lie about sizes, checksums, names or methods
+            raise InputError(f"the zip is damaged or uses a feature shoal cannot read ({exc or type(exc).__name__}); "
+                             "zip the folder of class sub-folders again, without encryption, and upload that") from None
         raise
     entries = [p for p in dest.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and entries[0].is_dir():
@@ -419,6 +504,27 @@ async def read_upload(upload: Any, *, limit: int, what: str = "image") -> bytes:
     if not data:
         raise InputError(f"cannot read {what} {upload.filename or 'upload'}: empty file (0 bytes)")
     return bytes(data)
+
+
+def fetch_image(url: str, settings: Settings) -> bytes:
+    """The image at ``url``, fetched for a web user: public addresses only (unless ``--allow-private-urls``).
+
+    Every refusal and failure (a private address, a refused connection, an HTTP error, a
+    timeout, a body that is not an image) gives the same message, so that the answers do not
+    tell which hosts and ports exist (see :func:`shoal.inference.sources.download`).
+
+    Raises:
+        InputError: the one message of :func:`~shoal.inference.sources.unfetchable`.
+    """
+    from shoal.inference.sources import download, unfetchable
+
+    data = download(url, max_bytes=settings.max_image_bytes, allow_private=settings.allow_private_urls,
+                    explain=False)
+    try:
+        check_image(data, url)
+    except InputError:
+        raise InputError(unfetchable(url, settings.max_image_bytes)) from None
+    return data
 
 
 def check_image(data: bytes, name: str) -> None:

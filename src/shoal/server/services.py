@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import models
-from shoal.config import build, to_dict
+from shoal.config import build, to_dict, whole_number
 from shoal.errors import (
     AlreadyExistsError,
     BundleError,
@@ -37,7 +37,7 @@ from shoal.errors import (
 )
 from shoal.server.config import Settings
 from shoal.server.jobs import DATA_LANE, Runner, device_lane
-from shoal.server.security import confine, require_code_allowed, safe_extract
+from shoal.server.security import confine, fetch_image, require_code_allowed, safe_extract
 from shoal.store import Job, Store, check_name
 from shoal.trust import is_network_file
 
@@ -198,7 +198,9 @@ def submit_dataset(store: Store, runner: Runner, settings: Settings, *, name: st
     else:
         raise InputError("say where the images are: a server-side folder, a list file, an uploaded zip, "
                          "or the built-in sample")
-    return runner.submit("dataset", name, lane=DATA_LANE, params={"source": source, "options": options})
+    # The worker reads only images inside the roots, links resolved (a link in a root may point anywhere).
+    return runner.submit("dataset", name, lane=DATA_LANE, params={"source": source, "options": options,
+                                                                  "within": [str(r) for r in settings.roots]})
 
 
 def submit_dataset_zip(store: Store, runner: Runner, settings: Settings, *, name: str, archive: Path,
@@ -440,10 +442,11 @@ def _previous_weights(folder: models.ModelFolder, name: str, epoch: str) -> Path
         path = folder.best_path
     else:
         snapshots = folder.snapshots()
-        if not epoch.isdigit() or int(epoch) not in snapshots:
+        number = whole_number(epoch)  # ASCII digits only: "²" is a digit to str.isdigit, not to int()
+        if number is None or number not in snapshots:
             kept = ", ".join(str(e) for e in snapshots) or "none"
             raise ConfigError(f"model {name!r} has no snapshot of epoch {epoch!r} (kept: {kept}; or 'best')")
-        path = snapshots[int(epoch)]
+        path = snapshots[number]
     if not path.exists():
         raise TrainingError(f"model {name!r} has no trained weights yet; wait for its first validation")
     return path
@@ -524,12 +527,13 @@ def download_file(store: Store, settings: Settings, name: str, epoch: str) -> Pa
     downloads.mkdir(exist_ok=True)
     if epoch == "best" and folder.has_bundle():
         out = downloads / f"{name}.shoal"
-        if not out.exists() or out.stat().st_mtime < (folder.bundle_path / MANIFEST).stat().st_mtime:
-            zip_bundle(folder.bundle_path, out)
+        with _one_writer(out):  # parallel downloads: one zips, the others wait and send the same file
+            if not out.exists() or out.stat().st_mtime < (folder.bundle_path / MANIFEST).stat().st_mtime:
+                zip_bundle(folder.bundle_path, out)  # a temporary file of its own, renamed when complete
         return out
     if epoch not in ("best", "last"):
         snapshots = folder.snapshots()
-        if not epoch.isdigit() or int(epoch) not in snapshots:
+        if whole_number(epoch) not in snapshots:
             kept = ", ".join(str(e) for e in snapshots) or "none yet"
             raise NotFoundError(f"model {name!r} has no snapshot of epoch {epoch!r}; choose best, last or a kept "
                                 f"snapshot ({kept})")
@@ -537,11 +541,28 @@ def download_file(store: Store, settings: Settings, name: str, epoch: str) -> Pa
         raise BundleError(f"model {name!r} has not started training yet; nothing to download")
     out = downloads / f"{name}-{epoch if epoch in ('best', 'last') else 'epoch-' + epoch}.shoal"
     source = folder.state_path
-    if out.exists() and (not source.exists() or out.stat().st_mtime >= source.stat().st_mtime or epoch.isdigit()):
+
+    def fresh() -> bool:
+        return out.exists() and (not source.exists() or out.stat().st_mtime >= source.stat().st_mtime
+                                 or epoch.isdigit())
+
+    if fresh():
         return out
     _require_code_for(store, settings, name, "exporting model")
-    _export_in_worker(store, name, epoch, out)
+    with _one_writer(out):  # one export per (model, epoch) at a time; the others then find it written
+        if not fresh():
+            _export_in_worker(store, name, epoch, out)
     return out
+
+
+_WRITERS: dict[Path, threading.Lock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _one_writer(path: Path) -> threading.Lock:
+    """The lock of one download file: held while it is checked and (re)written, so each is written once."""
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(path, threading.Lock())
 
 
 def _require_code_for(store: Store, settings: Settings, name: str, action: str) -> None:
@@ -573,8 +594,6 @@ def _export_in_worker(store: Store, name: str, epoch: str, out: Path) -> None:
 def classify(classifiers: Classifiers, store: Store, settings: Settings, name: str, *, data: bytes | None,
              filename: str | None, url: str | None, top: int) -> dict[str, Any]:
     """Top classes of one image: the same JSON object ``shoal classify --json`` prints for it."""
-    from shoal.inference import download
-
     if url and data is not None:
         raise InputError("send one image: either a file in the 'file' field or an address in the 'url' field")
     if not url and data is None:
@@ -582,7 +601,7 @@ def classify(classifiers: Classifiers, store: Store, settings: Settings, name: s
     classifier = classifiers.get(bundle_path(store, name))
     source = url or filename or "upload"
     try:
-        result = classifier.predict(download(url, max_bytes=settings.max_image_bytes) if url else data, top=top)
+        result = classifier.predict(fetch_image(url, settings) if url else data, top=top)
     except InputError as exc:
         raise InputError(str(exc).replace("<bytes>", source, 1)) from None
     out = result.to_dict()
@@ -649,8 +668,6 @@ def heatmap_png(classifiers: Classifiers, store: Store, settings: Settings, name
     """Grad-CAM overlay of one image (PNG bytes), the class it explains and its probability."""
     import io
 
-    from shoal.inference import download
-
     if bool(url) == (data is not None):
         raise InputError("send one image: either a file in the 'file' field or an address in the 'url' field")
     classifier = classifiers.get(bundle_path(store, name))
@@ -660,7 +677,7 @@ def heatmap_png(classifiers: Classifiers, store: Store, settings: Settings, name
     source = url or filename or "upload"
     with classifiers.torch_lock:  # Grad-CAM hooks the shared torch model: one image at a time
         try:
-            heat = classifier.heatmap(download(url, max_bytes=settings.max_image_bytes) if url else data, target)
+            heat = classifier.heatmap(fetch_image(url, settings) if url else data, target)
         except InputError as exc:
             raise InputError(str(exc).replace("<bytes>", source, 1)) from None
     buffer = io.BytesIO()

@@ -58,7 +58,8 @@ def run_dataset(store: Store, job: Job, progress: _Progress) -> str:
 
     params = job.params
     try:
-        datasets.create(params["source"], job.target, store=store, progress=progress.images, **params.get("options", {}))
+        datasets.create(params["source"], job.target, store=store, progress=progress.images,
+                        within=params.get("within"), **params.get("options", {}))
     finally:
         cleanup = params.get("cleanup")
         if cleanup and Path(cleanup).is_relative_to(store.home / "uploads"):
