@@ -65,7 +65,7 @@ def test_store_shows_each_kind_its_size_and_how_to_free_it(filled: Store) -> Non
     assert rows["caches"].split() == ["caches", "1.5", "MB", "1", "prepared", "backbone", "--clear-cache"]
     assert rows["datasets"].split()[3:] == ["1", "dataset"]
     assert rows["models"].split()[3:] == ["2", "models"]
-    assert all(len(line) <= 80 for line in lines)
+    assert all(len(line.rstrip()) <= 80 for line in lines[1:])  # the title is the store's path
 
 
 def usage_total(store: Store) -> str:
