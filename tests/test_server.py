@@ -451,6 +451,95 @@ def test_a_training_is_queued_and_shown_until_it_starts(with_dataset: TestClient
     assert aborted.status_code == 200 and aborted.json()["status"] == "aborted"
 
 
+def test_the_new_model_form_offers_the_head_and_turns_the_loop_off_for_a_fitted_one(with_dataset: TestClient) -> None:
+    from shoal.training.config import LOOP_OPTIONS
+
+    page = with_dataset.get("/models/new").text
+    head = page.split('<select id="f-head" name="head" data-kind="select">')[1].split("</select>")[0]
+    assert '<option value="" selected>auto</option>' in head  # the run chooses: fit when fine-tuning a frozen backbone
+    assert '<option value="fit" >fit (logistic regression, cross-validated)</option>' in head
+    assert '<option value="sgd" >sgd (the training loop)</option>' in head
+    for name in LOOP_OPTIONS:
+        assert f'<div class="field" data-field="{name}" data-loop>' in page, name
+    for name in ("batch_size", "freeze", "head", "flip", "seed"):
+        assert f'<div class="field" data-field="{name}">' in page, name
+    assert ("The training loop's options (greyed out) do not apply; choose head <b>sgd</b> to train the head "
+            "with the loop instead.") in page
+
+
+def test_a_fitted_head_is_queued_from_what_the_form_sends(with_dataset: TestClient) -> None:
+    c = with_dataset
+    store = Store(c.app.state.settings.home)
+    # The form with the pretrained start and its defaults: the loop's fields are off, so not sent; the
+    # checkboxes and drop-downs that are on send their values; the empty head ("auto") is left out.
+    form = {"batch_size": 16, "flip": False, "color_jitter": 0, "mean": "auto", "device": "auto", "seed": 0}
+    answer = c.post("/api/models", json={"dataset": "ds", "pretrained": True, "name": "fit", "options": form},
+                    headers=CSRF)
+    assert answer.status_code == 202, answer.text
+    config = store.list_jobs()[-1].params["config"]
+    assert (config["head"], config["epochs"], config["lr"], config["freeze"]) == ("fit", None, None, "backbone")
+    assert c.get("/api/models/fit").json()["fit"] is None  # queued: nothing fitted yet
+    # Head sgd turns the loop's fields on again.
+    answer = c.post("/api/models", json={"dataset": "ds", "pretrained": True, "name": "loop",
+                                         "options": {**form, "head": "sgd", "epochs": 2, "lr_policy": "step"}},
+                    headers=CSRF)
+    assert answer.status_code == 202, answer.text
+    assert store.list_jobs()[-1].params["config"]["epochs"] == 2
+    refused = c.post("/api/models", json={"dataset": "ds", "pretrained": True, "name": "odd",
+                                          "options": {"head": "fit", "epochs": 2}}, headers=CSRF)
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == ("epochs belongs to the training loop, which a fitted head does not run (its "
+                                        "strength is chosen by cross-validation); use head sgd to train the head "
+                                        "with the loop")
+
+
+def _fitted_model(store: Store, name: str) -> None:
+    """A model as a fitted head leaves it: its config, and the events of its run."""
+    from shoal.models import ModelFolder
+
+    store.reserve("model", name, status="done", summary={"dataset": "ds", "network": "efficientnet_lite0",
+                                                         "best_epoch": 1, "val_accuracy": 0.9})
+    folder = ModelFolder(store.folder("model", name))
+    folder.write_config({"dataset": "ds", "network": "efficientnet_lite0", "pretrained": True, "freeze": "backbone",
+                         "head": "fit", "epochs": None, "lr": None, "lr_policy": "cosine", "solver": "sgd", "seed": 0})
+    curve = [{"C": c, "log_loss": loss, "accuracy": acc}
+             for c, loss, acc in ((0.01, 0.6, 0.7), (0.1, 0.3, 0.9), (1.0, 0.2, 0.95), (10.0, 0.25, 0.95))]
+    events = [{"type": "start", "head": "fit", "epoch": 0, "epochs": 1},
+              {"type": "features", "done": 12, "total": 12, "elapsed_s": 1.0},
+              {"type": "cross_validation", "done": 5, "total": 5, "elapsed_s": 1.5},
+              {"type": "fit", "method": "logistic_regression", "strength": 1.0, "folds": 5, "curve": curve,
+               "elapsed_s": 1.6},
+              {"type": "epoch", "epoch": 1, "train_loss": 0.1, "val_loss": 0.25, "val_accuracy": 0.9,
+               "val_unfamiliar": 0.05, "elapsed_s": 1.7},
+              {"type": "done", "best_epoch": 1, "elapsed_s": 2.0}]
+    folder.metrics_path.write_text("".join(json.dumps({"time": 0.0, **e}) + "\n" for e in events))
+
+
+def test_a_fitted_heads_page_shows_the_fit_not_epochs(client: TestClient) -> None:
+    _fitted_model(Store(client.app.state.settings.home), "fitted")
+    model = client.get("/api/models/fitted").json()
+    assert model["fit"] == {"method": "logistic_regression", "strength": 1.0, "folds": 5, "elapsed_s": 1.6,
+                            "curve": [{"C": 0.01, "log_loss": 0.6, "accuracy": 0.7},
+                                      {"C": 0.1, "log_loss": 0.3, "accuracy": 0.9},
+                                      {"C": 1.0, "log_loss": 0.2, "accuracy": 0.95},
+                                      {"C": 10.0, "log_loss": 0.25, "accuracy": 0.95}]}
+    assert model["epochs"] is None and model["can_resume"] is False
+    assert model["history"][0]["val_unfamiliar"] == 0.05
+    events = client.get("/api/models/fitted/events").json()["events"]
+    assert [e["type"] for e in events] == ["start", "features", "cross_validation", "fit", "epoch", "done"]
+    page = client.get("/models/fitted").text
+    for needle in ("head fitted on pretrained features", "Fitting the head", "<h2>Cross-validation</h2>",
+                   "What the fit did", 'id="fit-chart"',
+                   "the C with the lowest held-out log-loss was kept. The validation split played no part in that "
+                   "choice, so its figures are honest.",
+                   "The training loop's options are left out: a fitted head runs no loop."):
+        assert needle in page, needle
+    for absent in ("Loss and accuracy", 'id="lr-chart"', 'id="epochs-card"', '<span class="k">lr_policy</span>',
+                   '<span class="k">epochs</span>'):
+        assert absent not in page, absent
+    assert '<span class="k">head</span>' in page and "<label hidden>Epoch" in page  # one bundle: no epoch to choose
+
+
 def test_several_learning_rates_and_batch_sizes_make_a_sweep(with_dataset: TestClient) -> None:
     answer = with_dataset.post("/api/models", headers=CSRF, json={
         "dataset": "ds", "network": "lenet", "name": "sweep", "options": {"lr": [0.1, 0.01], "batch_size": [8, 16]}})
@@ -575,6 +664,7 @@ def test_classify_returns_what_shoal_classify_json_prints(toy_client: TestClient
     assert answer.status_code == 200
     assert answer.json() == expected
     assert len(expected["predictions"]) == 3 and expected["source"] == image.name
+    assert expected["unfamiliar"] is False and expected["unfamiliar_score"] >= 0  # a training image is familiar
     top1 = toy_client.post(f"/api/models/{toy.name}/classify", data={"top": "1"},
                            files={"file": (image.name, image.read_bytes())}, headers=CSRF).json()
     assert top1["predictions"] == expected["predictions"][:1]
@@ -634,9 +724,37 @@ def test_classify_many_reports_accuracy_against_class_folders(toy_client: TestCl
                             files=[("files", ("one.png", first_image(toy).read_bytes())),
                                    ("files", ("two.png", first_image(toy, "square").read_bytes()))]).json()
     assert [r["source"] for r in loose["results"]] == ["one.png", "two.png"]
-    assert loose["summary"] == {"images": 2, "errors": 0, "with_truth": 0} and loose["per_class"] == []
+    assert loose["summary"] == {"images": 2, "errors": 0, "with_truth": 0, "unfamiliar": 0} and loose["per_class"] == []
+    model = shoal.load(toy.bundle)
+    for row, path in zip(loose["results"], [first_image(toy), first_image(toy, "square")]):
+        want = model.predict(path).to_dict()  # as 'shoal classify --json' prints it
+        assert row["unfamiliar"] == want["unfamiliar"] and row["unfamiliar_score"] == pytest.approx(want["unfamiliar_score"])
     empty = toy_client.post(f"/api/models/{toy.name}/classify-many", headers=CSRF)
     assert empty.status_code == 400 and empty.json()["detail"].startswith("no images to classify")
+
+
+def test_without_a_detector_every_prediction_says_why_the_verdict_is_unknown(toy: ToyModel, roots: Path,
+                                                                             tmp_path: Path) -> None:
+    import shutil
+
+    home = shutil.copytree(toy.home, tmp_path / "home")
+    manifest_path = home / "models" / toy.name / "bundle" / "shoal.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["unfamiliar"]  # a bundle written before shoal had the verdict
+    manifest_path.write_text(json.dumps(manifest))
+    image = first_image(toy)
+    reason = ("the model cannot tell: its bundle was written before shoal had the verdict; re-export it "
+              "(shoal export MODEL --out ...)")
+    with TestClient(create_app(Settings(home=home, roots=(roots,), run_jobs=False)), base_url=LOCAL) as c:
+        one = c.post(f"/api/models/{toy.name}/classify", files={"file": (image.name, image.read_bytes())}, headers=CSRF)
+        assert one.json() == {**shoal.load(manifest_path.parent).predict(image).to_dict(), "source": image.name}
+        assert one.json()["unfamiliar"] is None and one.json()["unfamiliar_reason"] == reason
+        many = c.post(f"/api/models/{toy.name}/classify-many", headers=CSRF,
+                      files=[("files", (image.name, image.read_bytes()))]).json()
+        assert many["summary"]["unfamiliar"] is None and many["summary"]["unfamiliar_reason"] == reason
+        assert many["results"][0]["unfamiliar_reason"] == reason
+        ev = c.get(f"/api/models/{toy.name}/evaluation").json()
+        assert ev["unfamiliar_count"] is None and ev["unfamiliar_rate"] is None and ev["unfamiliar_reason"] == reason
 
 
 def test_a_model_without_a_bundle_cannot_classify(client: TestClient) -> None:
@@ -822,6 +940,10 @@ def test_evaluation_scores_the_model_on_its_validation_split(toy_client: TestCli
         [os.path.basename(j.source) for j in v[:2]] for v in expected.top_per_class.values()]
     thumb = next(v for v in ev["most_confident"].values() if v)[0]["image"]
     assert thumb.startswith("data:image/png;base64,")
+    assert ev["unfamiliar_rate"] == expected.unfamiliar_rate and ev["unfamiliar_count"] == expected.unfamiliar_count
+    assert [c["unfamiliar"] for c in ev["per_class"]] == [c["unfamiliar"] for c in expected.per_class]
+    assert [i["source"] for i in ev["unfamiliar"]] == [os.path.basename(j.source) for j in expected.unfamiliar]
+    assert all(i["unfamiliar"] is False for v in ev["most_confident"].values() for i in v if i["unfamiliar"] is not True)
     bad = toy_client.get(f"/api/models/{toy.name}/evaluation", params={"split": "test"})
     assert bad.status_code == 400 and "has no test images" in bad.json()["detail"]
     assert toy_client.get(f"/api/models/{toy.name}/evaluation", params={"split": "dev"}).status_code == 400

@@ -157,6 +157,13 @@ class ModelFolder:
         by_epoch = {e["epoch"]: e for e in self.events() if e.get("type") == "epoch" and "val_accuracy" in e}
         return [{k: v for k, v in by_epoch[n].items() if k not in ("type", "time")} for n in sorted(by_epoch)]
 
+    def fit(self) -> dict[str, Any] | None:
+        """Return what fitting the head did: ``method``, ``strength`` (the chosen C), ``folds`` and the
+        cross-validation ``curve`` ([{``C``, ``log_loss``, ``accuracy``}]); ``None`` for a head the loop trains,
+        or before the fit."""
+        fits = [e for e in self.events() if e.get("type") == "fit"]
+        return {k: v for k, v in fits[-1].items() if k not in ("type", "time")} if fits else None
+
     def abort_requested(self) -> bool:
         """Whether someone asked the run to stop."""
         return self.abort_path.exists()
@@ -365,7 +372,7 @@ def describe(name: str, *, store: Store | None = None) -> dict[str, Any]:
 
     Returns:
         The entry's fields (``status`` as :func:`status` merges it, and ``error``), ``config``,
-        ``card``, ``history``, ``snapshots`` and ``bundle``.
+        ``card``, ``history``, ``fit`` (:meth:`ModelFolder.fit`), ``snapshots`` and ``bundle``.
 
     Raises:
         NotFoundError: no such model.
@@ -382,6 +389,7 @@ def describe(name: str, *, store: Store | None = None) -> dict[str, Any]:
         "config": folder.read_config(),
         "card": card.to_dict() if card is not None else {},
         "history": folder.history(),
+        "fit": folder.fit(),
         "snapshots": sorted(folder.snapshots()),
         "bundle": str(folder.bundle_path) if folder.has_bundle() else None,
     }

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from shoal.config import field_docs, shown_default
 from shoal.data.config import DataConfig
 from shoal.data.imageops import RESIZE_MODES
-from shoal.training.config import DEVICES, MEAN_MODES, TrainConfig
+from shoal.training.config import DEVICES, HEADS, LOOP_OPTIONS, MEAN_MODES, TrainConfig
 from shoal.training.schedules import POLICIES
 from shoal.training.solvers import SOLVERS
 
@@ -32,16 +32,20 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "lr_policy": tuple(POLICIES),
     "mean": MEAN_MODES,
     "device": DEVICES,
+    "head": HEADS,
 }
 
 # How a drop-down names a choice, where the bare value says too little.
-CHOICE_LABELS: dict[str, dict[Any, str]] = {"channels": {3: "3 (RGB colour)", 1: "1 (grayscale)"}}
+CHOICE_LABELS: dict[str, dict[Any, str]] = {
+    "channels": {3: "3 (RGB colour)", 1: "1 (grayscale)"},
+    "head": {"fit": "fit (logistic regression, cross-validated)", "sgd": "sgd (the training loop)"},
+}
 
 # Training options shown in each section of the new-model page, in order.
 TRAIN_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Solver", ("epochs", "batch_size", "solver", "lr", "momentum", "weight_decay")),
     ("Learning-rate schedule", ("lr_policy", "step_size", "step_values", "gamma", "power")),
-    ("Fine-tuning", ("freeze",)),
+    ("Fine-tuning", ("freeze", "head")),
     ("Data augmentation and input", ("crop", "flip", "color_jitter", "mean")),
     ("Run", ("seed", "snapshot_every", "val_every", "early_stop", "device", "threads", "log_every")),
 )
@@ -64,7 +68,8 @@ class FormField:
     kind: str  # "number", "text", "select", "checkbox"
     choices: tuple[Any, ...] = ()
     sweep: bool = False  # accepts "0.01, 0.001"
-    shown: str = "auto"  # the default as the page shows it
+    shown: str = "auto"  # the default as the page shows it (a drop-down whose default is None offers it first)
+    loop: bool = False  # an option of the training loop: off while the head is fitted
 
     def choice_label(self, choice: Any) -> str:
         return CHOICE_LABELS.get(self.name, {}).get(choice, str(choice))
@@ -97,7 +102,7 @@ def _kind(name: str, hint: Any, default: Any) -> str:
     return "text"
 
 
-def _fields(cls: type, names: tuple[str, ...] | None = None) -> list[FormField]:
+def _fields(cls: type, names: tuple[str, ...] | None = None, loop: tuple[str, ...] = ()) -> list[FormField]:
     hints = typing.get_type_hints(cls)
     comments = field_docs(cls)
     out = []
@@ -107,19 +112,22 @@ def _fields(cls: type, names: tuple[str, ...] | None = None) -> list[FormField]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         out.append(FormField(f.name, _label(f.name), comments.get(f.name, ""), default,
                              _kind(f.name, hints[f.name], default), CHOICES.get(f.name, ()), f.name in SWEEP_FIELDS,
-                             shown_default(cls, f.name) or "auto"))
+                             shown_default(cls, f.name) or "auto", f.name in loop))
     if names is not None:
         out.sort(key=lambda field: names.index(field.name))
     return out
 
 
 def train_sections() -> list[tuple[str, list[FormField]]]:
-    """The new-model page's option sections: every TrainConfig option but the source pickers."""
-    sections = [(title, _fields(TrainConfig, names)) for title, names in TRAIN_SECTIONS]
+    """The new-model page's option sections: every TrainConfig option but the source pickers.
+
+    The training loop's options are marked ``loop``: a fitted head refuses them, so the page turns them off.
+    """
+    sections = [(title, _fields(TrainConfig, names, LOOP_OPTIONS)) for title, names in TRAIN_SECTIONS]
     shown = {f.name for _, fields in sections for f in fields} | set(TRAIN_SOURCE_FIELDS)
     rest = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in shown)
     if rest:  # an option added to TrainConfig later still appears
-        sections.append(("More", _fields(TrainConfig, rest)))
+        sections.append(("More", _fields(TrainConfig, rest, LOOP_OPTIONS)))
     return sections
 
 

@@ -128,8 +128,24 @@ class ModelSummary(BaseModel):
     queue_position: int | None = None
 
 
+class FitPoint(BaseModel):
+    C: float = Field(description="the strength tried (inverse L2 penalty: larger fits the training images closer)")
+    log_loss: float = Field(description="held-out log-loss of the cross-validation folds at this C")
+    accuracy: float = Field(description="held-out accuracy of the cross-validation folds at this C")
+
+
+class FitOut(BaseModel):
+    """What fitting the head did (a frozen backbone's head fitted by logistic regression)."""
+
+    method: str
+    strength: float = Field(description="the chosen C: the lowest held-out log-loss of the curve")
+    folds: int = Field(description="cross-validation folds on the training images (never the validation split)")
+    curve: list[FitPoint]
+    elapsed_s: float | None = None
+
+
 class ModelOut(BaseModel):
-    """A model: status, configuration, metric history per epoch, snapshots, bundle and job."""
+    """A model: status, configuration, metric history per epoch, the fit of a fitted head, snapshots, bundle and job."""
 
     model_config = ConfigDict(extra="allow")
     name: str
@@ -143,6 +159,7 @@ class ModelOut(BaseModel):
     can_abort: bool
     can_resume: bool
     epochs: int | None
+    fit: FitOut | None = Field(None, description="for a fitted head (config head 'fit'), what the fit did")
 
 
 class EventsOut(BaseModel):
@@ -163,6 +180,11 @@ class ClassifyOut(BaseModel):
 
     source: str
     predictions: list[Prediction]
+    unfamiliar: bool | None = Field(description="the image looks like none of the training images: its "
+                                                "probabilities say little; null when the model cannot tell")
+    unfamiliar_score: float | None = Field(description="cosine distance to the k-th nearest training image; above "
+                                                       "the model's threshold the image is unfamiliar")
+    unfamiliar_reason: str | None = Field(None, description="only when unfamiliar is null: why the model cannot tell")
 
 
 class ClassifyManyOut(BaseModel):
@@ -178,6 +200,8 @@ class JudgedImage(BaseModel):
     predicted: str
     probability: float
     true_probability: float
+    unfamiliar: bool | None = Field(None, description="like none of the training images; null when the model cannot tell")
+    unfamiliar_score: float | None = None
     image: str | None = Field(None, description="a small PNG thumbnail as a data: URI")
 
 
@@ -212,6 +236,11 @@ class EvaluationOut(BaseModel):
     confidently_wrong: list[JudgedImage]
     most_confident: dict[str, list[JudgedImage]] = Field(
         description="per class, the images predicted as it, surest first; a truth other than the class means wrong")
+    unfamiliar_count: int | None = Field(description="images that look like none of the training images; null when "
+                                                     "the model cannot tell")
+    unfamiliar_rate: float | None = Field(description="unfamiliar_count / images")
+    unfamiliar: list[JudgedImage] = Field(description="the unfamiliar images, most unfamiliar first")
+    unfamiliar_reason: str | None = Field(description="why the model cannot tell, else null")
     skipped: list[dict[str, str]]
 
 

@@ -321,15 +321,15 @@ def dataset_mean_path(store: Store, name: str) -> Path:
 
 # -- models ---------------------------------------------------------------------------------------
 def model_view(store: Store, runner: Runner, name: str) -> dict[str, Any]:
-    """A model: status, configuration, metric history, snapshots, bundle, its job, what can be done."""
+    """A model: status, configuration, metric history, the fit of a fitted head, snapshots, bundle, its job, what can be done."""
     found = models.status(name, store=store)
     folder = models.ModelFolder(found.entry.path) if found.entry is not None else None
     if folder is not None:
         info = models.describe(name, store=store)
     else:  # a training whose job has not created the model yet
         config = found.job.params.get("config", {}) if found.job is not None else {}
-        info = {"name": name, "kind": "model", "config": config, "card": {}, "history": [], "snapshots": [],
-                "bundle": None, "summary": {}}
+        info = {"name": name, "kind": "model", "config": config, "card": {}, "history": [], "fit": None,
+                "snapshots": [], "bundle": None, "summary": {}}
     info["status"], info["error"] = found.status, found.error
     info["job"] = job_view(runner, found.job) if found.job is not None else None
     info["can_abort"] = found.busy
@@ -641,9 +641,13 @@ def classify_many(classifiers: Classifiers, store: Store, settings: Settings, na
     rows, per_class = [], {}
     labels = set(classifier.labels)
     for (shown, _, truth), result in zip(items, results):
-        ranked = [p["label"] for p in result.to_dict()["predictions"]]
+        found = result.to_dict()
+        ranked = [p["label"] for p in found["predictions"]]
         row: dict[str, Any] = {"source": shown, "truth": truth, "error": result.error,
-                               "predictions": result.to_dict()["predictions"][:top]}
+                               "predictions": found["predictions"][:top]}
+        for key in ("unfamiliar", "unfamiliar_score", "unfamiliar_reason"):  # as 'shoal classify --json' has them
+            if key in found:
+                row[key] = found[key]
         if truth is not None and result.error is None:
             row["top1"] = bool(ranked and ranked[0] == truth)
             row["top5"] = truth in ranked[:5]
@@ -654,7 +658,11 @@ def classify_many(classifiers: Classifiers, store: Store, settings: Settings, na
         rows.append(row)
     judged = [r for r in rows if "top1" in r]
     summary: dict[str, Any] = {"images": len(rows), "errors": sum(1 for r in rows if r["error"]),
-                               "with_truth": len(judged)}
+                               "with_truth": len(judged), "unfamiliar": None}
+    if classifier.unfamiliar_threshold is None:
+        summary["unfamiliar_reason"] = classifier.unfamiliar_reason
+    else:
+        summary["unfamiliar"] = sum(1 for r in rows if r.get("unfamiliar"))
     if judged:
         summary["top1_accuracy"] = sum(r["top1"] for r in judged) / len(judged)
         summary["top5_accuracy"] = sum(r["top5"] for r in judged) / len(judged)
@@ -699,7 +707,8 @@ def evaluation(classifiers: Classifiers, store: Store, name: str, *, split: str,
 
     def item(j: Any) -> dict[str, Any]:
         out = {"source": os.path.basename(j.source), "truth": j.true, "predicted": j.predicted,
-               "probability": j.probability, "true_probability": j.true_probability}
+               "probability": j.probability, "true_probability": j.true_probability,
+               "unfamiliar": j.unfamiliar, "unfamiliar_score": j.unfamiliar_score}
         if result.pixels is not None:
             out["image"] = thumbnail_uri(result.pixels(j.index))
         return out
@@ -711,6 +720,8 @@ def evaluation(classifiers: Classifiers, store: Store, name: str, *, split: str,
         "confusion_matrix": result.confusion, "per_class": result.per_class,
         "confidently_wrong": [item(j) for j in result.wrong],
         "most_confident": {label: [item(j) for j in items] for label, items in result.top_per_class.items()},
+        "unfamiliar_count": result.unfamiliar_count, "unfamiliar_rate": result.unfamiliar_rate,
+        "unfamiliar": [item(j) for j in result.unfamiliar], "unfamiliar_reason": result.unfamiliar_reason,
         "skipped": result.skipped,
     }
 

@@ -88,7 +88,8 @@ async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalo
 @router.get("/models/{name}", response_class=HTMLResponse, name="model_page")
 def model(name: str, request: Request, store: StoreDep, runner: RunnerDep, templates: TemplatesDep) -> HTMLResponse:
     info = services.model_view(store, runner, name)
-    return render(request, templates, "model.html", {"page": "model", "title": f"Model {name}", "model": info})
+    return render(request, templates, "model.html", {"page": "model", "title": f"Model {name}", "model": info,
+                                                     "loop_options": forms.LOOP_OPTIONS})
 
 
 @router.get("/pretrained", response_class=HTMLResponse, name="pretrained_page")

@@ -21,15 +21,16 @@ router = APIRouter(prefix="/models", tags=["predict"])
 TopForm = Annotated[int, Form(ge=1, le=100, description="how many classes to return, most probable first")]
 
 
-@router.post("/{name}/classify", response_model=ClassifyOut,
+@router.post("/{name}/classify", response_model=ClassifyOut, response_model_exclude_unset=True,
              summary="Classify one image (upload or URL): the same JSON as 'shoal classify --json'")
 async def classify(name: str, store: StoreDep, settings: SettingsDep, classifiers: ClassifiersDep,
                    file: Annotated[UploadFile | None, File(description="the image")] = None,
                    url: Annotated[str | None, Form(description="or an http(s) address of the image")] = None,
                    top: TopForm = 5) -> dict[str, Any]:
-    """Answers ``{"source", "predictions": [{"label", "probability"}, ...]}``: the object
-    ``shoal classify MODEL IMAGE --json`` prints for that image (``source`` is the uploaded
-    file's name, or the URL). The model stays loaded between requests."""
+    """Answers ``{"source", "predictions": [{"label", "probability"}, ...], "unfamiliar", "unfamiliar_score"}``
+    (and ``unfamiliar_reason`` when the model cannot tell): the object ``shoal classify MODEL IMAGE --json``
+    prints for that image (``source`` is the uploaded file's name, or the URL). The model stays loaded
+    between requests."""
     data = await read_upload(file, limit=settings.max_image_bytes) if file is not None else None
     return await run_in_threadpool(services.classify, classifiers, store, settings, name, data=data,
                                    filename=file.filename if file is not None else None, url=url, top=top)

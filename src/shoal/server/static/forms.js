@@ -14,10 +14,11 @@ const shoalForms = (() => {
     return () => (form.querySelector(`input[name="${group}"]:checked`) || {}).value;
   }
 
-  // Read the generated option fields inside `root`: empty fields are left out (the default applies).
+  // Read the generated option fields inside `root`: empty and disabled fields are left out (the default applies).
   function options(root) {
     const out = {};
     root.querySelectorAll("[data-kind]").forEach((input) => {
+      if (input.disabled) return;
       const name = input.name;
       const kind = input.dataset.kind;
       if (kind === "checkbox") { out[name] = input.checked; return; }

@@ -1,10 +1,12 @@
 // Model page: live charts while it trains, abort/resume, download, classify one or many, evaluate.
+// A fitted head (config head "fit") runs no epochs: the page shows its cross-validation curve instead.
 "use strict";
 (() => {
   const { api, el, badge, pct, num, duration, say, poll, enc, confirmThen } = shoal;
   let model = shoal.initial("initial-model");
   const base = `/api/models/${enc(model.name)}`;
   const live = (status) => status === "queued" || status === "running";
+  const fitted = model.config.head === "fit";
 
   // -- charts -----------------------------------------------------------------------------------------
   const series = { it: { x: [], loss: [], lr: [] }, ep: { x: [], loss: [], acc: [], top5: [] } };
@@ -12,9 +14,12 @@
   const plotConfig = { displayModeBar: false, responsive: true };
   const colours = { train: "#1f63b5", val: "#d9822b", acc: "#1d7a46", top5: "#7aa874", lr: "#0b6e79" };
 
+  let fit = model.fit || null;  // what fitting the head did (the run's "fit" event)
   function addEvents(events) {
     for (const e of events) {
-      if (e.type === "iteration") {
+      if (e.type === "fit") {
+        fit = e;
+      } else if (e.type === "iteration") {
         series.it.x.push(e.epoch); series.it.loss.push(e.train_loss); series.it.lr.push(e.lr);
       } else if (e.type === "epoch" && e.val_loss !== undefined) {
         series.ep.x.push(e.epoch); series.ep.loss.push(e.val_loss); series.ep.acc.push(e.val_accuracy);
@@ -33,6 +38,7 @@
 
   let revision = 0;
   function drawCharts() {
+    if (fitted) { drawFit(); return; }
     revision += 1;  // the arrays grow in place: tell Plotly.react that the data changed
     const lossTraces = [
       { x: series.it.x, y: series.it.loss, name: "train loss", mode: "lines", line: { color: colours.train, width: 1.5 } },
@@ -58,13 +64,48 @@
     document.getElementById("lr-chart").dataset.points = String(series.it.x.length);
   }
 
+  // The cross-validation curve: held-out log-loss and accuracy against C (log axis), the chosen C marked.
+  const strength = (c) => (c >= 0.01 && c < 1000 ? Number(c.toPrecision(3)).toString() : Number(c).toExponential(1));
+  function drawFit() {
+    if (!fit) return;
+    const C = fit.curve.map((p) => p.C);
+    const chosen = fit.curve.reduce((a, b) => (Math.abs(Math.log(b.C / fit.strength)) < Math.abs(Math.log(a.C / fit.strength)) ? b : a));
+    Plotly.react("fit-chart", [
+      { x: C, y: fit.curve.map((p) => p.log_loss), name: "held-out log-loss", mode: "lines+markers", line: { color: colours.val, width: 2 } },
+      { x: C, y: fit.curve.map((p) => p.accuracy), name: "held-out accuracy", mode: "lines+markers", yaxis: "y2", line: { color: colours.acc, width: 2 } },
+      { x: [fit.strength], y: [chosen.log_loss], name: `chosen C = ${strength(fit.strength)}`, mode: "markers", marker: { color: colours.train, size: 13, symbol: "star" } },
+    ], {
+      margin: { l: 55, r: 55, t: 10, b: 40 },
+      xaxis: { type: "log", title: { text: "C (larger: closer to the training images)" }, exponentformat: "power" },
+      yaxis: { title: { text: "log-loss" }, rangemode: "tozero" },
+      yaxis2: { title: { text: "accuracy" }, overlaying: "y", side: "right", range: [-0.01, 1.01], dtick: 0.2, tickformat: ".0%", showgrid: false },
+      shapes: [{ type: "line", x0: fit.strength, x1: fit.strength, yref: "paper", y0: 0, y1: 1, line: { color: colours.train, width: 1, dash: "dot" } }],
+      legend: { orientation: "h", y: -0.22 },
+    }, plotConfig);
+    const chart = document.getElementById("fit-chart");
+    chart.dataset.points = String(C.length);
+    chart.dataset.chosen = String(fit.strength);
+    const record = model.history.length ? model.history[model.history.length - 1] : null;
+    const stats = [stat(strength(fit.strength), "chosen C"), stat(String(fit.folds), "cross-validation folds"),
+      stat(num(chosen.log_loss), "held-out log-loss")];
+    if (record) {
+      stats.push(stat(pct(record.val_accuracy), "val accuracy"), stat(num(record.val_loss), "val log-loss"),
+        stat(record.val_unfamiliar === null || record.val_unfamiliar === undefined ? "–" : pct(record.val_unfamiliar), "val unfamiliar"));
+    }
+    document.getElementById("fit-stats").replaceChildren(...stats);
+    document.getElementById("fit-text").textContent = `${C.length} strengths tried from C = ${strength(C[0])} to ${strength(C[C.length - 1])}, `
+      + `each by ${fit.folds}-fold cross-validation on the training images; C = ${strength(fit.strength)} predicted the held-out images best `
+      + `(log-loss ${num(chosen.log_loss)}, accuracy ${pct(chosen.accuracy)}).`;
+  }
+
   async function fetchEvents() {
     const found = await api("GET", `${base}/events?after=${cursor}`);
     cursor = found.next;
     if (found.events.length) {
       addEvents(found.events);
       drawCharts();
-      const last = [...found.events].reverse().find((e) => e.type === "iteration" || e.type === "epoch");
+      const shown = fitted ? ["features", "cross_validation", "fit", "epoch"] : ["iteration", "epoch"];
+      const last = [...found.events].reverse().find((e) => shown.includes(e.type));
       if (last) renderLive(last);
     }
     return found.status;
@@ -73,7 +114,31 @@
   // -- status, stats, actions ---------------------------------------------------------------------------
   function stat(value, label) { return el("div", { class: "stat" }, el("div", { class: "v", text: value }), el("div", { class: "k", text: label })); }
 
+  // A fitted head's progress: the features of every image, then the cross-validation folds, then the fit.
+  function renderFitLive(last) {
+    let done = 1;
+    let text = "fitted";
+    if (last.type === "features") {
+      done = 0.8 * (last.done / last.total);
+      text = `computing features: ${last.done} of ${last.total} images`;
+    } else if (last.type === "cross_validation") {
+      done = 0.8 + 0.2 * (last.done / last.total);
+      text = `cross-validation: fold ${last.done} of ${last.total}`;
+    }
+    document.getElementById("epoch-bar").style.width = `${(100 * done).toFixed(1)}%`;
+    document.getElementById("epoch-text").textContent = text;
+    const record = model.history.length ? model.history[model.history.length - 1] : (last.type === "epoch" ? last : null);
+    const stats = [
+      stat(record ? pct(record.val_accuracy) : "–", "val accuracy"),
+      stat(record ? num(record.val_loss) : "–", "val log-loss"),
+      stat(record && record.val_unfamiliar !== null && record.val_unfamiliar !== undefined ? pct(record.val_unfamiliar) : "–", "val unfamiliar"),
+      stat(duration(last.elapsed_s), "elapsed"),
+    ];
+    document.getElementById("stats").replaceChildren(...stats);
+  }
+
   function renderLive(last) {
+    if (fitted) { renderFitLive(last); return; }
     const epochs = model.epochs || 0;
     const epoch = last.epoch || 0;
     document.getElementById("epoch-bar").style.width = `${epochs ? Math.min(100, (100 * epoch) / epochs) : 0}%`;
@@ -104,6 +169,8 @@
     else if (model.status === "queued") {
       const ahead = model.job && model.job.queue_position;
       say(message, ahead ? `Waiting: ${ahead} job(s) run or wait before this one on its device.` : "Starting…", "info");
+    } else if (fitted && (model.status === "interrupted" || model.status === "aborted")) {
+      say(message, `The fit ${model.status === "aborted" ? "was aborted" : "stopped when its process ended (the server restarted?)"}. A fitted head has no epochs to resume from: fitting it again takes seconds (Clone, then Train).`, "info");
     } else if (model.status === "interrupted") say(message, "The training stopped when its process ended (the server restarted?). Resume continues from the last saved epoch.", "info");
     else if (model.status === "aborted") say(message, "The training was aborted. Resume continues from the last saved epoch.", "info");
     else say(message, null);
@@ -111,23 +178,19 @@
       const last = model.history[model.history.length - 1];
       renderLive(last);
     }
-    // Epoch table.
-    const rows = [...model.history].reverse().map((h) => el("tr", {},
-      el("td", { class: "num", text: h.epoch + (h.epoch === model.summary?.best_epoch ? " ★" : "") }),
-      el("td", { class: "num", text: num(h.train_loss) }),
-      el("td", { class: "num", text: num(h.val_loss) }),
-      el("td", { class: "num", text: pct(h.val_accuracy) }),
-      el("td", { class: "num", text: h.val_top5 === undefined ? "–" : pct(h.val_top5) }),
-      el("td", { class: "num", text: h.lr === undefined ? "–" : Number(h.lr).toExponential(2) }),
-      el("td", { class: "num", text: duration(h.elapsed_s) })));
-    shoal.replaceRows(document.getElementById("epochs-body"), rows, live(model.status) ? "The first epoch is on its way." : "No validated epoch.", 7);
-    // Download choices: the best epoch's bundle, the last epoch, and every kept snapshot.
+    if (fitted) drawFit();
+    else renderEpochs();
+    // Download choices: the best epoch's bundle, the last epoch, and every kept snapshot (a fitted head: its bundle).
     const select = document.getElementById("download-epoch");
     const previous = select.value;
     const choices = [];
-    if (model.bundle) choices.push(["best", `best epoch${model.summary?.best_epoch ? " (" + model.summary.best_epoch + ")" : ""}`]);
-    if (model.history.length) choices.push(["last", `last epoch (${model.history[model.history.length - 1].epoch})`]);
-    for (const s of model.snapshots) choices.push([String(s), `snapshot of epoch ${s}`]);
+    if (fitted) {
+      if (model.bundle) choices.push(["best", "the fitted model"]);
+    } else {
+      if (model.bundle) choices.push(["best", `best epoch${model.summary?.best_epoch ? " (" + model.summary.best_epoch + ")" : ""}`]);
+      if (model.history.length) choices.push(["last", `last epoch (${model.history[model.history.length - 1].epoch})`]);
+      for (const s of model.snapshots) choices.push([String(s), `snapshot of epoch ${s}`]);
+    }
     select.replaceChildren(...choices.map(([value, text]) => el("option", { value, text })));
     if (select.dataset.chosen && choices.some(([v]) => v === previous)) select.value = previous;  // keep the user's pick
     updateDownload();
@@ -138,6 +201,18 @@
     const waiting = "Available once training has written the model bundle.";
     if (!model.bundle) evalText.textContent = waiting;
     else if (evalText.textContent === waiting) evalText.textContent = evalText.dataset.idle;
+  }
+
+  function renderEpochs() {
+    const rows = [...model.history].reverse().map((h) => el("tr", {},
+      el("td", { class: "num", text: h.epoch + (h.epoch === model.summary?.best_epoch ? " ★" : "") }),
+      el("td", { class: "num", text: num(h.train_loss) }),
+      el("td", { class: "num", text: num(h.val_loss) }),
+      el("td", { class: "num", text: pct(h.val_accuracy) }),
+      el("td", { class: "num", text: h.val_top5 === undefined ? "–" : pct(h.val_top5) }),
+      el("td", { class: "num", text: h.lr === undefined ? "–" : Number(h.lr).toExponential(2) }),
+      el("td", { class: "num", text: duration(h.elapsed_s) })));
+    shoal.replaceRows(document.getElementById("epochs-body"), rows, live(model.status) ? "The first epoch is on its way." : "No validated epoch.", 7);
   }
 
   function updateDownload() {
@@ -151,7 +226,8 @@
       return;
     }
     link.href = `${base}/download?epoch=${enc(select.value)}`;
-    note.textContent = select.value === "best" ? "" : "Exporting a snapshot takes a few seconds the first time.";
+    if (fitted) note.textContent = "A fitted head has one result, this bundle: no epochs or snapshots to choose.";
+    else note.textContent = select.value === "best" ? "" : "Exporting a snapshot takes a few seconds the first time.";
   }
   document.getElementById("download-epoch").addEventListener("change", (event) => {
     event.target.dataset.chosen = "1";
@@ -187,6 +263,26 @@
     }, 1500);
   }
 
+  // -- the unfamiliar verdict ------------------------------------------------------------------------------
+  const UNFAMILIAR = "It looks like none of the training images: its probabilities say little.";
+  const reasonText = (reason) => (reason || "the model cannot tell").replace(/^the model cannot tell: /, "");
+  function verdictBadge(r) {
+    if (r.unfamiliar === true) return el("span", { class: "badge unfamiliar", title: `${UNFAMILIAR} (score ${num(r.unfamiliar_score, 3)})`, text: "unfamiliar" });
+    if (r.unfamiliar === false) return el("span", { class: "badge familiar", title: `unfamiliar score ${num(r.unfamiliar_score, 3)}`, text: "familiar" });
+    return el("span", { class: "muted small", title: reasonText(r.unfamiliar_reason), text: "unknown" });
+  }
+  function renderVerdict(box, r) {
+    box.className = `verdict small${r.unfamiliar ? " unfamiliar" : ""}`;
+    box.dataset.unfamiliar = String(r.unfamiliar);
+    if (r.unfamiliar === true) {
+      box.replaceChildren(verdictBadge(r), ` ${UNFAMILIAR} Its features are far from those of every training image (unfamiliar score ${num(r.unfamiliar_score, 3)}).`);
+    } else if (r.unfamiliar === false) {
+      box.replaceChildren(verdictBadge(r), ` It looks like the training images (unfamiliar score ${num(r.unfamiliar_score, 3)}).`);
+    } else {
+      box.replaceChildren(el("span", { class: "muted", text: `Familiar or not: unknown, ${reasonText(r.unfamiliar_reason)}.` }));
+    }
+  }
+
   // -- classify one -------------------------------------------------------------------------------------
   const classifyForm = document.getElementById("classify-form");
   classifyForm.addEventListener("submit", async (event) => {
@@ -208,6 +304,7 @@
       document.getElementById("classify-body").replaceChildren(...result.predictions.map((p, i) => el("tr", { class: i === 0 ? "top" : "" },
         el("td", {}, i === 0 ? el("strong", { text: p.label }) : p.label),
         el("td", {}, el("div", { class: "bar" }, el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * p.probability).toFixed(1)}%` })), el("span", { class: "mono", text: pct(p.probability) }))))));
+      renderVerdict(document.getElementById("classify-verdict"), result);
       document.getElementById("classify-result").hidden = false;
       document.getElementById("classify-result").dataset.label = result.predictions[0].label;
       const figure = document.getElementById("heatmap-figure");
@@ -249,7 +346,13 @@
       const stats = [stat(String(s.images), "images")];
       if (s.with_truth) stats.push(stat(pct(s.top1_accuracy), "top-1 accuracy"), stat(pct(s.top5_accuracy), "top-5 accuracy"));
       if (s.errors) stats.push(stat(String(s.errors), "unreadable"));
+      if (s.unfamiliar !== null) stats.push(stat(String(s.unfamiliar), "unfamiliar"));
       document.getElementById("many-stats").replaceChildren(...stats);
+      const note = document.getElementById("many-unfamiliar");
+      note.hidden = !s.unfamiliar && s.unfamiliar !== null;
+      note.className = `verdict small${s.unfamiliar ? " unfamiliar" : ""}`;
+      note.textContent = s.unfamiliar === null ? `Familiar or not: unknown, ${reasonText(s.unfamiliar_reason)}.`
+        : `${s.unfamiliar} of ${s.images} images look like none of the training images: their probabilities say little.`;
       const perClass = out.per_class.map((c) => el("tr", {},
         el("td", {}, c.label, c.known ? null : el("span", { class: "small muted", text: " (not a class of this model)" })),
         el("td", { class: "num", text: c.images }), el("td", { class: "num", text: pct(c.top1_accuracy) }), el("td", { class: "num", text: pct(c.top5_accuracy) })));
@@ -264,7 +367,8 @@
           el("td", { text: r.truth ?? "–" }),
           el("td", { class: mark }, r.error ? el("span", { class: "wrong", text: r.error }) : (top ? top.label : "–")),
           el("td", { class: "num", text: top ? pct(top.probability) : "–" }),
-          el("td", { class: "small muted", text: r.predictions.slice(1, 3).map((p) => `${p.label} ${pct(p.probability)}`).join(", ") }));
+          el("td", { class: "small muted", text: r.predictions.slice(1, 3).map((p) => `${p.label} ${pct(p.probability)}`).join(", ") }),
+          el("td", {}, r.error ? "–" : verdictBadge(r)));
       }));
       document.getElementById("many-result").hidden = false;
     } catch (e) {
@@ -295,10 +399,11 @@
   });
 
   // A wrong prediction is drawn in red, with its true class on a second line.
+  // An unfamiliar image is framed in amber.
   function thumb(item, caption) {
     const wrong = item.truth !== item.predicted;
-    const text = wrong ? `${caption} · is ${item.truth}` : caption;
-    return el("figure", { class: wrong ? "thumb wrong" : "thumb", title: `${item.source}: ${text}` },
+    const text = (wrong ? `${caption} · is ${item.truth}` : caption) + (item.unfamiliar ? " · unfamiliar" : "");
+    return el("figure", { class: `thumb${wrong ? " wrong" : ""}${item.unfamiliar ? " odd" : ""}`, title: `${item.source}: ${text}` },
       el("img", { src: item.image, alt: text }), el("div", { class: "cap", text: caption }),
       wrong ? el("div", { class: "cap", text: `is ${item.truth}` }) : null);
   }
@@ -324,6 +429,7 @@
     if (ev.top5_accuracy !== null) stats.push(stat(pct(ev.top5_accuracy), "top-5 accuracy"));
     stats.push(stat(num(ev.log_loss), "log-loss"));
     stats.push(stat(pct(ev.calibration.ece), "calibration error (ECE)"));
+    stats.push(stat(ev.unfamiliar_rate === null ? "–" : pct(ev.unfamiliar_rate), "unfamiliar"));
     stats.push(stat(String(ev.images), "images"));
     document.getElementById("eval-stats").replaceChildren(...stats);
     const labels = ev.labels;
@@ -338,7 +444,8 @@
     }, plotConfig);
     document.getElementById("eval-classes").replaceChildren(...ev.per_class.map((c) => el("tr", {},
       el("td", { text: c.label }), el("td", { class: "num", text: pct(c.precision) }), el("td", { class: "num", text: pct(c.recall) }),
-      el("td", { class: "num", text: pct(c.f1) }), el("td", { class: "num", text: c.support }))));
+      el("td", { class: "num", text: pct(c.f1) }), el("td", { class: "num", text: c.support }),
+      el("td", { class: "num", text: c.unfamiliar === null ? "–" : c.unfamiliar }))));
     drawReliability(ev.calibration);
     const wrong = ev.confidently_wrong.map((w) => thumb(w, `${w.predicted} ${pct(w.probability)}`));
     document.getElementById("eval-wrong").replaceChildren(...(wrong.length ? wrong : [el("p", { class: "empty", style: "grid-column: 1 / -1", text: "None: every image was classified correctly." })]));
@@ -346,6 +453,11 @@
       el("div", { class: "group-label", text: label }),
       items.length ? el("div", { class: "thumbs small" }, ...items.map((w) => thumb(w, pct(w.probability))))
         : el("p", { class: "empty", text: `No image was predicted as ${label}.` }))));
+    const odd = ev.unfamiliar.map((w) => thumb(w, `${w.predicted} · ${num(w.unfamiliar_score, 3)}`));
+    const oddText = ev.unfamiliar_count === null ? `Unknown: ${reasonText(ev.unfamiliar_reason)}.`
+      : "None: every image looks like some of the training images.";
+    if (odd.length < (ev.unfamiliar_count || 0)) odd.push(el("p", { class: "empty", style: "grid-column: 1 / -1", text: `and ${ev.unfamiliar_count - odd.length} more.` }));
+    document.getElementById("eval-unfamiliar").replaceChildren(...(odd.length ? odd : [el("p", { class: "empty", style: "grid-column: 1 / -1", text: oddText })]));
     document.getElementById("eval-result").hidden = false;
   }
 

@@ -1,4 +1,5 @@
 // New model: choose dataset, network and starting weights; preview the LR schedule; queue the training(s).
+// A fitted head (the default when fine-tuning a frozen backbone) runs no loop: the loop's options are turned off.
 "use strict";
 (() => {
   const { api, upload, say } = shoal;
@@ -58,6 +59,33 @@
   });
   form.addEventListener("change", (event) => { if (event.target.name === "lr_policy") preview(); });
   preview();
+
+  // -- a fitted head: no loop, so no loop options (the server refuses them rather than ignore them) ----------
+  // The head is fitted when chosen, or by default when fine-tuning a frozen backbone without colour jitter.
+  function fitted() {
+    const head = field("head").value;
+    if (head) return head === "fit";
+    const freeze = field("freeze").value.trim();
+    return start() !== "scratch" && (freeze === "" || freeze === "backbone") && !(Number(field("color_jitter").value) > 0);
+  }
+  let wasFitted = null;
+  function updateLoop() {
+    const fit = fitted();
+    if (fit === wasFitted) return;
+    wasFitted = fit;
+    form.querySelectorAll("[data-loop]").forEach((box) => {
+      box.classList.toggle("off", fit);
+      box.querySelectorAll("input, select").forEach((input) => { input.disabled = fit; });
+    });
+    document.getElementById("fit-note").hidden = !fit;
+    document.getElementById("lr-chart").hidden = fit;
+    document.getElementById("schedule-text").hidden = fit;
+    document.getElementById("schedule-fit").hidden = !fit;
+    if (!fit) preview();  // drawn again at its box's width
+  }
+  form.addEventListener("change", updateLoop);
+  form.addEventListener("input", updateLoop);
+  updateLoop();
 
   // -- submit ---------------------------------------------------------------------------------------
   form.addEventListener("submit", async (event) => {
