@@ -114,7 +114,8 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_dataset):
 def test_a_killed_run_resumes_from_its_last_epoch(tiny_dataset, shoal_home):
     cmd = [sys.executable, "-c", "from shoal.cli import main; main()"]
     env = {**os.environ, "SHOAL_HOME": str(shoal_home)}
-    proc = subprocess.Popen(cmd + ["train", "--dataset", "tiny", "--network", "lenet", "--epochs", "200",
+    # Far more epochs than it can run before the kill, however fast the machine: it is killed after its first.
+    proc = subprocess.Popen(cmd + ["train", "--dataset", "tiny", "--network", "lenet", "--epochs", "100000",
                                    "--batch-size", "8", "--name", "killed"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = Store(shoal_home)
