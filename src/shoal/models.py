@@ -15,7 +15,7 @@ from typing import Any
 
 from shoal.bundle import MANIFEST
 from shoal.bundle.card import ModelCard
-from shoal.errors import TrainingError
+from shoal.errors import StoreError, TrainingError
 from shoal.store import Entry, Job, Store
 
 TRAIN_KINDS = ("train", "resume")
@@ -119,8 +119,12 @@ class ModelFolder:
         return (self.bundle_path / MANIFEST).exists()
 
     def read_config(self) -> dict[str, Any]:
-        """Return ``config.json`` as a dict (empty before it is written)."""
-        return json.loads(self.config_path.read_text()) if self.config_path.exists() else {}
+        """Return ``config.json`` as a dict (empty before it is written).
+
+        Raises:
+            StoreError: the file is not a JSON object (naming it and the repair).
+        """
+        return self._read_json(self.config_path) if self.config_path.exists() else {}
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Write ``config.json``."""
@@ -134,7 +138,19 @@ class ModelFolder:
         """
         if not self.card_path.exists():
             return None
-        return ModelCard.from_dict(json.loads(self.card_path.read_text()), str(self.card_path))
+        return ModelCard.from_dict(self._read_json(self.card_path), str(self.card_path))
+
+    def _read_json(self, path: Path) -> dict[str, Any]:
+        """A JSON object the run wrote, or :class:`StoreError` saying the file is damaged and what to do."""
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(value, dict):
+                raise ValueError(f"it holds {type(value).__name__}, not a JSON object")
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            name = self.path.name
+            raise StoreError(f"model {name!r} is damaged ({path} cannot be read: {exc}); delete it with "
+                             f"'shoal model delete {name}' and train it again") from None
+        return value
 
     def write_card(self, card: ModelCard) -> None:
         """Write ``model.json``."""
@@ -145,16 +161,19 @@ class ModelFolder:
         if not self.metrics_path.exists():
             return []
         found = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+        for line in self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                found.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
+                event = json.loads(line)
+            except ValueError:  # a line cut short by a kill, or damaged
                 continue
+            if isinstance(event, dict) and isinstance(event.get("type"), str):
+                found.append(event)
         return found
 
     def history(self) -> list[dict[str, Any]]:
         """Return one record per validated epoch, in epoch order (the latest record wins after a resume)."""
-        by_epoch = {e["epoch"]: e for e in self.events() if e.get("type") == "epoch" and "val_accuracy" in e}
+        by_epoch = {e["epoch"]: e for e in self.events() if e["type"] == "epoch" and "val_accuracy" in e
+                    and isinstance(e.get("epoch"), int) and not isinstance(e["epoch"], bool)}
         return [{k: v for k, v in by_epoch[n].items() if k not in ("type", "time")} for n in sorted(by_epoch)]
 
     def fit(self) -> dict[str, Any] | None:

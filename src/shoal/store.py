@@ -257,8 +257,9 @@ class Store:
             return NoSpaceError(f"no space left on {self.home}: the store index {self.db_path} cannot be written; "
                                 "free some space and run the command again")
         return StoreError(
-            f"the store index {self.db_path} is damaged ({exc}): move it aside and run 'shoal doctor --repair' "
-            "to rebuild it from the dataset and model folders"
+            f"the store index {self.db_path} is damaged ({exc}): restore it from a backup, or move it aside "
+            f"(mv {self.db_path} {self.db_path}.damaged) to start an empty index; the dataset and model "
+            "folders beside it are kept"
         )
 
     # -- reading --------------------------------------------------------------------------
@@ -309,8 +310,8 @@ class Store:
             return self.folder(kind, name)
         path = self.home / stored
         if ".." in Path(stored).parts:
-            raise StoreError(f"the index entry of {kind} {name!r} points outside {self.home} ({stored}): "
-                             "run 'shoal doctor --repair' to fix the index")
+            raise StoreError(f"the index entry of {kind} {name!r} points outside {self.home} ({stored}); "
+                             f"it was edited by hand: set its path back to '{kind}s/{name}' in {self.db_path}")
         return path
 
     # -- writing --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from shoal.errors import NetworkError
+from shoal.errors import BundleError, NetworkError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -129,10 +129,18 @@ def load_resume_point(path: Path, model: nn.Module) -> int:
 
     Returns:
         The last finished epoch.
+
+    Raises:
+        BundleError: the file is damaged or not a resume point of this network.
     """
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(saved["model"])
-    return int(saved["state"]["epoch"])
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        return int(saved["state"]["epoch"])
+    except Exception as exc:  # cut short, garbage, or not a resume point
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"the resume point {path} is damaged ({why}); export an epoch that was kept "
+                          "(--epoch N), or delete the model and train it again") from None
 
 
 def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -8,6 +8,8 @@ Progress goes out as events (dicts) to ``on_event`` and to ``metrics.jsonl``, ne
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import time
@@ -18,7 +20,7 @@ from typing import Any
 
 from shoal import datasets
 from shoal.config import from_dict, to_dict
-from shoal.errors import TrainingError
+from shoal.errors import NoSpaceError, ShoalError, TrainingError
 from shoal.models import ModelFolder
 from shoal.store import Store
 from shoal.training.config import TrainConfig
@@ -149,8 +151,29 @@ def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: Event
         emit({"type": "stopped", "status": "aborted"})
         return TrainResult(config.name, "aborted", folder.path, None, folder.history())
     except BaseException as exc:
+        if _disk_full(exc):
+            raise _interrupted_by_full_disk(config.name, folder, store, emit) from None
         store.update("model", config.name, status="failed", summary={"error": str(exc)})
         emit({"type": "stopped", "status": "failed", "error": str(exc)})
         raise
     store.update("model", config.name, status="done", summary={"bundle": str(result.bundle)})
     return result
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, NoSpaceError) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+
+
+def _interrupted_by_full_disk(name: str, folder: ModelFolder, store: Store, emit: Emitter) -> NoSpaceError:
+    """Mark a run the full disk stopped as interrupted (it resumes from its last saved epoch once there is room).
+
+    The disk is full, so these writes may fail too; then the entry still says ``running`` and
+    :func:`shoal.models.status` reads it as interrupted once this process has ended.
+    """
+    message = (f"no space left on {folder.path}: model {name!r} stopped and is interrupted at its last saved "
+               f"epoch; free some space, then resume it with 'shoal train --resume {name}'")
+    with contextlib.suppress(ShoalError, OSError):
+        store.update("model", name, status="interrupted", summary={"error": message})
+    with contextlib.suppress(OSError):
+        emit({"type": "stopped", "status": "interrupted", "error": message})
+    return NoSpaceError(message)

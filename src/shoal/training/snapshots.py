@@ -29,14 +29,18 @@ def save_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
         state: the run counters (epoch, best epoch, history, elapsed time, epochs without improvement).
     """
     tmp = folder.state_path.with_name(folder.state_path.name + ".tmp")
-    torch.save({
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "state": state,
-    }, tmp)
-    os.replace(tmp, folder.state_path)
+    try:
+        torch.save({
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "state": state,
+        }, tmp)
+        os.replace(tmp, folder.state_path)
+    except BaseException:  # a full disk, say: the previous resume point stays, no half-written file does
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -55,7 +59,16 @@ def load_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
     Raises:
         TrainingError: if the saved weights do not fit the model the config builds.
     """
-    saved = torch.load(folder.state_path, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(folder.state_path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or not {"model", "optimizer", "generator", "torch_rng", "state"} <= set(saved):
+            raise ValueError("it lacks the weights, optimizer or counters a resume point holds")
+    except Exception as exc:  # cut short, garbage, or not a resume point
+        name = folder.path.name
+        raise TrainingError(f"model {name!r} cannot be resumed: its resume point {folder.state_path} is damaged "
+                            f"({_first_sentence(exc)}); export an epoch "
+                            f"that was kept ('shoal export {name} --epoch N'), or delete it with "
+                            f"'shoal model delete {name}' and train it again") from None
     try:
         model.load_state_dict(saved["model"])
     except RuntimeError as exc:
@@ -65,3 +78,9 @@ def load_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
     generator.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
     return saved["state"]
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The start of an error's text (torch's explain at length what does not apply to a damaged file)."""
+    text = str(exc).strip()
+    return text.split("\n")[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
