@@ -139,5 +139,9 @@ def format_line(result: Result) -> str:
 
 
 def _percent(p: float) -> str:
-    text = f"{p * 100:.2f}%"
-    return "<0.01%" if text == "0.00%" and p > 0 else text
+    """``99.97%``; anything that would print as 0.00% (a true zero too) is ``<0.01%``, one form for all.
+
+    >>> _percent(0.9997), _percent(0.00004), _percent(0.0)
+    ('99.97%', '<0.01%', '<0.01%')
+    """
+    return "<0.01%" if p * 100 < 0.005 else f"{p * 100:.2f}%"

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 
 from shoal.cli import ConfigCommand, app
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # what it is doing, on a terminal
 
 EVALUATE_EXAMPLES = """
 Examples:
@@ -40,7 +43,10 @@ def evaluate(
     """
     from shoal.evaluate import evaluate as run, write_html
 
-    report = run(model, dataset=dataset, split=split, folder=folder, wrong=wrong, top_per_class=top_per_class)
+    on = f"the images in {folder}" if folder is not None else (
+        f"the {split} split of {dataset}" if dataset is not None else f"the {split} split of its own dataset")
+    with err.status(f"Evaluating {model} on {on} …"):  # on a terminal only, gone when done
+        report = run(model, dataset=dataset, split=split, folder=folder, wrong=wrong, top_per_class=top_per_class)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:

@@ -124,8 +124,10 @@ class _Progress:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "prepare":
-            err.print(event["message"].capitalize() + " …", highlight=False)
+            self.close_bar()
+            err.print(_sentence(event["message"]) + " …", highlight=False)
         elif kind == "start":
+            self.close_bar()
             self.name, self.epochs = event["name"], event["epochs"]
             if self.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
@@ -145,18 +147,21 @@ class _Progress:
             err.print(f"Training {self.name} on {event['train_images']} images ({event['val_images']} for validation), "
                       f"{how}, on {event['device']}")
             self._bar("epoch {task.fields[epoch]}", self.epochs, event["epoch"])
-        elif kind == "features" and self.bar is not None:
-            self.bar.update(self.task, total=event["total"], completed=event["done"],
-                            description=f"{event['done']}/{event['total']} images")
+        elif kind == "features":
+            if self.bar is None:  # the loop's frozen-backbone features come before its start event
+                self._bar("features", event["total"], 0)
+            if self.bar is not None:
+                self.bar.update(self.task, total=event["total"], completed=event["done"],
+                                description=f"{event['done']}/{event['total']} images")
         elif kind == "cross_validation":
             if event["done"] == 0:
-                self.close()
+                self.close_bar()
                 self._bar("choosing the head's strength", event["total"], 0)
             if self.bar is not None:
                 self.bar.update(self.task, completed=event["done"],
                                 description=f"cross-validation fold {event['done']}/{event['total']}")
         elif kind == "fit":
-            self.close()
+            self.close_bar()
             if event["folds"]:
                 best = min(event["curve"], key=lambda point: point["log_loss"])
                 err.print(f"head: logistic regression, C={event['strength']:.3g} chosen by {event['folds']}-fold "
@@ -184,12 +189,14 @@ class _Progress:
             err.print(line, soft_wrap=True, highlight=False)
             self._scalars(event, ("val_loss", "val_accuracy", "val_top5"), event["epoch"])
         elif kind == "export":
-            self.close()
-            err.print(event["message"].capitalize() + " …", highlight=False)
+            self.close_bar()
+            err.print(_sentence(event["message"]) + " …", highlight=False)
         elif kind == "early_stop":
             err.print(f"Stopping early: no improvement since epoch {event['best_epoch']}")
 
     def _bar(self, label: str, total: int, completed: int) -> None:
+        if not err.is_terminal:  # a log gets the lines, not a bar's frames
+            return
         self.bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.description}"),
                             TimeElapsedColumn(), console=err, transient=True)
         self.bar.start()
@@ -201,13 +208,21 @@ class _Progress:
                 if key in event:
                     self.writer.add_scalar(key, event[key], int(step * 1000))
 
-    def close(self) -> None:
+    def close_bar(self) -> None:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+    def close(self) -> None:
+        self.close_bar()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _sentence(message: str) -> str:
+    """``message`` with its first letter capitalised and the rest as written (``ONNX`` stays)."""
+    return message[:1].upper() + message[1:]
 
 
 @model_app.command("list")
@@ -286,7 +301,8 @@ def export(
     from shoal.config import whole_number
 
     number = whole_number(epoch)
-    path = export_bundle(name, epoch=epoch if number is None else number, out=out_path)
+    with err.status(f"Writing the bundle of {name}, epoch {epoch} …"):  # on a terminal only, gone when done
+        path = export_bundle(name, epoch=epoch if number is None else number, out=out_path)
     typer.echo(str(path))
 
 
@@ -312,8 +328,13 @@ def networks_list(
     if as_json:
         typer.echo(json.dumps([asdict(s) for s in specs]))
         return
-    table = Table("name", "input", "pretrained weights", "description")
+    # No box and the short columns kept whole, so the description gets the rest of an 80-column terminal.
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("input", no_wrap=True)
+    table.add_column("weights", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1)
     for s in specs:
-        weights = "none" if s.pretrained is None else (f"{s.pretrained} (offline)" if s.pretrained_offline else s.pretrained)
+        weights = "none" if s.pretrained is None else (f"{s.pretrained}, offline" if s.pretrained_offline else s.pretrained)
         table.add_row(s.name, f"{s.input_size[1]}x{s.input_size[0]}", weights, s.description)
     out.print(table)

@@ -101,6 +101,7 @@ def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitte
     weights[f"net.{backbone.head['bias']}"] = head.bias
     weights["mean"], weights["scale"] = mean, scale
     pixels = np.asarray(val_x[:16])
+    emit({"type": "export", "message": "writing the bundle (ONNX graph checked against the fitted head)"})
     out = write_bundle(folder.bundle_path, name=config.name, card=card, graph=backbone.graph_path(dataset.channels, *size),
                        weights=weights, head=head, detector=detector, config=to_dict(config), history=[record],
                        check=(pixels, head.probabilities(val_f[:16])))

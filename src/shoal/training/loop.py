@@ -59,6 +59,8 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     classes = dataset.classes
 
     # -- model ----------------------------------------------------------------------------------
+    emit({"type": "prepare", "message": f"building {config.network}"
+          + (" with its pretrained weights" if config.pretrained else "")})
     model, card = build_model(config, dataset)
     folder.write_card(card)
     crop = card.input.crop_hw
@@ -76,7 +78,10 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
         raise TrainingError(f"dataset {dataset.name!r} needs images in both train and val splits "
                             f"(has {len(train_y)} and {len(val_y)}); rebuild it with a larger --val")
     if cached:
-        features = _FeatureCache(model, crop, device, config.batch_size)
+        total = len(train_y) + len(val_y)
+        emit({"type": "prepare", "message": f"computing the frozen backbone's features of {total} images, once"})
+        features = _FeatureCache(model, crop, device, config.batch_size,
+                                 on_batch=lambda done: emit({"type": "features", "done": done, "total": total}))
         train_batches: Any = FeatureBatches(*features.of(train_x, train_y, flip=config.flip), batch_size=config.batch_size,
                                             train=True, generator=generator)
         val_batches: Any = FeatureBatches(*features.of(val_x, val_y, flip=False), batch_size=config.batch_size, train=False)
@@ -280,9 +285,11 @@ def _better(record: dict[str, Any], best: dict[str, Any]) -> bool:
 class _FeatureCache:
     """Backbone features of fixed views (centre crop, and its mirror), computed once."""
 
-    def __init__(self, model: NormalizedNet, crop: tuple[int, int] | None, device: torch.device, batch_size: int) -> None:
+    def __init__(self, model: NormalizedNet, crop: tuple[int, int] | None, device: torch.device, batch_size: int,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.model, self.crop, self.device, self.batch_size = model, crop, device, max(batch_size, 32)
         self.extract = networks.feature_extractor(model.net)
+        self.on_batch, self.done = on_batch, 0  # told how many images are done, across calls of of()
 
     @torch.no_grad()
     def of(self, images: Any, labels: Any, *, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,4 +300,7 @@ class _FeatureCache:
                 pixels = _to(x.flip(3) if mirrored else x, self.device)
                 views.append(self.extract(self.model.normalize(pixels)).flatten(1))
                 targets.append(y)
+            self.done += len(y)
+            if self.on_batch is not None:
+                self.on_batch(self.done)
         return torch.cat(views), torch.cat(targets)
