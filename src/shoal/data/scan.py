@@ -215,17 +215,19 @@ MAX_LIST_BYTES = 64 * 1024 * 1024
 """Largest list file read (64 MiB: about half a million ``path label`` lines)."""
 
 
-def read_list_file(path: Path, *, shown: str, limit: int = MAX_LIST_BYTES) -> bytes:
+def read_list_file(path: Path, *, shown: str, limit: int | None = None) -> bytes:
     """The bytes of a list file, read only if it is a regular file of at most ``limit`` bytes.
 
     A pipe, a device (``/dev/zero``) or a folder is refused before anything is read (a pipe
-    is opened without waiting for a writer), and so is a file larger than ``limit``; the read
+    is opened without waiting for a writer), and so is a file larger than ``limit`` (default
+    :data:`MAX_LIST_BYTES`); the read
     stops at ``limit`` even if the file grows meanwhile.
 
     Raises:
         DatasetError: the file does not exist, is not a regular file, or is too large.
         OSError: it cannot be read.
     """
+    limit = MAX_LIST_BYTES if limit is None else limit
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
