@@ -15,7 +15,8 @@
 // centre crop), pixel for pixel:
 //   - decode with libvips (wasm-vips: WebAssembly, no native binary), whose JPEG decoder is
 //     libjpeg-turbo's, as Pillow's is; a JPEG four or more times the dataset size on both
-//     sides is decoded at 1/2, 1/4 or 1/8 scale as Pillow's `draft` does (DCT scaling);
+//     sides is decoded at 1/2, 1/4 or 1/8 scale as Pillow's `draft` does (DCT scaling). (sharp
+//     bundles the same libvips, but reaches reduced-scale decoding only through its own resize.)
 //   - turn it upright by its EXIF orientation;
 //   - RGB with alpha composited on white, or grayscale, as the manifest says;
 //   - resize to input.dataset_size with Pillow's bilinear filter (antialiased when
