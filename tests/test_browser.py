@@ -144,6 +144,9 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         label = page.get_attribute("#classify-result", "data-label")
         expected = shoal.load(tmp_path / "home" / "models" / "digits-lenet" / "bundle").predict(digit)
         assert label == expected.label
+        expect(page.locator("#classify-verdict")).to_contain_text(
+            "It looks like none of the training images: its probabilities say little." if expected.unfamiliar
+            else "It looks like the training images (unfamiliar score")
         shot("07-classified")
 
         # Evaluate on the validation split.
@@ -151,6 +154,7 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         expect(page.locator("#eval-result")).to_be_visible()
         expect(page.locator("#eval-classes tr")).to_have_count(10)
         expect(page.locator("#eval-stats")).to_contain_text("calibration error (ECE)")
+        expect(page.locator("#eval-stats")).to_contain_text("unfamiliar")
         page.wait_for_function("(document.getElementById('reliability-chart').data || []).length === 3")
         shot("08-evaluation")
 
@@ -178,3 +182,62 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
     deliberate = ("console: Failed to load resource: the server responded with a status of 404 (Not Found) "
                   f"at {server}{NOT_FOUND}")
     assert [p for p in problems if p != deliberate] == []
+
+
+def test_a_fitted_head_shows_its_cross_validation_and_the_form_turns_the_loop_off(server: str, tmp_path: Path) -> None:
+    """No training here: a model folder as a fitted head leaves it, and a stub dataset for the form."""
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from shoal.models import ModelFolder
+    from shoal.store import Store
+
+    store = Store(tmp_path / "home")
+    with store.staging("dataset", "ds", summary={"classes": ["a", "b"], "counts": {"train": 4}}) as folder:
+        (folder / "dataset.json").write_text("{}")
+    store.reserve("model", "fitted", status="done", summary={"dataset": "ds", "best_epoch": 1, "val_accuracy": 0.9})
+    model = ModelFolder(store.folder("model", "fitted"))
+    model.write_config({"dataset": "ds", "network": "efficientnet_lite0", "pretrained": True, "head": "fit"})
+    curve = [{"C": c, "log_loss": loss, "accuracy": acc}
+             for c, loss, acc in ((0.01, 0.6, 0.7), (0.1, 0.3, 0.9), (1.0, 0.2, 0.95), (10.0, 0.25, 0.95))]
+    events = [{"type": "start", "head": "fit", "epoch": 0, "epochs": 1},
+              {"type": "fit", "method": "logistic_regression", "strength": 1.0, "folds": 5, "curve": curve},
+              {"type": "epoch", "epoch": 1, "train_loss": 0.1, "val_loss": 0.25, "val_accuracy": 0.9,
+               "val_unfamiliar": 0.05, "elapsed_s": 1.7},
+              {"type": "done", "best_epoch": 1}]
+    model.metrics_path.write_text("".join(json.dumps({"time": 0.0, **e}) + "\n" for e in events))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with sync_playwright() as p:
+        expect.set_options(timeout=GENEROUS_MS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=GENEROUS_MS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(GENEROUS_MS)
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.goto(server + "/models/fitted")
+        page.wait_for_function("+document.getElementById('fit-chart').dataset.points === 4")
+        traces = page.evaluate("document.getElementById('fit-chart').data.map(t => [t.name, t.x.length])")
+        assert traces == [["held-out log-loss", 4], ["held-out accuracy", 4], ["chosen C = 1", 1]]
+        assert page.evaluate("document.getElementById('fit-chart').layout.xaxis.type") == "log"
+        expect(page.locator("#fit-stats")).to_contain_text("chosen C")
+        expect(page.locator("#stats")).to_contain_text("val unfamiliar")
+        expect(page.locator("#fit-text")).to_contain_text("C = 1 predicted the held-out images best "
+                                                          "(log-loss 0.2000, accuracy 95.0 %)")
+        expect(page.locator("#epoch-text")).to_have_text("fitted")
+        expect(page.locator("#resume")).to_be_hidden()
+        page.screenshot(path=str(SHOTS / "12-fitted-model.png"), full_page=True)
+
+        # The new-model form: fine-tuning fits the head by default, so the loop's fields are off until head sgd.
+        page.goto(server + "/models/new")
+        expect(page.locator("#f-epochs")).to_be_enabled()  # from scratch: the loop
+        page.check('input[name="start"][value="pretrained"]')
+        expect(page.locator("#f-epochs")).to_be_disabled()
+        expect(page.locator("#f-lr_policy")).to_be_disabled()
+        expect(page.locator("#fit-note")).to_be_visible()
+        expect(page.locator("#schedule-fit")).to_be_visible()
+        page.select_option("#f-head", "sgd")
+        expect(page.locator("#f-epochs")).to_be_enabled()
+        expect(page.locator("#fit-note")).to_be_hidden()
+        browser.close()
+    assert problems == []

@@ -85,14 +85,10 @@
     const chart = document.getElementById("fit-chart");
     chart.dataset.points = String(C.length);
     chart.dataset.chosen = String(fit.strength);
-    const record = model.history.length ? model.history[model.history.length - 1] : null;
-    const stats = [stat(strength(fit.strength), "chosen C"), stat(String(fit.folds), "cross-validation folds"),
-      stat(num(chosen.log_loss), "held-out log-loss")];
-    if (record) {
-      stats.push(stat(pct(record.val_accuracy), "val accuracy"), stat(num(record.val_loss), "val log-loss"),
-        stat(record.val_unfamiliar === null || record.val_unfamiliar === undefined ? "–" : pct(record.val_unfamiliar), "val unfamiliar"));
-    }
-    document.getElementById("fit-stats").replaceChildren(...stats);
+    // The validation figures are in the progress card above.
+    document.getElementById("fit-stats").replaceChildren(stat(strength(fit.strength), "chosen C"),
+      stat(String(fit.folds), "cross-validation folds"), stat(num(chosen.log_loss), "held-out log-loss"),
+      stat(pct(chosen.accuracy), "held-out accuracy"));
     document.getElementById("fit-text").textContent = `${C.length} strengths tried from C = ${strength(C[0])} to ${strength(C[C.length - 1])}, `
       + `each by ${fit.folds}-fold cross-validation on the training images; C = ${strength(fit.strength)} predicted the held-out images best `
       + `(log-loss ${num(chosen.log_loss)}, accuracy ${pct(chosen.accuracy)}).`;
