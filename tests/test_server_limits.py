@@ -36,7 +36,7 @@ from shoal.cli import _register, app
 from shoal.errors import ConfigError, DatasetError, TrainingError
 from shoal.server import Settings, create_app, services
 from shoal.store import Store, check_name
-from waiting import wait_for
+from waiting import GENEROUS_S, wait_for
 
 CSRF = {"X-Shoal-CSRF": "1"}
 LOCAL = "http://127.0.0.1"
@@ -278,7 +278,7 @@ def live(rgb: ToyModel, tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 def _get(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(url, timeout=GENEROUS_S) as response:  # noqa: S310 - loopback test server
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

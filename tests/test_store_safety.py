@@ -296,7 +296,7 @@ _SLOW_BUILD = textwrap.dedent("""
 
     def slow(spec, jobs):  # a worker: say who it is, then take (far) longer than the test waits
         open(os.path.join(sys.argv[2], str(os.getpid())), "w").close()
-        time.sleep(300)
+        time.sleep(3600)
         return []
 
     dataset._decode_chunk = slow
@@ -325,7 +325,7 @@ def test_kill_9_of_a_build_ends_its_workers_and_the_next_build_removes_its_folde
                            if len(list(pids.iterdir())) >= 2 else None)
         os.kill(build.pid, signal.SIGKILL)
         build.wait(timeout=GENEROUS_S)
-        wait_for("the workers to die with their parent", lambda: all(_gone(p) for p in workers), timeout=30)
+        wait_for("the workers to die with their parent", lambda: all(_gone(p) for p in workers))
     finally:
         build.kill()
         for p in pids.iterdir():
