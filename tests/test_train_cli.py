@@ -124,8 +124,9 @@ def test_train_help_comes_from_the_config_fields():
     text = " ".join(runner.invoke(app, ["train", "--help"]).output.replace("│", " ").split())
     docs = field_docs(TrainConfig)
     assert f"{docs['solver']} (default: sgd)" in text
-    assert "Base learning rate (default: 0.01, fine-tuning: 0.05)" in text
-    assert "Passes over the training split (default: 30)" in text
+    assert ("Base learning rate (default: 0.01 (--head sgd: 0.05, end-to-end fine-tuning: 0.01 for the head, "
+            "a tenth for the backbone))") in text
+    assert "Passes over the training split (default: 30 (--head sgd: 30, end-to-end fine-tuning: 5))" in text
 
 
 def test_offline_pretrained_advises_weights_and_registers_nothing(tiny_dataset, tmp_path, monkeypatch):

@@ -35,7 +35,7 @@ def test_lenet_learns_and_writes_a_complete_bundle(tiny_dataset):
         assert 0 <= h["val_accuracy"] <= 1
     assert result.history[-1]["val_accuracy"] >= 2 / 3  # three easy colours; chance is 1/3
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "done" and "iteration" in kinds
+    assert kinds[:2] == ["prepare", "start"] and kinds[-1] == "done" and "iteration" in kinds
     logged = [json.loads(line) for line in (result.folder / "metrics.jsonl").read_text().splitlines()]
     assert [e["type"] for e in logged] == kinds
 
@@ -81,7 +81,7 @@ def test_sgd_head_trains_on_cached_features(tiny_dataset):
     events = []
     result = train(TrainConfig(dataset="tiny", pretrained=True, head="sgd", epochs=15, batch_size=8),
                    on_event=events.append)
-    start = events[0]
+    start = next(e for e in events if e["type"] == "start")
     assert start["cached_features"] is True
     manifest = open_bundle(result.bundle).manifest
     assert manifest["architecture"] == "efficientnet_lite0"
@@ -220,7 +220,7 @@ def test_freezing_the_first_stages_keeps_them_and_trains_the_rest(tiny_dataset):
     events = []
     result = train(TrainConfig(dataset="tiny", pretrained=True, freeze=2, epochs=1, batch_size=8, lr=0.01),
                    on_event=events.append)
-    assert events[0]["cached_features"] is False  # part of the backbone trains: features change every step
+    assert next(e for e in events if e["type"] == "start")["cached_features"] is False  # part of the backbone trains: features change every step
     trained = load_file(str(result.bundle / "model.safetensors"))
     start = networks.create("efficientnet_lite0", 3, pretrained=True).state_dict()
     stem, late = "conv_stem.weight", "blocks.6.0.conv_pw.weight"

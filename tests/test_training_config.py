@@ -16,8 +16,13 @@ def test_defaults_differ_between_scratch_and_finetune():
     scratch = TrainConfig(dataset="d").resolved()
     assert (scratch.network, scratch.freeze, scratch.lr, scratch.epochs) == ("lenet", "none", 0.01, 30)
     tuned = TrainConfig(dataset="d", pretrained=True).resolved()
-    assert (tuned.network, tuned.freeze, tuned.lr) == ("efficientnet_lite0", "backbone", 0.05)
+    assert (tuned.network, tuned.freeze, tuned.head, tuned.lr, tuned.epochs) == (
+        "efficientnet_lite0", "backbone", "fit", None, None)  # a fitted head has no rate and no epochs
     assert tuned.name == "d-efficientnet_lite0"
+    sgd = TrainConfig(dataset="d", pretrained=True, head="sgd").resolved()
+    assert (sgd.head, sgd.lr, sgd.epochs) == ("sgd", 0.05, 30)
+    end_to_end = TrainConfig(dataset="d", pretrained=True, freeze="none").resolved()
+    assert (end_to_end.head, end_to_end.lr, end_to_end.epochs) == ("sgd", 0.01, 5)
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [

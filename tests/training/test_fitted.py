@@ -61,7 +61,8 @@ def test_fitted_head_is_the_default_fine_tune_and_its_bundle_is_checked(fitted):
     result, events = fitted
     kinds = [e["type"] for e in events]
     assert kinds[0] == "prepare" and "preparing efficientnet_lite0 for fast fine-tuning, once" in events[0]["message"]
-    assert kinds[1:3] == ["start", "features"] and kinds[-3:] == ["fit", "epoch", "done"]
+    assert kinds[1:3] == ["start", "features"] and kinds[-2:] == ["export", "done"]
+    assert kinds.index("cross_validation") < kinds.index("fit") < kinds.index("epoch") < kinds.index("export")
     fit = next(e for e in events if e["type"] == "fit")
     assert fit["method"] == "logistic_regression" and fit["folds"] == 5 and len(fit["curve"]) == 13
     assert fit["strength"] in [point["C"] for point in fit["curve"]]
@@ -131,3 +132,16 @@ def test_a_fitted_model_has_no_epochs_to_resume_or_export(fitted, tmp_path):
         export(result.name, epoch=3)
     copy = export(result.name, out=tmp_path / "model.shoal")
     assert json.loads(open_bundle(copy).read("shoal.json"))["head"]["method"] == "logistic_regression"
+
+
+def test_end_to_end_fine_tuning_starts_from_the_fitted_head(shapes):
+    events: list[dict] = []
+    result = train(TrainConfig(dataset="shapes", pretrained=True, freeze="none", epochs=1, log_every=1, name="e2e"),
+                   on_event=events.append)
+    messages = [e["message"] for e in events if e["type"] == "prepare"]
+    assert "fitting the head on the pretrained features first" in messages
+    config = json.loads((result.folder / "config.json").read_text())
+    assert (config["head"], config["lr"], config["epochs"]) == ("sgd", 0.01, 1)
+    first = next(e for e in events if e["type"] == "iteration")
+    assert first["train_loss"] < 0.5  # a fresh head on three classes starts near ln 3 = 1.1
+    assert result.history[0]["val_accuracy"] >= 0.9

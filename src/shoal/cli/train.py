@@ -55,6 +55,7 @@ def train(
     crop: Optional[int] = config_option(TrainConfig, "crop", "--crop"),
     flip: Optional[bool] = config_option(TrainConfig, "flip", "--flip/--no-flip"),
     color_jitter: Optional[float] = config_option(TrainConfig, "color_jitter", "--color-jitter"),
+    label_smoothing: Optional[float] = config_option(TrainConfig, "label_smoothing", "--label-smoothing"),
     mean: Optional[str] = config_option(TrainConfig, "mean", "--mean"),
     seed: Optional[int] = config_option(TrainConfig, "seed", "--seed"),
     snapshot_every: Optional[int] = config_option(TrainConfig, "snapshot_every", "--snapshot-every"),
@@ -88,7 +89,7 @@ def train(
                 pretrained=str(weights) if weights else (True if pretrained else None), name=name, epochs=epochs,
                 batch_size=batch_size, solver=solver, lr=lr, lr_policy=lr_policy, step_size=step_size,
                 step_values=step_values, gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
-                freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter, mean=mean, seed=seed,
+                freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter, label_smoothing=label_smoothing, mean=mean, seed=seed,
                 snapshot_every=snapshot_every, val_every=val_every, early_stop=early_stop, device=device,
                 threads=threads, precision=precision, log_every=log_every)
             result = train_run(config, on_event=handler)
