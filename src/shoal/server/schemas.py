@@ -282,6 +282,11 @@ class SchedulePoint(BaseModel):
 
 class ScheduleOut(BaseModel):
     policy: str
+    epochs: int | None
+    lr: float | None = Field(description="the head's base rate")
+    backbone_scale: float | None = Field(description="the share of lr the backbone learns at (0.1 end to end "
+                                                      "from pretrained weights)")
+    fitted: bool = Field(description="a fitted head: no learning rate, no points")
     points: list[SchedulePoint]
 
 

@@ -28,10 +28,8 @@ from shoal.training.batches import FeatureBatches, PixelBatches
 from shoal.training.card import model_card
 from shoal.training.config import TrainConfig
 from shoal.training.run import Aborted, Emitter, TrainResult
-from shoal.training.schedules import learning_rate
+from shoal.training.schedules import backbone_scale, learning_rate
 from shoal.training.solvers import make_optimizer
-
-BACKBONE_LR_SCALE = 0.1
 
 
 def check(config: TrainConfig) -> None:
@@ -100,11 +98,10 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
             _fit_head_first(model, head, train_x, train_y, crop, device, config, len(classes))
 
     # -- optimizer ------------------------------------------------------------------------------
-    # End to end from pretrained weights, the backbone learns at a tenth of the head's rate
-    # (discriminative rates, as fastai's fine_tune): it is already good, the head is new to it.
-    backbone_scale = BACKBONE_LR_SCALE if config.finetune and not head_only else 1.0
+    # End to end from pretrained weights, the backbone learns at a tenth of the head's rate.
     head_ids = {id(p) for p in head.parameters()}
-    groups = [{"params": [p for p in trainable if id(p) not in head_ids], "lr_scale": backbone_scale},
+    groups = [{"params": [p for p in trainable if id(p) not in head_ids],
+               "lr_scale": backbone_scale(config) if not head_only else 1.0},
               {"params": [p for p in trainable if id(p) in head_ids], "lr_scale": 1.0}]
     optimizer = make_optimizer(config.solver, [g for g in groups if g["params"]], lr=config.lr,
                                momentum=config.momentum, weight_decay=config.weight_decay)

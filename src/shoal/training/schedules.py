@@ -10,8 +10,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from shoal.config import check_choice
+
+if TYPE_CHECKING:
+    from shoal.training.config import TrainConfig
 
 # name -> f(t, total, base_lr, step_size, step_values, gamma, power)
 Policy = Callable[[float, float, float, float, Sequence[float], float, float], float]
@@ -110,3 +114,39 @@ def schedule(policy: str, *, epochs: int, points_per_epoch: int = 10, **kwargs: 
     """Return ``(epoch, lr)`` points over a whole run, for plotting a policy before training."""
     n = max(1, int(epochs * points_per_epoch))
     return [(e, learning_rate(policy, e, epochs=epochs, **kwargs)) for e in (i * epochs / n for i in range(n + 1))]
+
+
+BACKBONE_LR_SCALE = 0.1
+"""End to end from pretrained weights, the backbone learns at this share of the head's rate."""
+
+
+def backbone_scale(config: TrainConfig) -> float:
+    """The backbone's share of the rate: a tenth when fine-tuning more than the head, else 1.
+
+    Discriminative rates, as fastai's ``fine_tune``: pretrained features are already good,
+    the head is new to them. ``config`` is resolved (its ``freeze`` filled in).
+    """
+    return BACKBONE_LR_SCALE if config.finetune and config.freeze != "backbone" else 1.0
+
+
+def preview(config: TrainConfig, *, points: int = 2000) -> dict[str, Any]:
+    """The learning rates a training of ``config`` will use, before it starts (the web app plots them).
+
+    Returns:
+        ``policy``, ``epochs``, ``lr`` (the head's base rate), ``backbone_scale`` (the share
+        of it the backbone learns at), ``fitted`` and ``points`` [{``epoch``, ``lr``}] over the
+        run (at most ``points`` + 1). A fitted head (``head='fit'``) has no rate at all:
+        ``fitted`` is true, ``points`` empty and the rates ``None``.
+    """
+    config = config.resolved()
+    if config.head == "fit":
+        return {"policy": config.lr_policy, "epochs": None, "lr": None, "backbone_scale": None, "fitted": True,
+                "points": []}
+    epochs = config.epochs or 1
+    n = min(points, epochs * 20)
+    at = [i * epochs / n for i in range(n + 1)]
+    return {"policy": config.lr_policy, "epochs": epochs, "lr": config.lr, "backbone_scale": backbone_scale(config),
+            "fitted": False,
+            "points": [{"epoch": round(e, 6), "lr": learning_rate(
+                config.lr_policy, e, epochs=epochs, base_lr=config.lr or 0.0, step_size=config.step_size,
+                step_values=config.step_values, gamma=config.gamma, power=config.power)} for e in at]}

@@ -26,6 +26,7 @@
   const first = (raw) => raw.split(",")[0].trim();
   let timer = null;
   async function preview() {
+    if (fitted()) return;  // a fitted head has no learning rate to draw
     const params = new URLSearchParams({ policy: field("lr_policy").value });
     const epochs = field("epochs").value.trim();
     const lr = first(field("lr").value);
@@ -35,6 +36,10 @@
       if (field(name).value.trim()) params.set(name, field(name).value.trim());
     }
     if (field("step_values").value.trim()) params.set("step_values", field("step_values").value.trim());
+    // Fine-tuning changes the defaults and the backbone's share of the rate: the server resolves them as a training.
+    if (start() !== "scratch") params.set("pretrained", "true");
+    if (field("freeze").value.trim()) params.set("freeze", field("freeze").value.trim());
+    if (field("head").value) params.set("head", field("head").value);
     const text = document.getElementById("schedule-text");
     try {
       const found = await api("GET", `/api/schedule?${params}`);
@@ -44,7 +49,8 @@
         margin: { l: 60, r: 12, t: 8, b: 40 }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "learning rate" }, exponentformat: "e" },
         showlegend: false,
       }, { displayModeBar: false, responsive: true });
-      text.textContent = `${found.policy}: from ${y[0].toPrecision(3)} to ${y[y.length - 1].toPrecision(3)} over ${x[x.length - 1]} epochs.`;
+      const backbone = found.backbone_scale < 1 ? ` The backbone learns at ${found.backbone_scale} of it.` : "";
+      text.textContent = `${found.policy}: from ${y[0].toPrecision(3)} to ${y[y.length - 1].toPrecision(3)} over ${x[x.length - 1]} epochs.${backbone}`;
       text.className = "muted small";
     } catch (e) {
       text.textContent = e.message;
@@ -52,7 +58,7 @@
     }
   }
   form.addEventListener("input", (event) => {
-    if (["lr_policy", "epochs", "lr", "step_size", "step_values", "gamma", "power"].includes(event.target.name)) {
+    if (["lr_policy", "epochs", "lr", "step_size", "step_values", "gamma", "power", "freeze"].includes(event.target.name)) {
       clearTimeout(timer);
       timer = setTimeout(preview, 250);
     }
