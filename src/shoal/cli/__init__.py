@@ -4,12 +4,19 @@ Each sub-module registers the commands of one stage; every command parses its
 options, calls one library function and formats the result. Results go to stdout,
 progress and errors to stderr. A :class:`~shoal.errors.ShoalError` becomes one line,
 ``Error: ...``, and exit code 1; ``SHOAL_DEBUG=1`` shows the traceback instead.
+
+Commands load lazily: ``shoal classify`` imports ``shoal.cli.classify`` and no other
+command's module, so it never pays for the data stack, torch or the web app. To add a
+command, define it in a module of this package with ``@app.command()`` (or
+``app.add_typer(sub_app, name=...)``) and name it in :data:`COMMANDS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
+import pkgutil
 from typing import Any
 
 import typer
@@ -41,6 +48,45 @@ class _ShoalGroup(TyperGroup):
                 exc = known
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
+
+
+# Each command and the module of this package that defines it. ``shoal NAME`` imports only
+# that module. A command missing here still works, but running it imports every module.
+COMMANDS: dict[str, str] = {
+    "classify": "classify",
+    "evaluate": "evaluate",
+    "serve": "serve",
+    "store": "store",
+    "train": "train",
+    "export": "train",
+    "networks": "train",
+    "dataset": "dataset",
+    "model": "train",
+}
+
+
+class _LazyGroup(_ShoalGroup):
+    """The ``shoal`` group: imports a command's module when the command is looked up.
+
+    Help and unknown names (for the close-match hint) import every module.
+    """
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        if cmd_name not in self.commands:
+            module = COMMANDS.get(cmd_name)
+            _register(*([module] if module else []))
+            self._add_registered()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        _register()
+        self._add_registered()
+        order = list(COMMANDS)
+        return sorted(self.commands, key=lambda name: order.index(name) if name in order else len(order))
+
+    def _add_registered(self) -> None:
+        for name, command in typer.main.get_group(app).commands.items():
+            self.commands.setdefault(name, command)
 
 
 class ConfigCommand(TyperCommand):
@@ -77,7 +123,7 @@ def config_option(cls: type, field: str, *flags: str, **kwargs: Any) -> Any:
 
 
 app = typer.Typer(
-    cls=_ShoalGroup,
+    cls=_LazyGroup,
     name="shoal",
     help="Turn a folder of labelled images into a working image classifier.",
     no_args_is_help=True,
@@ -100,12 +146,17 @@ def _root(
     """Turn a folder of labelled images into a working image classifier."""
 
 
-def _register() -> None:
-    # Each stage's commands live in their own module; importing registers them.
-    from shoal.cli import classify, dataset, evaluate, serve, store, train  # noqa: F401
+def _register(*modules: str) -> None:
+    """Import the named command modules of this package (all of them when none is named).
+
+    Importing a module registers its commands on :data:`app`.
+    """
+    if not modules:
+        modules = tuple(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    for module in modules:
+        importlib.import_module(f"{__name__}.{module}")
 
 
 def main() -> None:
     """Entry point of the ``shoal`` console script."""
-    _register()
     app()
