@@ -18,7 +18,7 @@ from shoal.bundle.unfamiliar import MAX_BANK, Unfamiliar, fit_unfamiliar
 from shoal.errors import BundleError, NetworkError, NotFoundError
 from shoal.models import ModelFolder
 from shoal.networks.export import exportable_pools
-from shoal.networks.normalized import NormalizedNet, rebuild
+from shoal.networks.normalized import NormalizedNet, Probabilities, rebuild
 from shoal.networks.weights import load_resume_point, load_weights, save_weights
 from shoal.preprocess import to_network_input
 from shoal.store import Store
@@ -147,16 +147,22 @@ def _fit_unfamiliar(model: NormalizedNet, config: dict[str, Any], card: ModelCar
 
 
 def _export_onnx(model: NormalizedNet, path: Path, example: np.ndarray, detector: Unfamiliar | None) -> list[str]:
+    """Export the deployed graph: probabilities, and with a detector the unfamiliar score and verdict."""
     import onnx
 
     exportable_pools(model)
+    # Without a detector the features are not needed (and a network shoal knows no feature layer of
+    # cannot give them): the graph is the softmax alone.
+    module, outputs = ((_Deployed(model), [PROBABILITIES, FEATURES]) if detector
+                       else (Probabilities(model), [PROBABILITIES]))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         # The exporter restores the wrapper's mode afterwards: make it eval so the model stays in eval.
-        torch.onnx.export(_Deployed(model).eval(), (torch.from_numpy(example),), str(path), opset_version=OPSET,
-                          input_names=[INPUT], output_names=[PROBABILITIES, FEATURES],
-                          dynamic_axes={INPUT: {0: "batch"}, PROBABILITIES: {0: "batch"}, FEATURES: {0: "batch"}},
-                          dynamo=False)
+        torch.onnx.export(module.eval(), (torch.from_numpy(example),), str(path), opset_version=OPSET,
+                          input_names=[INPUT], output_names=outputs,
+                          dynamic_axes={name: {0: "batch"} for name in (INPUT, *outputs)}, dynamo=False)
+    if detector is None:
+        return outputs
     graph = onnx.load(str(path))
     add_unfamiliar(graph, detector)
     onnx.save(graph, str(path))
