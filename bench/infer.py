@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import shoal
-    from shoal.inference.runtimes import usable_cores
+    from shoal.machine import usable_cores
 
     threads = args.threads or usable_cores()
     print(f"machine: {platform.processor() or platform.machine()}, {usable_cores()} usable cores, "

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import math
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from shoal.config import check_int
+from shoal.data.imageops import png_uri
 from shoal.errors import ConfigError, DatasetError, NotFoundError
 from shoal.inference import Classifier, load
 from shoal.store import Store
@@ -599,4 +599,4 @@ def thumbnail_uri(pixels: np.ndarray, side: int = 96) -> str:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
     buf = io.BytesIO()
     img.save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_uri(buf.getvalue())

@@ -42,6 +42,7 @@ from shoal.data.config import DataConfig
 from shoal.data.imageops import ImageError, prepare
 from shoal.data.scan import SPLITS, Scan, Skipped, scan, scan_list, shuffled, split
 from shoal.errors import AlreadyExistsError, ConfigError, DatasetError, NoSpaceError
+from shoal.machine import usable_cores
 from shoal.store import Store, check_name
 
 FORMAT = 1
@@ -389,7 +390,7 @@ def _build(build: Path, name: str, cfg: DataConfig, items: list[_Item], main: Sc
     _refuse_too_few(main, shown, classes, left_out, unreadable=unreadable)
     _rearrange(items, final, build, cfg)
     _write_labels_and_sources(final, classes, build)
-    mean = _write_mean(build, cfg)
+    _write_mean(build, cfg)
     skipped = [Skipped(_class_path(main, c), f"class {c!r} left out: {why}") for c, why in left_out]
     skipped += [*main.skipped, *(val_scan.skipped if val_scan is not None else ())]
     skipped += [Skipped(str(it.path), it.reason) for it in items if it.reason is not None]
@@ -408,18 +409,10 @@ def _build(build: Path, name: str, cfg: DataConfig, items: list[_Item], main: Sc
         "source": str(main.root.absolute()),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shoal_version": __version__,
-        "mean_pixel": [round(float(v), 4) for v in mean.reshape(-1, cfg.channels).mean(axis=0)],
     }
     (build / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {
-        "classes": list(classes),
-        "size": list(cfg.size),
-        "channels": cfg.channels,
-        "resize_mode": cfg.resize_mode,
-        "counts": {s: sum(splits[s].values()) for s in SPLITS},
-        "skipped": len(skipped),
-        "source": meta["source"],
-    }
+    return {**{key: meta[key] for key in ("classes", "size", "channels", "resize_mode", "source")},
+            "counts": {s: sum(splits[s].values()) for s in SPLITS}, "skipped": len(skipped)}
 
 
 # -- disk space ---------------------------------------------------------------------------------
@@ -750,15 +743,8 @@ def _release(arrays: dict[str, str]) -> None:
 def _workers(requested: int | None, jobs: int) -> int:
     if jobs < _IN_PROCESS_BELOW:
         return 1
-    available = requested or _cpu_count()
+    available = requested or usable_cores()
     return max(1, min(available, math.ceil(jobs / 8)))
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _fork_is_safe() -> bool:

@@ -24,6 +24,7 @@ Examples:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import os
@@ -192,6 +193,11 @@ def open_image(
         if draft_size is not None:
             _draft(img, draft_size, channels)
         return _finish(img, label, channels, max_pixels, owned=True)
+
+
+def png_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:`` URI, to embed an image in an HTML page or a JSON answer."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _finish(img: Image.Image, label: str, channels: int | None, max_pixels: int, *, owned: bool) -> Image.Image:

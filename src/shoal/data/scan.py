@@ -135,12 +135,26 @@ def scan_folder(folder: str | os.PathLike[str], *, within: Sequence[str | os.Pat
                 class_folders.append((entry.name, Path(entry.path)))
         elif stat.S_ISREG(target.st_mode):
             skipped.append(Skipped(entry.path, "not inside a class folder: move it into the sub-folder named after its class"))
-    files = {name: tuple(_walk(path, visited, skipped, _roots(within))) for name, path in class_folders}
+    files = {name: tuple(walk(path, visited=visited, skipped=skipped, within=within)) for name, path in class_folders}
     return Scan(root=root, kind="folder", files=dict(sorted(files.items(), key=lambda kv: _class_key(kv[0]))), skipped=tuple(skipped))
 
 
-def _walk(top: Path, visited: set[tuple[int, int]], skipped: list[Skipped], roots: tuple[str, ...] | None) -> list[Path]:
-    """Every regular file under ``top`` (following links, never twice into one folder)."""
+def walk(top: Path, *, visited: set[tuple[int, int]] | None = None, skipped: list[Skipped] | None = None,
+         within: Sequence[str | os.PathLike[str]] | None = None) -> list[Path]:
+    """Every regular file under ``top``, sorted by relative path: the one link-safe folder walk.
+
+    Hidden entries are left out; symbolic links are followed, but never twice into one folder
+    (``visited`` holds the folders already walked; a link loop ends that branch).
+
+    Args:
+        top: an existing folder.
+        visited: folders (device, inode) not to enter again; default: ``top`` itself.
+        skipped: where to record what was left out and why (default: dropped).
+        within: only files inside these folders, links resolved (a server's roots).
+    """
+    visited = {_key(os.stat(top))} if visited is None else visited
+    skipped = [] if skipped is None else skipped
+    roots = _roots(within)
     found: list[Path] = []
     stack = [top]
     while stack:

@@ -22,8 +22,10 @@ import numpy as np
 
 from shoal.bundle import Bundle, InputSpec, open_bundle
 from shoal.data.imageops import ImageError, prepare
+from shoal.config import check_int
 from shoal.errors import BundleError, ConfigError, InputError
 from shoal.inference import runtimes, sources
+from shoal.machine import usable_cores
 from shoal.preprocess import centre_crop, to_network_input
 
 DEFAULT_BATCH_SIZE = 32
@@ -139,7 +141,7 @@ class Classifier:
         self.labels = bundle.labels
         self.input: InputSpec = bundle.card.input
         self.runtime = runtime
-        self.threads = threads or runtimes.usable_cores()
+        self.threads = threads or usable_cores()
         self.trust_code = trust_code
         self._bundle = bundle
         self._torch: runtimes.TorchRuntime | None = None  # built on first use of heatmap()/layers()
@@ -364,8 +366,7 @@ class Classifier:
 
     def _run(self, items: list[sources.Item], batch_size: int) -> Iterator[tuple[sources.Item, _Output | None, str | None]]:
         """Yield ``(item, (probabilities, unfamiliar score), error)`` in order; the next batch loads while one runs."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size, minimum=1)
         chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
         if len(items) <= 1:
             for chunk in chunks:

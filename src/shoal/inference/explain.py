@@ -14,7 +14,6 @@ Both work on any network from :func:`shoal.networks.create` wrapped in the train
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import os
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shoal.data.imageops import png_uri
 from shoal.errors import NetworkError
 
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ def write_layers_html(report: LayerReport, path: str | os.PathLike[str]) -> Path
     esc = html.escape
 
     def uri(png: bytes | None) -> str:
-        return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+        return f'<img src="{png_uri(png)}">' if png else ""
 
     def bars(layer: LayerStat) -> str:
         peak = max(layer.histogram) or 1

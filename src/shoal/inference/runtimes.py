@@ -22,14 +22,15 @@ import numpy as np
 from shoal.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle
 from shoal.bundle.compose import BANK, SCORE
 from shoal.bundle.unfamiliar import Unfamiliar
+from shoal.config import check_choice, check_int
 from shoal.errors import BundleError, ConfigError
+from shoal.machine import DEVICES, torch_device, usable_cores
 from shoal.trust import check_bundle_code
 
 if TYPE_CHECKING:
     import torch
 
 RUNTIMES = ("onnx", "torch")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class Runtime(Protocol):
@@ -47,25 +48,13 @@ class Runtime(Protocol):
         ...
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def check_threads(threads: int | None) -> int | None:
-    """Return ``threads`` if it is ``None`` or an int >= 1.
+    """Return ``threads`` if it is ``None`` (every usable core) or an int >= 1.
 
     Raises:
         ConfigError: for anything else.
     """
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be an int >= 1 (or None for all {usable_cores()} cores), got {threads!r}")
-    return threads
+    return check_int("threads", threads, minimum=1, optional=True)
 
 
 def create(bundle: Bundle, runtime: str, *, threads: int | None, device: str, trust_code: bool = False) -> Runtime:
@@ -79,8 +68,7 @@ def create(bundle: Bundle, runtime: str, *, threads: int | None, device: str, tr
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be 'onnx' (fast, no torch) or 'torch' (GPUs, heat-maps), got {runtime!r}")
-    if device not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    check_choice("device", device, DEVICES)
     threads = check_threads(threads)
     if runtime == "onnx":
         return OnnxRuntime(bundle, threads=threads, device=device)
@@ -176,7 +164,7 @@ class TorchRuntime:
                               "or use the default runtime='onnx'") from exc
         if threads is not None:
             torch.set_num_threads(threads)
-        self.device = _torch_device(device)
+        self.device = torch_device(device)
         card = bundle.card
         self.model = rebuild(card.architecture, len(card.labels), channels=card.input.channels,
                              mean_shape=card.normalization.mean_shape)
@@ -210,12 +198,6 @@ class TorchRuntime:
             probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
         return probabilities, self.detector.scores(features.float().cpu().numpy())
 
-    def tensor(self, pixels: np.ndarray) -> torch.Tensor:
-        """Network input as a tensor on :attr:`device`."""
-        import torch
-
-        return torch.from_numpy(pixels).to(self.device)
-
 
 def _detector(bundle: Bundle) -> Unfamiliar | None:
     """The bundle's unfamiliar detector, its bank read from the ONNX graph (where the one copy lives)."""
@@ -231,17 +213,3 @@ def _detector(bundle: Bundle) -> Unfamiliar | None:
         raise BundleError(f"bundle {str(bundle.path)!r} names an unfamiliar threshold but its graph has no "
                           "embedding bank; re-export it (shoal export MODEL --out ...)")
     return Unfamiliar(np.ascontiguousarray(bank.T), int(section["k"]), float(section["threshold"]))
-
-
-def _torch_device(name: str) -> str:
-    import torch
-
-    cuda = torch.cuda.is_available()
-    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-    if name == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if name == "cuda" and not cuda:
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible to torch; use device='cpu' or 'auto'")
-    if name == "mps" and not mps:
-        raise ConfigError("device 'mps' was asked for but Apple's Metal backend is not available; use device='cpu' or 'auto'")
-    return name

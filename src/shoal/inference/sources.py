@@ -12,21 +12,22 @@ Torch-free: NumPy, Pillow and the standard library only.
 
 from __future__ import annotations
 
-import http.client
+import functools
 import ipaddress
 import os
 import socket
-import ssl
-import stat
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from shoal.errors import InputError
+
+if TYPE_CHECKING:
+    import http.client
 
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 """Largest image fetched from a URL (50 MiB); bigger downloads are stopped and refused."""
@@ -148,44 +149,12 @@ def _is_pil(value: object) -> bool:
 def list_images(folder: Path) -> list[Path]:
     """Every image file under ``folder`` (by name ending), recursively, sorted by relative path.
 
-    Hidden files and folders are left out; symbolic links are followed, but never twice into
-    the same folder (a link loop ends the walk of that branch).
-
-    Args:
-        folder: an existing folder.
-
-    Returns:
-        The image paths, ``folder`` joined with their relative path.
+    The walk is :func:`shoal.data.scan.walk`: hidden entries are left out, links are followed
+    but never twice into the same folder.
     """
-    found: list[Path] = []
-    seen: set[tuple[int, int]] = set()
-    stack = [folder]
-    while stack:
-        current = stack.pop()
-        try:
-            info = os.stat(current)
-        except OSError:
-            continue
-        key = (info.st_dev, info.st_ino)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            entries = list(os.scandir(current))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                mode = os.stat(entry.path).st_mode
-            except OSError:
-                continue
-            if stat.S_ISDIR(mode):
-                stack.append(Path(entry.path))
-            elif stat.S_ISREG(mode) and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                found.append(Path(entry.path))
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    from shoal.data.scan import walk
+
+    return [p for p in walk(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def fetch(item: Item, *, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = DOWNLOAD_TIMEOUT_S) -> Any:
@@ -326,30 +295,42 @@ def _open_socket(address: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
-    """An HTTP connection to a checked address, sending the host name it was asked for."""
+@functools.cache
+def _pinned_connections() -> dict[str, type[http.client.HTTPConnection]]:
+    """The connection classes for ``http`` and ``https``, made on the first URL.
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.address = address
+    So a process that classifies only files never imports ``http.client`` or ``ssl``.
+    """
+    import http.client
+    import ssl
 
-    def connect(self) -> None:
-        self.sock = _open_socket(self.address, self.port, self.timeout)
+    class _PinnedHTTP(http.client.HTTPConnection):
+        """An HTTP connection to a checked address, sending the host name it was asked for."""
 
+        def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+            super().__init__(host, port, timeout=timeout)
+            self.address = address
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """An HTTPS connection to a checked address; the certificate is checked against the host name."""
+        def connect(self) -> None:
+            self.sock = _open_socket(self.address, self.port, self.timeout)
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self.address = address
+    class _PinnedHTTPS(http.client.HTTPSConnection):
+        """An HTTPS connection to a checked address; the certificate is checked against the host name."""
 
-    def connect(self) -> None:
-        sock = _open_socket(self.address, self.port, self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+            super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+            self.address = address
+
+        def connect(self) -> None:
+            sock = _open_socket(self.address, self.port, self.timeout)
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+    return {"http": _PinnedHTTP, "https": _PinnedHTTPS}
 
 
 def _download(url: str, *, max_bytes: int, timeout: float, allow_private: bool) -> bytes:
+    import http.client
+
     for hop in range(MAX_REDIRECTS + 1):
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()
@@ -363,8 +344,7 @@ def _download(url: str, *, max_bytes: int, timeout: float, allow_private: bool) 
         if not host:
             raise _Failed("the address has no host name")
         address = _resolve(host, port, allow_private=allow_private)
-        kind = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
-        connection = kind(host, port, address, timeout)
+        connection = _pinned_connections()[scheme](host, port, address, timeout)
         target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         try:
             connection.request("GET", target, headers={"User-Agent": "shoal", "Accept": "image/*"})

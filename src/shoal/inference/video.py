@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shoal.config import check_int
 from shoal.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -55,8 +56,7 @@ def frames(source: str | int, *, every: int = 1) -> Iterator[tuple[int, float | 
         VideoError: OpenCV is missing, or the source cannot be opened.
         ConfigError: ``every`` is not an int >= 1.
     """
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"every must be an int >= 1 (1 = every frame), got {every!r}")
+    check_int("every", every, minimum=1)
     cv2 = _cv2()
     source = parse_source(source)
     if isinstance(source, str) and not Path(source).expanduser().is_file():

@@ -40,7 +40,6 @@ __all__ = [
     "feature_extractor",
     "get_spec",
     "head_modules",
-    "head_parameters",
     "list_networks",
     "network_info",
     "resolve_network",
@@ -352,11 +351,6 @@ def split_head(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]
     backbone = [p for p in model.parameters() if id(p) not in head_ids]
     head = [p for p in model.parameters() if id(p) in head_ids]
     return backbone, head
-
-
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters of the classifier head(s)."""
-    return split_head(model)[1]
 
 
 def apply_freeze(model: nn.Module, freeze: str | int) -> None:

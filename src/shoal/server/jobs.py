@@ -32,7 +32,6 @@ from shoal.store import Job, Store
 logger = logging.getLogger("shoal.server")
 
 DATA_LANE = "data"
-JOB_KINDS = ("dataset", *TRAIN_KINDS)
 STOP_GRACE_S = 15.0  # how long a worker may take to save its state after being interrupted
 
 
@@ -136,9 +135,6 @@ class Runner:
         elif models.pid_alive(job.pid):
             os.kill(job.pid, signal.SIGINT)  # type: ignore[arg-type]
         return self.store.update_job(job.id, status="aborted", finished=time.time(), only_if=("running",))
-
-    def wake(self) -> None:
-        self._wake.set()
 
     # -- the watching thread -----------------------------------------------------------------------
     def _loop(self) -> None:

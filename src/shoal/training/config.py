@@ -10,11 +10,11 @@ from typing import Any, ClassVar
 
 from shoal.config import MAX_SEED, check_choice, check_freeze, check_int, check_number
 from shoal.errors import ConfigError
+from shoal.machine import DEVICES
 from shoal.training.schedules import POLICIES
 from shoal.training.solvers import SOLVERS
 
 MEAN_MODES = ("auto", "image", "pixel", "network", "none")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bf16")
 MAX_EPOCHS = 100_000
 MAX_LR = 10  # far above any rate that trains; larger ones only make NaN weights

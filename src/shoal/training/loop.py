@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from shoal import datasets, networks
 from shoal.bundle.card import ModelCard
 from shoal.errors import TrainingError
+from shoal.machine import torch_device
 from shoal.models import ModelFolder
 from shoal.networks.normalized import NormalizedNet
 from shoal.networks.weights import check_weights_path, save_weights
@@ -39,7 +40,7 @@ def check(config: TrainConfig) -> None:
         check_weights_path(config.pretrained)
     elif config.pretrained is True:
         networks.resolve_network(config.network).fetch_pretrained()
-    _device(config.device)
+    torch_device(config.device)
 
 
 def loop_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool) -> TrainResult:
@@ -50,7 +51,7 @@ def loop_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitt
 
 def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool) -> TrainResult:
     # -- setup ----------------------------------------------------------------------------------
-    device = _device(config.device)
+    device = torch.device(torch_device(config.device))
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -201,20 +202,6 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, Model
     net = networks.create(config.network, len(dataset.classes), pretrained=config.pretrained or None,
                           channels=dataset.channels, freeze=config.freeze)
     return NormalizedNet(net, torch.from_numpy(mean), torch.from_numpy(scale)), card
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise TrainingError("device 'mps' was asked for but Apple's Metal backend is not available; use --device cpu or auto")
-    return torch.device(name)
 
 
 def _autocast(precision: str, device: torch.device) -> Any:
