@@ -2,7 +2,8 @@
 
 ``pip install shoal`` is the runtime: NumPy, Pillow, ONNX Runtime, Typer and rich, enough to
 build datasets and use a trained bundle. Training needs ``shoal[train]`` (PyTorch and friends),
-the web app ``shoal[web]``, video ``shoal[video]``. A command that needs an extra checks for it
+the web app ``shoal[web]``, video ``shoal[video]``, label review ``shoal[review]`` (cleanlab,
+which is AGPL-3.0, so kept out of the others). A command that needs an extra checks for it
 before doing anything (:func:`require`); any import of a missing extra's module that gets past
 such a check is turned into the same kind of message by the CLI (:func:`explain`).
 
@@ -27,6 +28,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("torch", "torchvision", "timm", "safetensors", "onnx", "sklearn"),
     "web": ("fastapi", "uvicorn", "jinja2", "multipart"),
     "video": ("cv2",),
+    "review": ("cleanlab",),
 }
 """The top-level modules each extra must provide, by extra (what ``pyproject.toml`` installs)."""
 

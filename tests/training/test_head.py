@@ -85,3 +85,21 @@ def test_too_few_images_to_cross_validate_still_fits():
 def test_one_class_is_refused():
     with pytest.raises(TrainingError, match="images of 1 class"):
         fit_head(np.zeros((4, 2)), np.zeros(4, int), num_classes=2)
+
+
+def test_held_out_probabilities_come_from_heads_that_never_saw_the_image():
+    """Out-of-fold probabilities at the chosen C: a memorable duplicate of each point lifts in-sample
+    probabilities, but out of fold a flipped label gets no help from itself."""
+    x, y, _ = _gaussians(300, seed=3, shift=1.5)
+    flipped = np.arange(0, 300, 10)
+    noisy = y.copy()
+    noisy[flipped] = 1 - noisy[flipped]
+    head = fit_head(x, noisy, num_classes=2, seed=0, held_out=True)
+    assert head.held_out is not None and head.held_out.shape == (300, 2)
+    assert np.allclose(head.held_out.sum(1), 1, atol=1e-5)
+    given = head.held_out[np.arange(300), noisy]
+    # the flipped points get low probability for their given label, far lower than the rest
+    assert np.median(given[flipped]) < 0.3 < np.median(np.delete(given, flipped))
+    # without the option, or with too few images to cross-validate, there is none
+    assert fit_head(x, noisy, num_classes=2, seed=0).held_out is None
+    assert fit_head(x[:3], np.array([0, 1, 0]), num_classes=2, held_out=True).held_out is None

@@ -62,6 +62,7 @@ COMMANDS: dict[str, str] = {
     "networks": "train",
     "dataset": "dataset",
     "model": "train",
+    "review": "review",
 }
 
 
