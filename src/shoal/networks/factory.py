@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import fnmatch
 import logging
 import os
 from collections.abc import Callable
@@ -21,9 +20,11 @@ from shoal.networks.registry import (
     NetworkInfo,
     NetworkSpec,
     check_channels,
+    list_networks,
     registered_networks,
 )
 from shoal.networks.timm_network import PREFIX as TIMM_PREFIX
+from shoal.networks.layers import PREFIX as LAYERS_PREFIX
 from shoal.networks.timm_network import TimmNetwork
 from shoal.networks.user_file import PREFIX as FILE_PREFIX
 from shoal.networks.user_file import FileNetwork
@@ -81,6 +82,10 @@ def resolve_network(name: str) -> Network:
     registry = registered_networks()
     if name in registry:
         return registry[name]
+    if name.startswith(LAYERS_PREFIX):  # a network stored as data (an imported Caffe model)
+        from shoal.networks.layers import LayerNetwork
+
+        return LayerNetwork(name)
     if is_network_file(name):
         return FileNetwork(name.removeprefix(FILE_PREFIX))
 
@@ -122,30 +127,6 @@ def get_spec(name: str) -> NetworkSpec:
         NetworkError: The name is unknown.
     """
     return resolve_network(name).get_spec()
-
-
-def list_networks(pattern: str | None = None, *, include_timm: bool = False) -> list[NetworkSpec]:
-    """The specs of the registered networks, in registration order.
-
-    Args:
-        pattern: fnmatch pattern over names (``'efficientnet*'``); None lists all.
-        include_timm: Also list every timm model matching ``pattern``, named
-            ``timm:<name>`` (slower: imports timm).
-
-    Returns:
-        The matching specs.
-    """
-    specs = [
-        network.get_spec()
-        for name, network in registered_networks().items()
-        if pattern is None or fnmatch.fnmatchcase(name, pattern)
-    ]
-    if include_timm:
-        import timm
-
-        timm_pattern = (pattern or "*").removeprefix(TIMM_PREFIX)
-        specs += [TimmNetwork.for_name(n).get_spec() for n in timm.list_models(timm_pattern)]
-    return specs
 
 
 def check_num_classes(num_classes: Any) -> int:

@@ -1,0 +1,1 @@
+"""Bringing models trained elsewhere into the store: :mod:`shoal.importers.caffe` (Caffe and DIGITS)."""
