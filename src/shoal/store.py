@@ -40,7 +40,8 @@ Kind = Literal["dataset", "model"]
 KINDS: tuple[Kind, ...] = ("dataset", "model")
 STATUSES = ("queued", "running", "done", "failed", "interrupted", "aborted")
 
-_NAME_RE = re.compile(r"[^\W][\w.\-]{0,99}\Z")  # \Z, not $: "$" lets a trailing newline through
+# "@" separates a dataset's version ("birds@2") and appears in the models named after one.
+_NAME_RE = re.compile(r"[^\W][\w.\-@]{0,99}\Z")  # \Z, not $: "$" lets a trailing newline through
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     kind TEXT NOT NULL,
@@ -86,11 +87,12 @@ def check_name(name: str, kind: str = "dataset") -> str:
 
     Raises:
         ConfigError: if the name is empty, too long, or has characters other than
-            letters, digits, ``.``, ``_`` and ``-`` (it becomes a folder name).
+            letters, digits, ``.``, ``_``, ``-`` and ``@`` (it becomes a folder name; ``@``
+            separates a dataset's version, as in ``birds@2``).
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(
-            f"{kind} name {name!r} is not allowed: use 1 to 100 letters, digits, '.', '_' or '-', "
+            f"{kind} name {name!r} is not allowed: use 1 to 100 letters, digits, '.', '_', '-' or '@', "
             "starting with a letter or digit (for example 'dolphins-v2')"
         )
     return name

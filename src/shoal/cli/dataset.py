@@ -144,8 +144,76 @@ def show_command(
 ) -> None:
     """Show a dataset: classes × splits counts, skipped files and where it is stored."""
     from shoal import datasets
+    from shoal.data.versions import version_info, versions
 
-    _print_dataset(datasets.load(name), as_json=as_json)
+    ds = datasets.load(name)
+    if as_json:
+        _echo_json({**ds.to_dict(), "version": version_info(ds), "versions": versions(name)})
+        return
+    _print_dataset(ds, as_json=False)
+    _print_versions(ds, versions(name), version_info(ds))
+
+
+EDIT_EXAMPLES = """
+Examples:
+
+  shoal dataset edit birds --relabel /photos/cat/17.jpg=dog --exclude /photos/cat/blurry.jpg
+
+  shoal review birds-efficientnet_lite0 --json > review.json && shoal dataset edit birds --from-review review.json
+"""
+
+
+@dataset_app.command("edit", epilog=EDIT_EXAMPLES)
+def edit_command(
+    name: str = typer.Argument(..., help="The dataset (or one of its versions) to start from."),
+    relabel: Optional[list[str]] = typer.Option(None, "--relabel", help="PATH=CLASS: give an image another class (repeat)."),
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="PATH: leave an image out (repeat)."),
+    from_review: Optional[Path] = typer.Option(None, "--from-review", help="A saved 'shoal review --json': apply each row's action."),
+    as_json: bool = typer.Option(False, "--json", help="Print the new version as one JSON object (as 'show --json')."),
+) -> None:
+    """Store a new version of a dataset (NAME@2, @3, ...) with images relabelled or left out.
+
+    The source folder is not touched, and every image that stays keeps its split.
+    """
+    from shoal.data.versions import changes_from_review, edit, version_info
+    from shoal.errors import ConfigError
+
+    changes: dict[str, str] = {}
+    for item in relabel or []:
+        path, sep, cls = item.rpartition("=")
+        if not sep or not path or not cls:
+            raise ConfigError(f"--relabel takes PATH=CLASS, got {item!r}")
+        changes[path] = cls
+    dropped = list(exclude or [])
+    if from_review is not None:
+        more, less = changes_from_review(from_review)
+        changes.update(more)
+        dropped += less
+    ds = edit(name, relabel=changes, exclude=dropped)
+    info = version_info(ds)
+    if as_json:
+        _echo_json({**ds.to_dict(), "version": info})
+        return
+    _console().print(f"Stored {ds.name!r} (version {info['number']} of {info['base']!r}, from {info['parent']!r}): "
+                     f"{len(info['relabelled'])} relabelled, {len(info['excluded'])} excluded; "
+                     f"train on it with 'shoal train --dataset {ds.name}'", markup=False, highlight=False)
+
+
+def _print_versions(ds: Dataset, found: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """The dataset's versions, and what changed from its parent."""
+    console = _console()
+    if len(found) > 1:
+        console.print("\nversions:", markup=False)
+        for v in found:
+            mark = "*" if v["name"] == ds.name else " "
+            origin = f"from {v['parent']}: {v['relabelled']} relabelled, {v['excluded']} excluded" if v["parent"] else "built"
+            console.print(f" {mark} {v['name']:<24} {origin}; train {v['counts']['train']}, val {v['counts']['val']}",
+                          markup=False, highlight=False)
+    for change in info.get("relabelled", [])[:_SKIPPED_SHOWN]:
+        console.print(f"  relabelled ({change['split']}) {change['from']} -> {change['to']}: {change['image']}",
+                      markup=False, highlight=False)
+    for change in info.get("excluded", [])[:_SKIPPED_SHOWN]:
+        console.print(f"  excluded ({change['split']}, {change['label']}): {change['image']}", markup=False, highlight=False)
 
 
 @dataset_app.command("list", epilog=LIST_EXAMPLES)
