@@ -39,6 +39,10 @@ except ImportError:  # pragma: no cover - Windows: work folders are then removed
 Kind = Literal["dataset", "model"]
 KINDS: tuple[Kind, ...] = ("dataset", "model")
 STATUSES = ("queued", "running", "done", "failed", "interrupted", "aborted")
+AssetKind = Literal["network", "pretrained", "upload"]
+ASSET_FOLDERS: dict[str, str] = {"network": "networks", "pretrained": "pretrained", "upload": "uploads"}
+"""Files kept beside the indexed entries: uploaded network definitions (``networks/*.py``),
+uploaded weights (``pretrained/<name>/``) and uploads being unpacked (``uploads/``)."""
 
 # "@" separates a dataset's version ("birds@2") and appears in the models named after one.
 _NAME_RE = re.compile(r"[^\W][\w.\-@]{0,99}\Z")  # \Z, not $: "$" lets a trailing newline through
@@ -187,6 +191,12 @@ class Store:
     def folder(self, kind: Kind, name: str) -> Path:
         """Return where the entry ``name`` of ``kind`` lives (whether or not it exists)."""
         return self.home / f"{kind}s" / name
+
+    def assets(self, kind: AssetKind) -> Path:
+        """Return the folder of the assets of ``kind`` (:data:`ASSET_FOLDERS`), created if missing."""
+        path = self.home / ASSET_FOLDERS[kind]
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def db_path(self) -> Path:

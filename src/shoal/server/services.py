@@ -9,29 +9,23 @@ only the web app's bookkeeping (jobs, sweeps, caches, uploads). Library errors
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import itertools
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from shoal import models
-from shoal.config import build, to_dict, whole_number
+from shoal import assets, models
+from shoal.config import to_dict, whole_number
 from shoal.errors import (
     AlreadyExistsError,
     BundleError,
     ConfigError,
     InputError,
-    NetworkError,
     NotFoundError,
     TrainingError,
 )
@@ -360,24 +354,6 @@ def list_models(store: Store, runner: Runner) -> list[dict[str, Any]]:
     return out
 
 
-def _split_values(value: Any) -> list[Any]:
-    if value is None:
-        return [None]
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise ConfigError("a sweep needs at least one value")
-    return values
-
-
-def _sweep_name(base: str, lr: Any, batch_size: Any, multi_lr: bool, multi_bs: bool) -> str:
-    name = base
-    if multi_lr:
-        name += f"-lr{lr:g}"
-    if multi_bs:
-        name += f"-bs{batch_size}"
-    return name
-
-
 def submit_models(store: Store, runner: Runner, settings: Settings, catalog: NetworkCatalog, *, dataset: str,
                   name: str | None, network: str, network_file: str | None, pretrained: bool, weights: str | None,
                   previous: str | None, previous_epoch: str, options: dict[str, Any]) -> list[Job]:
@@ -385,7 +361,7 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
 
     Every configuration is checked before anything is queued, so a bad value queues nothing.
     """
-    from shoal.training import TrainConfig
+    from shoal.training.sweep import sweep
 
     if not store.exists("dataset", dataset):
         store.get("dataset", dataset)  # NotFoundError naming the datasets there are
@@ -398,13 +374,13 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
                           "or a previous model (not several)")
     if network_file:
         require_code_allowed(settings, f"training with the network file {network_file!r}")
-        network = str(uploaded_network_path(store, network_file))
+        network = str(assets.network_file(store, network_file))
     elif is_network_file(network):
         raise ConfigError("a network file must be uploaded first (POST /api/networks/files) and named with "
                           "network_file; server-side .py paths are not accepted")
     start: bool | str = bool(pretrained)
     if weights:
-        info = pretrained_info(store, weights)
+        info = assets.pretrained_info(store, weights)
         start = info["path"]
         if network == "auto":
             network = info["architecture"]
@@ -415,20 +391,8 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
         start = str(_previous_weights(prev, previous, previous_epoch))
     if is_network_file(network):  # a previous model's or uploaded weights' own network file
         require_code_allowed(settings, f"training the network {network!r}")
-    lrs, batch_sizes = _split_values(options.pop("lr", None)), _split_values(options.pop("batch_size", None))
-    multi_lr, multi_bs = len(lrs) > 1, len(batch_sizes) > 1
-    configs = []
-    for lr, batch_size in itertools.product(lrs, batch_sizes):
-        config = build(TrainConfig, None, dataset=dataset, network=network, pretrained=start, lr=lr,
-                       batch_size=batch_size, **options).resolved()
-        if name:
-            check_name(name, "model")
-        base = name or config.name or ""
-        final = _sweep_name(base, config.lr, config.batch_size, multi_lr, multi_bs)
-        configs.append(dataclasses.replace(config, name=check_name(final, "model")))
+    configs = sweep(dataset=dataset, network=network, pretrained=start, name=name, **options)
     names = [c.name for c in configs]
-    if len(set(names)) != len(names):
-        raise ConfigError("the sweep repeats a combination of learning rate and batch size; list each value once")
     for model_name in names:
         if store.exists("model", model_name) or _active_job(store, model_name, models.TRAIN_KINDS):
             raise AlreadyExistsError(f"a model named {model_name!r} already exists or is queued: choose another "
@@ -727,118 +691,24 @@ def evaluation(classifiers: Classifiers, store: Store, name: str, *, split: str,
 
 
 def _uploads(store: Store) -> Path:
-    path = store.home / "uploads"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return store.assets("upload")
 
 
-# -- uploaded networks and pretrained weights -------------------------------------------------------
-def networks_dir(store: Store) -> Path:
-    return store.home / "networks"
-
-
-def uploaded_network_path(store: Store, file_name: str) -> Path:
-    path = networks_dir(store) / os.path.basename(file_name)
-    if not file_name.endswith(".py") or not path.is_file():
-        known = ", ".join(p.name for p in sorted(networks_dir(store).glob("*.py"))) or "none yet"
-        raise NotFoundError(f"no uploaded network file {file_name!r} (uploaded: {known})")
-    return path
-
-
+# -- uploaded networks and pretrained weights (kept by shoal.assets) --------------------------------
 def save_network_file(store: Store, filename: str, data: bytes) -> dict[str, Any]:
-    """Keep an uploaded network definition, after checking it is Python defining ``create_network``.
-
-    The file is not run here; a training worker imports it (it is the user's own code).
-    """
-    from shoal.networks import FACTORY
+    """Keep an uploaded network definition under a safe name (checked, not run: a training imports it)."""
     from shoal.server.security import safe_filename
 
-    name = safe_filename(filename, "network.py")
-    if not name.endswith(".py"):
-        raise InputError(f"a network file must be a Python file ending in .py, got {filename!r}")
-    try:
-        tree = ast.parse(data.decode("utf-8"), filename=name)
-    except (UnicodeDecodeError, SyntaxError) as exc:
-        raise NetworkError(f"{filename!r} is not valid Python: {exc}") from None
-    if not any(isinstance(n, ast.FunctionDef) and n.name == FACTORY for n in tree.body):
-        raise NetworkError(f"{filename!r} defines no '{FACTORY}(num_classes, channels)' function; define one that "
-                           "returns your nn.Module")
-    folder = networks_dir(store)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_bytes(data)
-    return {"file": name, "network": str(folder / name)}
+    return assets.save_network_file(store, safe_filename(filename, "network.py"), data)
 
 
-def list_network_files(store: Store) -> list[dict[str, Any]]:
-    folder = networks_dir(store)
-    return [{"file": p.name, "network": str(p), "size": p.stat().st_size}
-            for p in sorted(folder.glob("*.py"))] if folder.is_dir() else []
-
-
-def pretrained_dir(store: Store) -> Path:
-    return store.home / "pretrained"
-
-
-def pretrained_info(store: Store, name: str) -> dict[str, Any]:
-    folder = pretrained_dir(store) / name
-    meta = folder / "pretrained.json"
-    if not meta.is_file():
-        known = ", ".join(p.name for p in sorted(pretrained_dir(store).glob("*")) if (p / "pretrained.json").is_file())
-        raise NotFoundError(f"no uploaded pretrained weights named {name!r} (uploaded: {known or 'none yet'})")
-    return json.loads(meta.read_text())
-
-
-def list_pretrained(store: Store) -> list[dict[str, Any]]:
-    folder = pretrained_dir(store)
-    if not folder.is_dir():
-        return []
-    return [json.loads((p / "pretrained.json").read_text())
-            for p in sorted(folder.iterdir()) if (p / "pretrained.json").is_file()]
-
-
-def save_pretrained(store: Store, catalog: NetworkCatalog, settings: Settings, *, name: str, architecture: str,
+def save_pretrained(store: Store, settings: Settings, *, name: str, architecture: str,
                     upload: Path, filename: str, labels: str | None) -> dict[str, Any]:
-    """Keep uploaded weights for an architecture (checked to be a readable state dict, never unpickled)."""
-    from shoal.networks import get_spec, read_weights
-
-    check_name(name, "pretrained weights")
+    """Keep uploaded weights for an architecture; a network file's weights only on a server that allows code."""
     if is_network_file(architecture):  # checking it would import the file
         require_code_allowed(settings, f"weights for the network file {architecture!r}")
-    folder = pretrained_dir(store) / name
-    if folder.exists():
-        raise AlreadyExistsError(f"pretrained weights named {name!r} already exist; choose another name or delete them")
-    get_spec(architecture)  # NetworkError with close matches for an unknown architecture
-    suffix = Path(filename).suffix.lower()
-    if suffix not in (".safetensors", ".pth", ".pt"):
-        raise NetworkError(f"weights must be a .safetensors, .pth or .pt file, got {filename!r}")
-    checked = upload.with_suffix(suffix)
-    os.replace(upload, checked)
-    state = read_weights(checked)  # refuses pickled objects, damaged files, non-state-dicts
-    label_list = [line.strip() for line in (labels or "").splitlines() if line.strip()]
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=_ensure(pretrained_dir(store))))
-    try:
-        target = staging / f"weights{suffix}"
-        os.replace(checked, target)
-        if label_list:
-            (staging / "labels.txt").write_text("\n".join(label_list) + "\n", encoding="utf-8")
-        info = {"name": name, "architecture": architecture, "file": filename, "tensors": len(state),
-                "parameters": int(sum(t.numel() for t in state.values())), "labels": label_list,
-                "path": str(folder / target.name), "created": time.time()}
-        (staging / "pretrained.json").write_text(json.dumps(info, indent=2))
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return info
-
-
-def delete_pretrained(store: Store, name: str) -> None:
-    pretrained_info(store, name)
-    shutil.rmtree(pretrained_dir(store) / name)
-
-
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return assets.save_pretrained(store, name=name, architecture=architecture, upload=upload, filename=filename,
+                                  labels=[line.strip() for line in (labels or "").splitlines() if line.strip()])
 
 
 # -- folders --------------------------------------------------------------------------------------

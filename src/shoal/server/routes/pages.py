@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from shoal import __version__
-from shoal.server import forms, services
+from shoal import __version__, assets
+from shoal.server import forms, monitor, services
 from shoal.server.deps import CatalogDep, RunnerDep, SettingsDep, StoreDep, TemplatesDep
 from shoal.server.security import CSRF_COOKIE, new_csrf_token
 
@@ -36,7 +36,7 @@ async def home(request: Request, store: StoreDep, runner: RunnerDep, catalog: Ca
         "page": "home", "title": "Home",
         "datasets": services.list_datasets(store, runner), "models": services.list_models(store, runner),
         "networks": networks, "jobs": services.list_jobs(store, runner),
-        "pretrained": services.list_pretrained(store),
+        "pretrained": assets.list_pretrained(store),
     })
 
 
@@ -50,7 +50,7 @@ def new_dataset(request: Request, store: StoreDep, runner: RunnerDep, settings: 
         values = dict(info.get("config", {}))
         if isinstance(values.get("size"), list):
             values["size"] = "x".join(str(v) for v in values["size"])
-        source = {"folder": info.get("source", "")}
+        source = services.clone_source(store, info.get("source") or "")
     return render(request, templates, "dataset_new.html", {
         "page": "dataset-new", "title": "New dataset", "fields": forms.data_fields(), "values": values,
         "source": source, "clone": clone, "roots": [str(r) for r in settings.roots],
@@ -80,8 +80,8 @@ async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalo
     return render(request, templates, "model_new.html", {
         "page": "model-new", "title": "New model", "sections": forms.train_sections(), "values": values,
         "clone": clone, "datasets": datasets, "dataset": chosen_dataset,
-        "networks": networks, "previous": previous, "pretrained": services.list_pretrained(store),
-        "network_files": services.list_network_files(store), "allow_code": settings.allow_code,
+        "networks": networks, "previous": previous, "pretrained": assets.list_pretrained(store),
+        "network_files": assets.list_network_files(store), "allow_code": settings.allow_code,
     })
 
 
@@ -89,7 +89,8 @@ async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalo
 def model(name: str, request: Request, store: StoreDep, runner: RunnerDep, templates: TemplatesDep) -> HTMLResponse:
     info = services.model_view(store, runner, name)
     return render(request, templates, "model.html", {"page": "model", "title": f"Model {name}", "model": info,
-                                                     "loop_options": forms.LOOP_OPTIONS})
+                                                     "loop_options": forms.LOOP_OPTIONS,
+                                                     "splits": monitor.eval_splits(store, info["config"])})
 
 
 @router.get("/pretrained", response_class=HTMLResponse, name="pretrained_page")
@@ -98,6 +99,6 @@ async def pretrained(request: Request, store: StoreDep, catalog: CatalogDep, set
     networks = await run_in_threadpool(catalog.specs)
     return render(request, templates, "pretrained.html", {
         "page": "pretrained", "title": "Pretrained networks", "networks": networks,
-        "pretrained": services.list_pretrained(store), "network_files": services.list_network_files(store),
+        "pretrained": assets.list_pretrained(store), "network_files": assets.list_network_files(store),
         "allow_code": settings.allow_code,
     })
