@@ -43,6 +43,7 @@ class ModelFolder:
     CONFIG = "config.json"
     CARD = "model.json"
     METRICS = "metrics.jsonl"
+    LOG = "train.log"
     STATE = "state.pt"
     BEST = "best.safetensors"
     SNAPSHOTS = "snapshots"
@@ -94,6 +95,11 @@ class ModelFolder:
     def downloads_path(self) -> Path:
         """``downloads/``: the web app's ``.shoal`` files of this model, kept between requests."""
         return self.path / self.DOWNLOADS
+
+    @property
+    def log_path(self) -> Path:
+        """``train.log``: the run's log, a line per event and any error's traceback (the CLI's runs and the web's)."""
+        return self.path / self.LOG
 
     @property
     def abort_path(self) -> Path:
@@ -338,7 +344,12 @@ def statuses(*, store: Store | None = None) -> list[Status]:
     found = [_merge(entry.name, entry, latest.get(entry.name)) for entry in store.list("model")]
     stored = {s.name for s in found}
     return found + [_merge(target, None, job) for target, job in latest.items()
-                    if target not in stored and job.status in ACTIVE]
+                    if target not in stored and (job.status in ACTIVE or never_started(job))]
+
+
+def never_started(job: Job) -> bool:
+    """Whether a training job was aborted while it waited: its model has no folder, only the job's config."""
+    return job.status == "aborted" and job.started is None and job.kind == "train"
 
 
 def settle(name: str, *, store: Store | None = None) -> Status:

@@ -66,6 +66,7 @@ class JobOut(BaseModel):
     started: float | None
     finished: float | None
     queue_position: int | None = Field(None, description="jobs ahead of it in its lane while it waits")
+    eta_s: float | None = Field(None, description="estimated seconds left while it runs (from its progress so far)")
 
 
 class JobAccepted(BaseModel):

@@ -30,6 +30,7 @@ from shoal.errors import (
     TrainingError,
 )
 from shoal.server.config import Settings
+from shoal.server import monitor
 from shoal.server.jobs import DATA_LANE, Runner, device_lane
 from shoal.server.security import confine, fetch_image, require_code_allowed, safe_extract
 from shoal.store import Job, Store, check_name
@@ -127,6 +128,7 @@ def job_view(runner: Runner, job: Job) -> dict[str, Any]:
     out = job.to_dict()
     out.pop("params", None)
     out["queue_position"] = runner.position(job) if job.status == "queued" else None
+    out["eta_s"] = monitor.eta_s(job)
     return out
 
 
@@ -327,8 +329,9 @@ def model_view(store: Store, runner: Runner, name: str) -> dict[str, Any]:
     info["status"], info["error"] = found.status, found.error
     info["job"] = job_view(runner, found.job) if found.job is not None else None
     info["can_abort"] = found.busy
-    info["can_resume"] = (found.status in RESUMABLE and found.active_job is None and folder is not None
-                          and folder.has_state())
+    info["can_resume"] = found.status in RESUMABLE and found.active_job is None and (
+        (folder is not None and folder.has_state()) or (folder is None and found.job is not None
+                                                         and models.never_started(found.job)))
     info["epochs"] = info["config"].get("epochs")
     return info
 
@@ -344,7 +347,8 @@ def list_models(store: Store, runner: Runner) -> list[dict[str, Any]]:
                         "updated": entry.updated, "dataset": s.get("dataset"), "network": s.get("network"),
                         "pretrained": s.get("pretrained"), "val_accuracy": s.get("val_accuracy"),
                         "best_epoch": s.get("best_epoch"), "progress": job.progress if job is not None else {}})
-        elif job is not None:
+        elif found.job is not None:  # waiting to start, or aborted before it started
+            job = found.job
             config = job.params.get("config", {})
             out.append({"name": found.name, "status": found.status, "created": job.created, "updated": job.created,
                         "dataset": config.get("dataset"), "network": config.get("network"),
@@ -417,7 +421,14 @@ def _previous_weights(folder: models.ModelFolder, name: str, epoch: str) -> Path
 
 
 def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *, epochs: int | None) -> Job:
-    """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch."""
+    """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch
+    (a training aborted while it waited starts as it was asked for)."""
+    found = models.status(name, store=store)
+    if found.entry is None and found.job is not None and models.never_started(found.job):
+        network = found.job.params.get("config", {}).get("network")
+        if is_network_file(network):
+            require_code_allowed(settings, f"starting model {name!r} (its network is {network!r})")
+        return runner.submit("train", name, lane=found.job.lane, params=found.job.params)
     folder = models.ModelFolder.of(name, store=store)
     _require_code_for(store, settings, name, "resuming model")
     found = models.status(name, store=store)
@@ -712,11 +723,29 @@ def save_pretrained(store: Store, settings: Settings, *, name: str, architecture
 
 
 # -- folders --------------------------------------------------------------------------------------
+def clone_source(store: Store, source: str) -> dict[str, Any]:
+    """Where a cloned dataset's images come from: its folder, or ``uploaded`` when it was built from
+    an uploaded zip (extracted into a temporary folder that is gone once the build ends)."""
+    if source and Path(source).is_relative_to(store.home / "uploads"):
+        return {"folder": "", "uploaded": True}
+    return {"folder": source}
+
+
 def list_folders(settings: Settings, path: str | None) -> dict[str, Any]:
-    """The sub-folders of a folder inside the allowed roots (to pick a dataset folder on the server)."""
+    """The sub-folders of a folder inside the allowed roots (to pick a dataset folder on the server).
+
+    A path on the way to a root (``/`` or ``/home`` for the root ``/home/me/photos``) answers the
+    roots below it, so suggestions work while the first letters are typed.
+    """
+    roots = [str(r) for r in settings.roots]
     if not path:
-        return {"path": None, "parent": None, "roots": [str(r) for r in settings.roots],
-                "folders": [str(r) for r in settings.roots]}
+        return {"path": None, "parent": None, "roots": roots, "folders": roots}
+    typed = Path(path.strip()).expanduser() if "\x00" not in path else Path("\x00")
+    typed = Path(os.path.normpath(typed if typed.is_absolute() or not settings.roots else settings.roots[0] / typed))
+    if typed.is_absolute() and not any(typed.is_relative_to(r) for r in settings.roots):
+        below = [r for r in roots if Path(r).is_relative_to(typed)]
+        if below:
+            return {"path": str(typed), "parent": None, "roots": roots, "folders": below}
     folder = confine(path, settings.roots)
     if not folder.is_dir():
         raise InputError(f"{path!r} is not a folder")
@@ -725,5 +754,5 @@ def list_folders(settings: Settings, path: str | None) -> dict[str, Any]:
     except OSError as exc:
         raise InputError(f"folder {path!r} cannot be read: {exc.strerror}") from None
     parent = folder.parent if any(folder != r and folder.is_relative_to(r) for r in settings.roots) else None
-    return {"path": str(folder), "parent": str(parent) if parent else None, "roots": [str(r) for r in settings.roots],
+    return {"path": str(folder), "parent": str(parent) if parent else None, "roots": roots,
             "folders": [str(c) for c in children]}

@@ -30,6 +30,7 @@ class _Progress:
 
     def __init__(self, store: Store, job: Job) -> None:
         self.store, self.job, self.last = store, job, 0.0
+        self.run: dict[str, Any] = {}  # from the start event: epochs, device, bf16
 
     def put(self, values: dict[str, Any], *, force: bool = False) -> None:
         now = time.monotonic()
@@ -42,12 +43,20 @@ class _Progress:
 
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "start":
-            self.put({"stage": "training", "epoch": event.get("epoch", 0)}, force=True)
+        if kind == "prepare":
+            self.put({**self.run, "stage": str(event.get("message", "preparing"))}, force=True)
+        elif kind in ("features", "cross_validation"):
+            what = "computing features" if kind == "features" else "cross-validation"
+            self.put({**self.run, "stage": f"{what} {event['done']}/{event['total']}", "done_steps": event["done"],
+                      "total_steps": event["total"]}, force=event["done"] == event["total"])
+        elif kind == "start":
+            # What the run really uses (not "auto"): every later progress carries it.
+            self.run = {k: event[k] for k in ("epochs", "device", "bf16") if k in event}
+            self.put({**self.run, "stage": "training", "epoch": event.get("epoch", 0)}, force=True)
         elif kind == "iteration":
-            self.put({"epoch": event["epoch"], "train_loss": event["train_loss"], "lr": event["lr"]})
+            self.put({**self.run, "epoch": event["epoch"], "train_loss": event["train_loss"], "lr": event["lr"]})
         elif kind == "epoch":
-            values = {"epoch": event["epoch"], "train_loss": event["train_loss"]}
+            values = {**self.run, "epoch": event["epoch"], "train_loss": event["train_loss"]}
             if "val_accuracy" in event:
                 values["val_accuracy"] = event["val_accuracy"]
             self.put(values, force=True)

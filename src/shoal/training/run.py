@@ -23,6 +23,7 @@ from shoal.config import from_dict, to_dict
 from shoal.errors import NoSpaceError, ShoalError, TrainingError
 from shoal.models import ModelFolder
 from shoal.store import Store
+from shoal.training import distributed
 from shoal.training.config import TrainConfig
 
 EventHandler = Callable[[dict[str, Any]], None]
@@ -50,19 +51,44 @@ class Aborted(Exception):
 
 
 class Emitter:
-    """Sends each event to the handler and appends it to ``metrics.jsonl``."""
+    """Sends each event to the handler, appends it to ``metrics.jsonl`` and writes its line to the log."""
 
-    def __init__(self, path: Path, handler: EventHandler | None, *, append: bool) -> None:
-        self.path, self.handler = path, handler
+    def __init__(self, path: Path, handler: EventHandler | None, *, append: bool, log: Path | None = None) -> None:
+        self.path, self.handler, self.log = path, handler, log
         if not append:
             path.write_text("")
+            if log is not None:
+                log.write_text("")
 
     def __call__(self, event: dict[str, Any]) -> None:
         event = {"time": time.time(), **event}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(event, default=str) + "\n")
+        self.write_log(log_line(event))
         if self.handler is not None:
             self.handler(event)
+
+    def write_log(self, text: str) -> None:
+        if self.log is None:
+            return
+        with contextlib.suppress(OSError), self.log.open("a", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+
+
+def log_line(event: dict[str, Any]) -> str:
+    """One event as a line of the run's log: its time, its type, then its values."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.get("time", time.time())))
+    kind = event.get("type", "?")
+    if kind == "prepare":
+        return f"{stamp}  {event.get('message', '')}"
+    parts = []
+    for key, value in event.items():
+        if key in ("time", "type") or isinstance(value, (list, dict)):
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+        parts.append(f"{key}={value}")
+    return f"{stamp}  {kind:<10} " + " ".join(parts)
 
 
 def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHandler | None = None) -> TrainResult:
@@ -86,6 +112,7 @@ def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHan
     config = config.resolved()
     # Check what can be checked before a model is registered, so a typo leaves nothing behind.
     dataset = datasets.load(config.dataset, store=store)
+    distributed.check(config, distributed.world().size)
     if config.head == "fit":
         from shoal.training import fitted
 
@@ -94,6 +121,8 @@ def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHan
         from shoal.training import loop
 
         loop.check(config)
+        if not distributed.world().main:  # rank 0 registers the run and sends the others its configuration
+            return loop.follow(store)
     entry = store.reserve("model", config.name, status="queued",
                           summary={"dataset": config.dataset, "network": config.network, "pretrained": config.finetune})
     folder = ModelFolder(entry.path)
@@ -113,6 +142,10 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
         TrainingError: the model has nothing to resume (no finished epoch, or a fitted head).
     """
     store = store or Store()
+    if not distributed.world().main:  # rank 0 reads the model's folder and sends what the others need
+        from shoal.training.loop import follow
+
+        return follow(store)
     folder = ModelFolder.of(name, store=store)
     config = from_dict(TrainConfig, folder.read_config())
     if config.head == "fit":
@@ -130,7 +163,8 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
 
 def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: EventHandler | None, *,
          resume: bool) -> TrainResult:
-    emit = Emitter(folder.metrics_path, on_event, append=resume)
+    emit = Emitter(folder.metrics_path, on_event, append=resume, log=folder.log_path)
+    emit.write_log(f"{'resuming' if resume else 'training'} {config.name} (process {os.getpid()})")
     folder.abort_path.unlink(missing_ok=True)
     store.update("model", config.name, status="running", summary={"pid": os.getpid()})
     try:
@@ -146,6 +180,10 @@ def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: Event
         store.update("model", config.name, status="interrupted")
         emit({"type": "stopped", "status": "interrupted"})
         raise
+    except distributed.RankLost as exc:  # another process of the run died: resumable, like Ctrl-C
+        store.update("model", config.name, status="interrupted", summary={"error": str(exc)})
+        emit({"type": "stopped", "status": "interrupted", "error": str(exc)})
+        raise
     except Aborted:
         store.update("model", config.name, status="aborted")
         emit({"type": "stopped", "status": "aborted"})
@@ -155,6 +193,10 @@ def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: Event
             raise _interrupted_by_full_disk(config.name, folder, store, emit) from None
         store.update("model", config.name, status="failed", summary={"error": str(exc)})
         emit({"type": "stopped", "status": "failed", "error": str(exc)})
+        if not isinstance(exc, ShoalError):  # a bug, not a user's mistake: keep where it happened
+            import traceback
+
+            emit.write_log("".join(traceback.format_exception(exc)))
         raise
     store.update("model", config.name, status="done", summary={"bundle": str(result.bundle)})
     return result

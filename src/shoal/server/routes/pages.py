@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from shoal import __version__, assets
-from shoal.server import forms, services
+from shoal.server import forms, monitor, services
 from shoal.server.deps import CatalogDep, RunnerDep, SettingsDep, StoreDep, TemplatesDep
 from shoal.server.security import CSRF_COOKIE, new_csrf_token
 
@@ -50,7 +50,7 @@ def new_dataset(request: Request, store: StoreDep, runner: RunnerDep, settings: 
         values = dict(info.get("config", {}))
         if isinstance(values.get("size"), list):
             values["size"] = "x".join(str(v) for v in values["size"])
-        source = {"folder": info.get("source", "")}
+        source = services.clone_source(store, info.get("source") or "")
     return render(request, templates, "dataset_new.html", {
         "page": "dataset-new", "title": "New dataset", "fields": forms.data_fields(), "values": values,
         "source": source, "clone": clone, "roots": [str(r) for r in settings.roots],
@@ -89,7 +89,8 @@ async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalo
 def model(name: str, request: Request, store: StoreDep, runner: RunnerDep, templates: TemplatesDep) -> HTMLResponse:
     info = services.model_view(store, runner, name)
     return render(request, templates, "model.html", {"page": "model", "title": f"Model {name}", "model": info,
-                                                     "loop_options": forms.LOOP_OPTIONS})
+                                                     "loop_options": forms.LOOP_OPTIONS,
+                                                     "splits": monitor.eval_splits(store, info["config"])})
 
 
 @router.get("/pretrained", response_class=HTMLResponse, name="pretrained_page")

@@ -18,7 +18,9 @@
     lastListed = base;
     try {
       const found = await api("GET", `/api/folders${base ? "?path=" + encodeURIComponent(base) : ""}`);
-      folderList.replaceChildren(...found.folders.map((f) => el("option", { value: f })));
+      // The roots themselves are choices too (a root may hold the class folders).
+      const roots = found.roots.filter((r) => r.startsWith(typed) && !found.folders.includes(r));
+      folderList.replaceChildren(...[...roots, ...found.folders].map((f) => el("option", { value: f })));
     } catch (e) { /* not a folder (yet): no suggestions */ }
   }
   if (folderInput) { folderInput.addEventListener("input", suggest); suggest(); }

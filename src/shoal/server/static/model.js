@@ -2,11 +2,12 @@
 // A fitted head (config head "fit") runs no epochs: the page shows its cross-validation curve instead.
 "use strict";
 (() => {
-  const { api, el, badge, pct, num, duration, say, poll, enc, confirmThen } = shoal;
+  const { api, el, badge, pct, num, duration, say, poll, enc, confirmThen, when } = shoal;
   let model = shoal.initial("initial-model");
   const base = `/api/models/${enc(model.name)}`;
   const live = (status) => status === "queued" || status === "running";
   const fitted = model.config.head === "fit";
+  const manyClasses = () => ((model.card && model.card.labels) || []).length > 5;  // top-5 says something
 
   // -- charts -----------------------------------------------------------------------------------------
   const series = { it: { x: [], loss: [], lr: [] }, ep: { x: [], loss: [], acc: [], top5: [] } };
@@ -15,8 +16,12 @@
   const colours = { train: "#1f63b5", val: "#d9822b", acc: "#1d7a46", top5: "#7aa874", lr: "#0b6e79" };
 
   let fit = model.fit || null;  // what fitting the head did (the run's "fit" event)
+  const run = { device: null, bf16: null, started: null, finished: null, last: null };  // what the run really used
   function addEvents(events) {
     for (const e of events) {
+      if (e.type === "start") { run.device = e.device; run.bf16 = e.bf16; run.started = e.time; run.finished = null; }
+      if (e.type === "done" || e.type === "stopped") run.finished = e.time;
+      if (e.elapsed_s !== undefined) run.last = e;
       if (e.type === "fit") {
         fit = e;
       } else if (e.type === "iteration") {
@@ -100,11 +105,49 @@
     if (found.events.length) {
       addEvents(found.events);
       drawCharts();
-      const shown = fitted ? ["features", "cross_validation", "fit", "epoch"] : ["iteration", "epoch"];
+      const shown = fitted ? ["features", "cross_validation", "fit", "epoch"] : ["prepare", "features", "iteration", "epoch"];
       const last = [...found.events].reverse().find((e) => shown.includes(e.type));
       if (last) renderLive(last);
     }
     return found.status;
+  }
+
+  // -- the run: device, precision, times, time left ------------------------------------------------------
+  function renderRun() {
+    const job = model.job;
+    const text = (id, value) => { document.getElementById(id).textContent = value; };
+    text("run-device", run.device || (job && job.progress && job.progress.device) || (live(model.status) ? "not started yet" : "–"));
+    text("run-precision", run.device === null ? "–" : fitted ? "float32 (onnxruntime)" : run.bf16 ? "bfloat16 (autocast)" : "float32");
+    let eta = null;
+    const last = run.last;
+    if (model.status === "running" && last && last.epoch > 0 && model.epochs && !fitted) eta = last.elapsed_s * (model.epochs - last.epoch) / last.epoch;
+    else if (model.status === "running" && job) eta = job.eta_s;
+    text("run-eta", model.status === "running" ? (eta === null || eta === undefined ? "estimating…" : `about ${duration(eta)}`) : "–");
+    text("run-queued", when(job ? job.created : null));
+    text("run-started", when((job && job.started) || run.started));
+    text("run-finished", live(model.status) ? "–" : when((job && job.finished) || run.finished));
+  }
+
+  // -- the log --------------------------------------------------------------------------------------------
+  let logNext = 0;
+  let logBusy = false;
+  async function refreshLog() {
+    if (logBusy) return;
+    logBusy = true;
+    try {
+      const part = await api("GET", `${base}/log?offset=${logNext}`);
+      const box = document.getElementById("log-text");
+      if (part.size < logNext) { logNext = 0; box.textContent = ""; return; }  // a new run began the log again
+      if (part.text) {
+        const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+        box.textContent = (logNext === 0 ? "" : box.textContent) + part.text;
+        if (box.textContent.length > 400000) box.textContent = box.textContent.slice(-300000);
+        if (atEnd) box.scrollTop = box.scrollHeight;
+      }
+      logNext = part.next;
+      document.getElementById("log-size").textContent = part.size ? `${(part.size / 1024).toFixed(1)} KB` : "";
+      if (part.next < part.size) setTimeout(refreshLog, 0);
+    } catch (e) { /* the model has no folder yet */ } finally { logBusy = false; }
   }
 
   // -- status, stats, actions ---------------------------------------------------------------------------
@@ -135,6 +178,12 @@
 
   function renderLive(last) {
     if (fitted) { renderFitLive(last); return; }
+    if (last.type === "prepare" || last.type === "features") {  // before the first step: say what it does
+      const text = last.type === "features" ? `computing features ${last.done}/${last.total}` : last.message;
+      document.getElementById("epoch-text").textContent = text;
+      document.getElementById("epoch-bar").style.width = last.type === "features" ? `${(100 * last.done / last.total).toFixed(1)}%` : "0%";
+      return;
+    }
     const epochs = model.epochs || 0;
     const epoch = last.epoch || 0;
     document.getElementById("epoch-bar").style.width = `${epochs ? Math.min(100, (100 * epoch) / epochs) : 0}%`;
@@ -154,6 +203,7 @@
   }
 
   function renderModel() {
+    renderRun();
     const status = document.getElementById("model-status");
     status.textContent = model.status;
     status.className = `badge ${model.status}`;
@@ -168,7 +218,9 @@
     } else if (fitted && (model.status === "interrupted" || model.status === "aborted")) {
       say(message, `The fit ${model.status === "aborted" ? "was aborted" : "stopped when its process ended (the server restarted?)"}. A fitted head has no epochs to resume from: fitting it again takes seconds (Clone, then Train).`, "info");
     } else if (model.status === "interrupted") say(message, "The training stopped when its process ended (the server restarted?). Resume continues from the last saved epoch.", "info");
-    else if (model.status === "aborted") say(message, "The training was aborted. Resume continues from the last saved epoch.", "info");
+    else if (model.status === "aborted" && !model.history.length && model.can_resume && !model.card?.labels) say(message, "The training was aborted before it started. Resume starts it as it was asked for.", "info");
+    else if (model.status === "aborted" && model.can_resume) say(message, "The training was aborted. Resume continues from the last saved epoch.", "info");
+    else if (model.status === "aborted") say(message, "The training was aborted before it saved an epoch: there is nothing to resume from. Clone it to train it again.", "info");
     else say(message, null);
     if (!series.it.x.length && model.history.length) {
       const last = model.history[model.history.length - 1];
@@ -188,6 +240,7 @@
       for (const s of model.snapshots) choices.push([String(s), `snapshot of epoch ${s}`]);
     }
     select.replaceChildren(...choices.map(([value, text]) => el("option", { value, text })));
+    select.closest("label").hidden = fitted || !choices.length;
     if (select.dataset.chosen && choices.some(([v]) => v === previous)) select.value = previous;  // keep the user's pick
     updateDownload();
     document.getElementById("classify-button").disabled = !model.bundle;
@@ -222,9 +275,45 @@
       return;
     }
     link.href = `${base}/download?epoch=${enc(select.value)}`;
+    link.classList.remove("disabled");
     if (fitted) note.textContent = "A fitted head has one result, this bundle: no epochs or snapshots to choose.";
-    else note.textContent = select.value === "best" ? "" : "Exporting a snapshot takes a few seconds the first time.";
+    else note.textContent = select.value === "best" ? "" : "The first download of this epoch exports it (the network is rebuilt and converted to ONNX): it can take half a minute; the page says when it is ready.";
   }
+
+  // Downloads that need an export take a while: fetch them here, say so, and save the file when it comes.
+  document.getElementById("download-link").addEventListener("click", async (event) => {
+    const link = event.currentTarget;
+    const select = document.getElementById("download-epoch");
+    if (!link.getAttribute("href") || link.classList.contains("disabled")) { event.preventDefault(); return; }
+    if (select.value === "best" || link.dataset.saving) return;  // the written bundle: the browser downloads it at once
+    event.preventDefault();
+    const note = document.getElementById("download-note");
+    const started = Date.now();
+    const label = select.options[select.selectedIndex].text;
+    link.dataset.saving = "1";
+    link.classList.add("busy");
+    link.textContent = "Preparing…";
+    const tick = setInterval(() => { note.textContent = `Exporting ${label}… ${Math.round((Date.now() - started) / 1000)} s`; }, 500);
+    try {
+      const response = await fetch(link.href, { headers: { "Accept": "application/zip" } });
+      if (!response.ok) throw new Error((await response.json().catch(() => ({}))).detail || `${response.status} ${response.statusText}`);
+      const blob = await response.blob();
+      const name = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "")?.[1] || `${model.name}.shoal`;
+      const save = el("a", { href: URL.createObjectURL(blob), download: name, hidden: true });
+      document.body.append(save);
+      save.click();
+      save.remove();
+      note.textContent = `Ready: ${name} (${(blob.size / 1048576).toFixed(1)} MB, exported in ${Math.round((Date.now() - started) / 1000)} s).`;
+    } catch (e) {
+      say(document.getElementById("model-message"), `Download: ${e.message}`);
+      note.textContent = "";
+    } finally {
+      clearInterval(tick);
+      delete link.dataset.saving;
+      link.classList.remove("busy");
+      link.textContent = "Download";
+    }
+  });
   document.getElementById("download-epoch").addEventListener("change", (event) => {
     event.target.dataset.chosen = "1";
     updateDownload();
@@ -236,10 +325,10 @@
   }
 
   document.getElementById("abort").addEventListener("click", () => confirmThen(`Abort training ${model.name}? Its saved epochs are kept.`, async () => {
-    model = await api("POST", `${base}/abort`); renderModel(); startPolling();
+    model = await api("POST", `${base}/abort`); renderModel(); startFollowing();
   }));
   document.getElementById("resume").addEventListener("click", async () => {
-    try { await api("POST", `${base}/resume`); await refreshModel(); startPolling(); } catch (e) { say(document.getElementById("model-message"), e.message); }
+    try { await api("POST", `${base}/resume`); await refreshModel(); startFollowing(); } catch (e) { say(document.getElementById("model-message"), e.message); }
   });
   document.getElementById("delete").addEventListener("click", () => confirmThen(`Delete model ${model.name} and all its files?`, async () => {
     await api("DELETE", base); window.location.href = "/";
@@ -251,13 +340,16 @@
     let lastStatus = model.status;
     stopPolling = poll(async () => {
       const status = await fetchEvents();
-      if (status !== lastStatus || series.ep.x.length !== model.history.length) {
+      // The model can say "aborted" while its job still says "running" as the worker exits: look again
+      // until the job has ended too, or Resume would stay hidden until a reload.
+      if (status !== lastStatus || settling() || series.ep.x.length !== model.history.length) {
         lastStatus = status;
         await refreshModel();
       }
-      return live(status);
+      return live(status) || settling();
     }, 1500);
   }
+  const settling = () => Boolean(model.job && live(model.job.status));
 
   // -- the unfamiliar verdict ------------------------------------------------------------------------------
   const UNFAMILIAR = "It looks like none of the training images: its probabilities say little.";
@@ -318,6 +410,7 @@
       }
     } catch (e) {
       say(message, e.message);
+      document.getElementById("classify-result").hidden = true;  // the previous image's result is not this one's
     } finally {
       button.disabled = !model.bundle;
     }
@@ -340,7 +433,8 @@
       const out = await api("POST", `${base}/classify-many`, form);
       const s = out.summary;
       const stats = [stat(String(s.images), "images")];
-      if (s.with_truth) stats.push(stat(pct(s.top1_accuracy), "top-1 accuracy"), stat(pct(s.top5_accuracy), "top-5 accuracy"));
+      if (s.with_truth) stats.push(stat(pct(s.top1_accuracy), "top-1 accuracy"));
+      if (s.with_truth && manyClasses()) stats.push(stat(pct(s.top5_accuracy), "top-5 accuracy"));
       if (s.errors) stats.push(stat(String(s.errors), "unreadable"));
       if (s.unfamiliar !== null) stats.push(stat(String(s.unfamiliar), "unfamiliar"));
       document.getElementById("many-stats").replaceChildren(...stats);
@@ -369,6 +463,7 @@
       document.getElementById("many-result").hidden = false;
     } catch (e) {
       say(message, e.message);
+      document.getElementById("many-result").hidden = true;
     } finally {
       button.disabled = !model.bundle;
     }
@@ -388,6 +483,7 @@
       document.getElementById("eval-text").textContent = `${ev.images} images of the ${ev.split} split.`;
     } catch (e) {
       say(message, e.message);
+      document.getElementById("eval-result").hidden = true;
       document.getElementById("eval-text").textContent = "";
     } finally {
       button.disabled = !model.bundle;
@@ -422,7 +518,7 @@
 
   function renderEvaluation(ev) {
     const stats = [stat(pct(ev.accuracy), "accuracy")];
-    if (ev.top5_accuracy !== null) stats.push(stat(pct(ev.top5_accuracy), "top-5 accuracy"));
+    if (ev.top5_accuracy !== null && manyClasses()) stats.push(stat(pct(ev.top5_accuracy), "top-5 accuracy"));
     stats.push(stat(num(ev.log_loss), "log-loss"));
     stats.push(stat(pct(ev.calibration.ece), "calibration error (ECE)"));
     stats.push(stat(ev.unfamiliar_rate === null ? "–" : pct(ev.unfamiliar_rate), "unfamiliar"));
@@ -459,7 +555,68 @@
 
   document.getElementById("eval-text").dataset.idle = document.getElementById("eval-text").textContent;
 
+  // -- live: server-sent events; polling only where they cannot work ------------------------------------------
+  let source = null;
+  let lastState = null;
+  let batch = [];
+  let drawing = null;
+  function flush() {
+    drawing = null;
+    const events = batch;
+    batch = [];
+    if (!events.length) return;
+    addEvents(events);
+    drawCharts();
+    const shown = fitted ? ["features", "cross_validation", "fit", "epoch"] : ["prepare", "features", "iteration", "epoch"];
+    const last = [...events].reverse().find((e) => shown.includes(e.type));
+    if (last) renderLive(last);
+    renderRun();
+    refreshLog();
+    if (series.ep.x.length !== model.history.length) refreshModel();  // a new epoch: its row in the table
+  }
+  function follow() {
+    if (!window.EventSource) { startPolling(); return; }
+    let opened = false;
+    source = new EventSource(`${base}/stream?after=${cursor}`);
+    document.body.dataset.live = "sse";
+    source.onmessage = async (message) => {
+      opened = true;
+      const e = JSON.parse(message.data);
+      if (e.type !== "status") {
+        cursor = Number(message.lastEventId) || cursor + 1;
+        batch.push(e);
+        if (!drawing) drawing = setTimeout(flush, 150);
+        return;
+      }
+      const key = JSON.stringify(e);
+      if (key !== lastState) {
+        lastState = key;
+        await refreshModel();
+        refreshLog();
+      }
+      if (!live(e.status) && !live(e.job)) {  // the run and its job have ended: nothing more will come
+        source.close();
+        source = null;
+        flush();
+      }
+    };
+    source.onerror = () => {
+      if (opened || !source) return;  // a dropped stream: the browser reconnects with Last-Event-ID
+      source.close();  // no stream at all (a proxy that buffers?): poll instead
+      source = null;
+      document.body.dataset.live = "polling";
+      startPolling();
+    };
+  }
+  function startFollowing() {
+    if (stopPolling) { stopPolling(); stopPolling = null; }
+    if (source) { source.close(); source = null; }
+    follow();
+  }
+
   // -- start ----------------------------------------------------------------------------------------------
   renderModel();
-  fetchEvents().then(() => { drawCharts(); if (live(model.status)) startPolling(); });
+  refreshLog();
+  if (window.EventSource) { drawCharts(); follow(); }
+  else fetchEvents().then(() => { drawCharts(); if (live(model.status) || settling()) startPolling(); });
 })();

@@ -50,7 +50,7 @@
         showlegend: false,
       }, { displayModeBar: false, responsive: true });
       const backbone = found.backbone_scale < 1 ? ` The backbone learns at ${found.backbone_scale} of it.` : "";
-      text.textContent = `${found.policy}: from ${y[0].toPrecision(3)} to ${y[y.length - 1].toPrecision(3)} over ${x[x.length - 1]} epochs.${backbone}`;
+      text.textContent = `${found.policy}: from ${shoal.num(y[0], 3)} to ${shoal.num(y[y.length - 1], 3)} over ${x[x.length - 1]} epochs.${backbone}`;
       text.className = "muted small";
     } catch (e) {
       text.textContent = e.message;

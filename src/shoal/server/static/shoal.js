@@ -65,7 +65,13 @@ const shoal = (() => {
 
   const badge = (status) => el("span", { class: `badge ${status}`, "data-status": status, text: status });
   const pct = (v) => (v === null || v === undefined) ? "–" : `${(100 * v).toFixed(1)} %`;
-  const num = (v, digits = 4) => (v === null || v === undefined) ? "–" : Number(v).toPrecision(digits);
+  // One notation per size: 0.1582, 0.001582, then 1.582e-5 (never 0.00001582 next to 9.974e-7).
+  const num = (v, digits = 4) => {
+    if (v === null || v === undefined) return "–";
+    const x = Number(v);
+    if (x === 0) return "0";
+    return Math.abs(x) < 1e-3 || Math.abs(x) >= 1e6 ? x.toExponential(digits - 1) : x.toPrecision(digits);
+  };
   const when = (ts) => {
     if (!ts) return "–";
     const d = new Date(ts * 1000);
