@@ -215,3 +215,32 @@ def test_cloning_a_dataset_built_from_an_upload_asks_for_the_zip_again(client: T
     folder_input = page.text.split('id="f-folder"')[1].split(">")[0]
     assert 'value=""' in folder_input
     assert "was built from an uploaded zip" in page.text
+
+
+def test_shoal_serve_serves_https_with_a_certificate_and_its_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The camera needs a secure origin from another device: --certfile/--keyfile go to uvicorn, both or neither."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from shoal.cli import _register, app
+
+    monkeypatch.setenv("SHOAL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SHOAL_TOKEN", raising=False)
+    ran: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda application, **kwargs: ran.append(kwargs))
+    _register()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("certificate"), key.write_text("key")
+    def flat(result) -> str:  # the error box's borders and line breaks away
+        return " ".join(result.output.replace("│", " ").split())
+
+    only_cert = CliRunner().invoke(app, ["serve", "--certfile", str(cert)], terminal_width=300)
+    assert only_cert.exit_code == 2 and "give --certfile and --keyfile together" in flat(only_cert)
+    missing = CliRunner().invoke(app, ["serve", "--certfile", str(cert), "--keyfile", str(tmp_path / "nope.pem")],
+                                 terminal_width=300)
+    assert missing.exit_code == 2 and "is not a file" in flat(missing) and ran == []
+    served = CliRunner().invoke(app, ["serve", "--certfile", str(cert), "--keyfile", str(key), "--port", "5443"])
+    assert served.exit_code == 0, served.output
+    assert "at https://localhost:5443/" in served.output
+    assert ran[-1]["ssl_certfile"] == str(cert) and ran[-1]["ssl_keyfile"] == str(key)
+    assert CliRunner().invoke(app, ["serve"]).exit_code == 0 and "ssl_certfile" not in ran[-1]

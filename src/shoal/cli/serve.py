@@ -22,6 +22,8 @@ Examples:
   shoal serve --allow-code                      # also accept network files (.py): only where every user may run code
 
   shoal serve --allow-private-urls              # classify-by-URL may fetch images from your own network
+
+  shoal serve --host 0.0.0.0 --token "$TOKEN" --certfile cert.pem --keyfile key.pem   # HTTPS: the camera works from a phone
 """
 
 
@@ -46,6 +48,10 @@ def serve(
         False, "--allow-private-urls",
         help="Let classify-by-URL fetch loopback, private and link-local addresses (by default only public ones): "
              "anyone who can reach the server may then make it request addresses on your network."),
+    certfile: Optional[Path] = typer.Option(
+        None, "--certfile", help="TLS certificate (PEM) to serve HTTPS: browsers allow the camera only on HTTPS "
+                                 "(or localhost). Give --keyfile too."),
+    keyfile: Optional[Path] = typer.Option(None, "--keyfile", help="The private key (PEM) of --certfile."),
 ) -> None:
     """Start the web app: datasets, models, live training charts, classification, downloads.
 
@@ -55,6 +61,12 @@ def serve(
     from shoal.extras import require
 
     require("web", "shoal serve")
+    if (certfile is None) != (keyfile is None):
+        raise typer.BadParameter("give --certfile and --keyfile together (the certificate and its private key) to "
+                                 "serve HTTPS, or neither for HTTP", param_hint="--certfile/--keyfile")
+    for option, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{str(path)!r} is not a file", param_hint=option)
     import uvicorn
 
     from shoal.server import Settings, create_app
@@ -69,11 +81,13 @@ def serve(
         allowed_hosts=tuple(allowed_hosts) if allowed_hosts else None, allow_code=allow_code,
         allow_private_urls=allow_private_urls)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    address = f"http://{shown}:{port}/" + (f"?token={settings.token}" if settings.token else "")
+    address = f"{'https' if certfile else 'http'}://{shown}:{port}/" + (f"?token={settings.token}" if settings.token else "")
     typer.echo(f"shoal is serving {settings.home} at {address}", err=True)
     typer.echo(f"datasets may come from: {', '.join(str(r) for r in settings.roots) or 'uploads only'}", err=True)
     if settings.allow_code:
         typer.echo("--allow-code: network files (.py) uploaded through the web will run on this machine", err=True)
     if settings.allow_private_urls:
         typer.echo("--allow-private-urls: classify-by-URL may fetch addresses on this machine and its network", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    tls = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)} if certfile and keyfile else {}
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5, **tls)
