@@ -115,3 +115,41 @@ def test_review_cli_prints_rows_and_json(flipped_home, monkeypatch):
     assert text.exit_code == 0 and "label" in text.stdout and "relabel" in text.stdout
     missing = CliRunner().invoke(app, ["review", "nope"])
     assert missing.exit_code == 1 and "no model of that name" in missing.output
+
+
+def test_the_loop_review_edit_retrain_compare(flipped_home, monkeypatch, tmp_path):
+    """review --json → dataset edit --from-review → train on the version → evaluate A B on the images neither changed."""
+    from shoal import datasets
+    from shoal.cli import app
+    from shoal.compare import compare
+    from shoal.data.versions import version_info
+    from shoal.training import TrainConfig, train
+
+    home, model, flipped = flipped_home
+    monkeypatch.setenv("SHOAL_HOME", str(home))
+    runner = CliRunner()
+    saved = tmp_path / "review.json"
+    saved.write_text(runner.invoke(app, ["review", model, "--json", "--top", "100"]).stdout)
+    edited = runner.invoke(app, ["dataset", "edit", "shapes", "--from-review", str(saved)])
+    assert edited.exit_code == 0, edited.output
+    v2 = datasets.load("shapes@2")
+    fixed = {c["image"] for c in version_info(v2)["relabelled"]}
+    assert len(fixed & flipped) >= 0.75 * len([p for p in flipped if p in datasets.load("shapes").sources("train")])
+    assert all(c["split"] == "train" for c in version_info(v2)["relabelled"])
+    second = train(TrainConfig(dataset="shapes@2", pretrained=True)).name
+    assert second == "shapes@2-efficientnet_lite0"
+    compared = compare(model, second)
+    assert compared.split == "val" and compared.images == v2.count("val") == 29 and compared.left_out == 0
+    assert compared.first.count == compared.second.count == 29
+    assert compared.second.accuracy >= compared.first.accuracy - 0.05  # cleaner labels do not make it worse
+    out = runner.invoke(app, ["evaluate", model, second])
+    assert out.exit_code == 0, out.output
+    assert f"{model} vs {second}: 29 val images with the same label in both datasets" in out.stdout
+    refused = runner.invoke(app, ["evaluate", model, second, "--folder", str(tmp_path)])
+    assert refused.exit_code == 1 and "leave out --dataset, --folder and --out" in refused.output
+    # an image the version left out of validation is not compared on
+    dropped = v2.sources("val")[0]
+    assert runner.invoke(app, ["dataset", "edit", "shapes@2", "--exclude", dropped]).exit_code == 0
+    third = train(TrainConfig(dataset="shapes@3", pretrained=True)).name
+    compared = compare(model, third)
+    assert compared.images == 28 and compared.left_out == 1

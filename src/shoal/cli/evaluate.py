@@ -21,12 +21,17 @@ Examples:
   shoal evaluate dolphins.shoal --folder new-photos/ --out report.html     # class sub-folders never seen
 
   shoal evaluate digits-lenet --dataset digits --split test --json
+
+  shoal evaluate birds-efficientnet_lite0 birds@2-efficientnet_lite0    # side by side, on images neither version changed
 """
 
 
 @app.command(epilog=EVALUATE_EXAMPLES, cls=ConfigCommand)
 def evaluate(
     model: str = typer.Argument(..., help="Bundle folder, .shoal file, or the name of a trained model."),
+    other: Optional[str] = typer.Argument(
+        None, help="A second model to compare with, side by side: on the test split, or on the validation "
+                   "images whose label neither model's dataset version changed."),
     dataset: Optional[str] = typer.Option(
         None, "--dataset", "-d", help="Stored dataset to evaluate on (default: the one the model was trained on)."),
     split: str = typer.Option("val", "--split", help="val, test or train."),
@@ -41,6 +46,17 @@ def evaluate(
 
     Without --dataset or --folder it uses the dataset the model was trained on.
     """
+    if other is not None:
+        from shoal.compare import compare
+        from shoal.errors import ConfigError
+
+        if dataset is not None or folder is not None or out is not None:
+            raise ConfigError("comparing two models uses the images both their datasets agree on: "
+                              "leave out --dataset, --folder and --out (or evaluate each model alone)")
+        with err.status(f"Comparing {model} and {other} …"):
+            compared = compare(model, other)
+        typer.echo(json.dumps(compared.to_dict()) if as_json else compared.summary())
+        return
     from shoal.evaluate import evaluate as run, write_html
 
     on = f"the images in {folder}" if folder is not None else (
