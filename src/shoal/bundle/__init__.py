@@ -198,9 +198,11 @@ def export(name: str, *, epoch: int | str = "best", store: Store | None = None,
     from shoal.models import ModelFolder
 
     folder = ModelFolder.of(name, store=store)
-    if folder.read_config().get("head") == "fit":
+    config = folder.read_config()
+    if config.get("head") == "fit" or config.get("imported"):  # one result, its bundle already written
         if epoch not in ("best", "last"):
-            raise BundleError(f"model {name!r} has a fitted head: one result, no epochs; export it without --epoch")
+            kind = "was imported" if config.get("imported") else "has a fitted head"
+            raise BundleError(f"model {name!r} {kind}: one result, no epochs; export it without --epoch")
         if not folder.has_bundle():
             raise BundleError(f"model {name!r} has no bundle yet: its fit did not finish; train it anew")
         target = Path(out) if out is not None else folder.bundle_path

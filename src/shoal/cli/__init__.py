@@ -63,6 +63,7 @@ COMMANDS: dict[str, str] = {
     "dataset": "dataset",
     "model": "train",
     "review": "review",
+    "import": "imports",
 }
 
 
