@@ -27,11 +27,14 @@ Examples:
   shoal train --dataset digits --network lenet --epochs 10
 
   shoal train --dataset dolphins --network alexnet --lr 0.01 --lr-policy step --name dolphins-alexnet
+
+  shoal train --dataset digits --network lenet --nproc 2   # data-parallel: 2 processes (one per GPU on CUDA)
 """
 
 
 @app.command(epilog=TRAIN_EXAMPLES, cls=ConfigCommand)
 def train(
+    ctx: typer.Context,
     dataset: Optional[str] = config_option(TrainConfig, "dataset", "--dataset", "-d"),
     network: Optional[str] = config_option(TrainConfig, "network", "--network", "-n"),
     pretrained: bool = typer.Option(False, "--pretrained", help="Start from the network's own ImageNet weights (fine-tuning)."),
@@ -65,6 +68,11 @@ def train(
     threads: Optional[int] = config_option(TrainConfig, "threads", "--threads"),
     precision: Optional[str] = config_option(TrainConfig, "precision", "--precision"),
     log_every: Optional[int] = config_option(TrainConfig, "log_every", "--log-every"),
+    sync_bn: Optional[bool] = config_option(TrainConfig, "sync_bn", "--sync-bn/--no-sync-bn"),
+    nproc: int = typer.Option(1, "--nproc", min=1, max=1024, help=(
+        "Train data-parallel in this many processes on this machine (torch.distributed): one per GPU on CUDA, "
+        "gloo processes on CPU. --batch-size stays the global batch. On several machines use torchrun "
+        "(README, 'Scaling out').")),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files into the model's folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -74,8 +82,25 @@ def train(
     require("train", "shoal train")
     from shoal.config import build
     from shoal.errors import ConfigError
+    from shoal.training import distributed
     from shoal.training import resume as resume_run
     from shoal.training import train as train_run
+
+    here = distributed.world()
+    if nproc > 1:
+        if here.size > 1:
+            raise ConfigError(f"--nproc starts the processes itself, but this one is already rank {here.rank} of "
+                              f"{here.size} (started by torchrun): drop --nproc, torchrun's --nproc-per-node says how many")
+        needs_dataset = not resume and dataset is None and config_file is None
+        _launch(nproc, _child_args(ctx), resume=resume, build_config=None if needs_dataset else lambda: build(
+            TrainConfig, config_file, dataset=dataset, network=network,
+            pretrained=str(weights) if weights else (True if pretrained else None), name=name, epochs=epochs,
+            batch_size=batch_size, solver=solver, lr=lr, lr_policy=lr_policy, step_size=step_size,
+            step_values=step_values, gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
+            freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter, label_smoothing=label_smoothing,
+            mean=mean, seed=seed, snapshot_every=snapshot_every, val_every=val_every, early_stop=early_stop,
+            device=device, threads=threads, precision=precision, log_every=log_every, sync_bn=sync_bn))
+        return
 
     handler = _Progress(tensorboard=tensorboard)
     try:
@@ -91,7 +116,7 @@ def train(
                 step_values=step_values, gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
                 freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter, label_smoothing=label_smoothing, mean=mean, seed=seed,
                 snapshot_every=snapshot_every, val_every=val_every, early_stop=early_stop, device=device,
-                threads=threads, precision=precision, log_every=log_every)
+                threads=threads, precision=precision, log_every=log_every, sync_bn=sync_bn)
             result = train_run(config, on_event=handler)
     except KeyboardInterrupt:
         handler.close()
@@ -100,6 +125,8 @@ def train(
         raise typer.Exit(130)
     finally:
         handler.close()
+    if not here.main:  # rank 0 of a data-parallel run reports for all
+        return
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     elif result.status == "aborted":
@@ -109,6 +136,72 @@ def train(
         acc = f"{best['val_accuracy']:.1%}" if best else "n/a"
         typer.echo(f"Model {result.name}: best epoch {result.best_epoch}, validation accuracy {acc}")
         typer.echo(f"Bundle: {result.bundle}")
+
+
+def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: Any) -> None:
+    """``shoal train ... --nproc N``: check the run here, then start N copies of this command (without
+    ``--nproc``) through torch.distributed's launcher; the copies' rank 0 prints the progress and result."""
+    from shoal import models
+    from shoal.config import from_dict
+    from shoal.errors import ConfigError, TrainingError
+    from shoal.models import ModelFolder
+    from shoal.store import Store
+    from shoal.training import distributed, loop
+
+    if resume:
+        config = from_dict(TrainConfig, ModelFolder.of(resume).read_config())
+    else:
+        if build_config is None:
+            raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")
+        config = build_config().resolved()
+    distributed.check(config, nproc)
+    loop.check(config)
+    if config.device in ("auto", "cuda") and 0 < distributed.gpus() < nproc:
+        raise ConfigError(f"--nproc {nproc} asks for one process per GPU, but {distributed.gpus()} are visible; use "
+                          f"--nproc {distributed.gpus()}, or --device cpu for gloo processes", options=("device",))
+    name = resume or config.name
+    store = Store()
+    if not resume and store.exists("model", name):
+        raise ConfigError(f"a model named {name!r} exists: resume it (--resume {name}), delete it ('shoal model "
+                          f"delete {name}'), or choose another --name", options=("name",))
+    err.print(f"Starting {nproc} training processes (torch.distributed, "
+              f"{'nccl' if config.device != 'cpu' and distributed.gpus() else 'gloo'}) …", highlight=False)
+    try:
+        distributed.launch(args, nproc=nproc)
+    except KeyboardInterrupt:
+        models.settle(name, store=store)
+        err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {name} "
+                  f"--nproc {nproc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(130) from None
+    except distributed.LaunchFailed as exc:
+        if not store.exists("model", name):
+            raise TrainingError(f"{exc} before model {name!r} was registered (its error is above)") from None
+        entry = store.get("model", name)
+        if exc.killed and entry.status in ("queued", "running", "failed"):
+            store.update("model", name, status="interrupted", summary={"error": str(exc)})
+        status = models.settle(name, store=store).status
+        if status == "interrupted":
+            raise TrainingError(f"{exc}: model {name!r} is interrupted at its last saved epoch; resume it with "
+                                f"'shoal train --resume {name} --nproc {nproc}'") from None
+        raise TrainingError(f"{exc}: model {name!r} {status} (its error is above)") from None
+
+
+def _child_args(ctx: Any) -> list[str]:
+    """This command line as given, less ``--nproc``: what each process of a data-parallel run runs."""
+    args = [ctx.info_name or "train"]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.name == "nproc" or getattr(source, "name", None) not in ("COMMANDLINE", "ENVIRONMENT"):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            if value:
+                args.append(param.opts[0])
+            elif param.secondary_opts:
+                args.append(param.secondary_opts[0])
+        else:
+            args += [param.opts[0], str(value)]
+    return args
 
 
 class _Progress:

@@ -15,19 +15,47 @@ from shoal.preprocess import centre_crop
 
 
 class _Batches:
-    """Batches of ``(inputs, labels)``: shuffled each pass when training, in order otherwise."""
+    """Batches of ``(inputs, labels)``: shuffled each pass when training, in order otherwise.
+
+    The order of a training pass is a function of ``seed`` and the pass's epoch (DistributedSampler's
+    semantics: ``randperm(n)`` seeded with ``seed + epoch``), so a process of a data-parallel run
+    takes its ``shard`` ``(rank, world)`` of the same permutation, every ``world``-th index from its
+    rank, and the ``world`` shards of a batch together are the single process's batch. Training
+    shards are padded from the start of the permutation to equal length (every rank takes the same
+    number of steps); validation shards are not (every image counts once). Without
+    :meth:`set_epoch` each pass takes the next epoch.
+    """
 
     def __init__(self, labels: torch.Tensor, *, batch_size: int, train: bool,
-                 generator: torch.Generator | None) -> None:
+                 generator: torch.Generator | None, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
         self.labels, self.batch_size, self.train, self.generator = labels, batch_size, train, generator
+        self.seed, (self.rank, self.world) = seed, shard
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the order of the pass of ``epoch`` next (the same on every rank)."""
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.train:
+            return torch.arange(n)[self.rank :: self.world]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        if self.world > 1:
+            total = -(-n // self.world) * self.world
+            order = torch.cat([order, order[: total - n]]) if total > n else order
+            order = order[self.rank :: self.world]
+        return order
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        n = len(self.labels)
+        shard = -(-n // self.world) if self.train else len(range(self.rank, n, self.world))
+        return -(-shard // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        order = self._order()
+        self.epoch += 1
+        for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
             yield self._inputs(index), self.labels[index]
 
@@ -44,16 +72,18 @@ class PixelBatches(_Batches):
         batch_size: images per batch.
         crop: network input ``(h, w)``: random crops when training, the centre otherwise; None = whole image.
         train: shuffle and augment (True) or keep order and only centre-crop (False).
+        seed: the run's seed: the order of a pass is drawn from it and the epoch.
+        shard: ``(rank, world)``: this process's share of every pass (data-parallel training).
         flip: mirror half the images at random (train only).
         color_jitter: brightness/contrast/saturation jitter strength (train only).
-        generator: the run's random source.
+        generator: the run's random source for augmentation.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, crop: tuple[int, int] | None,
                  train: bool, flip: bool = False, color_jitter: float = 0.0,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
         super().__init__(torch.from_numpy(np.asarray(labels, dtype=np.int64)), batch_size=batch_size, train=train,
-                         generator=generator)
+                         generator=generator, seed=seed, shard=shard)
         self.images, self.crop, self.flip = images, crop, flip
         self.jitter: Callable[[torch.Tensor], torch.Tensor] | None = None
         if train and color_jitter > 0:
@@ -91,8 +121,8 @@ class FeatureBatches(_Batches):
     """Shuffled batches of cached backbone features (frozen-backbone fine-tuning)."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int, train: bool,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__(labels, batch_size=batch_size, train=train, generator=generator)
+                 generator: torch.Generator | None = None, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
+        super().__init__(labels, batch_size=batch_size, train=train, generator=generator, seed=seed, shard=shard)
         self.features = features
 
     def _inputs(self, index: torch.Tensor) -> torch.Tensor:

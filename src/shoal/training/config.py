@@ -24,7 +24,7 @@ DROP_POLICIES = ("step", "multistep", "exp")  # gamma multiplies the rate at eac
 HEADS = ("fit", "sgd")
 # What only the training loop uses: a fitted head refuses them rather than ignore them.
 LOOP_OPTIONS = ("epochs", "solver", "lr", "lr_policy", "step_size", "step_values", "gamma", "power", "weight_decay",
-                "momentum", "label_smoothing", "snapshot_every", "val_every", "early_stop", "precision", "log_every")
+                "momentum", "label_smoothing", "snapshot_every", "val_every", "early_stop", "precision", "log_every", "sync_bn")
 
 # Measured on the dolphins/seahorses set, 2-core CPU, judged on 24 photos held out of both
 # training and validation (--test 20). Full fine-tuning runs at ~8 images/s, so three epochs
@@ -82,6 +82,7 @@ class TrainConfig:
     threads: int | None = None          # CPU threads for torch; default all cores
     precision: str = "auto"             # float32, or bf16 autocast for training steps; auto: bf16 where the chip computes it natively
     log_every: int = 0                  # iterations between live progress events; 0 = about ten per epoch
+    sync_bn: bool = False               # with several processes (--nproc), batch-norm statistics of the global batch, not each process's share (CUDA)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -118,6 +119,8 @@ class TrainConfig:
         check_int("threads", self.threads, minimum=1, maximum=4096, optional=True)
         check_choice("precision", self.precision, PRECISIONS)
         check_int("log_every", self.log_every, minimum=0)
+        if not isinstance(self.sync_bn, bool):
+            raise ConfigError(f"sync_bn must be true or false, got {self.sync_bn!r}", options=("sync_bn",))
 
     @property
     def finetune(self) -> bool:

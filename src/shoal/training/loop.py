@@ -3,6 +3,10 @@
 setup → data → model → optimizer → resume → loop (train, validate, snapshot) → bundle.
 :func:`shoal.training.run.train` registers the run and calls :func:`loop_run` (or the fitted
 head of :mod:`shoal.training.fitted`); progress goes out as events, never as prints.
+
+Data-parallel (:mod:`shoal.training.distributed`): every rank runs this same loop on its shard
+of each epoch, the model in DDP; rank 0 calls :func:`loop_run` and alone writes (``main``
+guards each write), the other ranks call :func:`follow` and receive rank 0's configuration.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from shoal.models import ModelFolder
 from shoal.networks.normalized import NormalizedNet
 from shoal.networks.weights import check_weights_path, save_weights
 from shoal.store import Store
-from shoal.training import snapshots
+from shoal.training import distributed, snapshots
 from shoal.training.batches import FeatureBatches, PixelBatches
 from shoal.training.card import model_card
 from shoal.training.config import TrainConfig
@@ -36,22 +40,61 @@ from shoal.training.solvers import make_optimizer
 def check(config: TrainConfig) -> None:
     """Refuse, before a model is registered, a network, weights file or device that cannot work."""
     networks.get_spec(config.network)
+    here = distributed.world()
+    distributed.check(config, here.size)
     if isinstance(config.pretrained, str):
         check_weights_path(config.pretrained)
     elif config.pretrained is True:
         networks.resolve_network(config.network).fetch_pretrained()
-    torch_device(config.device)
+    device = _rank_device(torch_device(config.device), here)
+    if config.sync_bn and device.type != "cuda":
+        raise TrainingError(f"sync_bn needs CUDA GPUs (torch's SyncBatchNorm does not run on {device.type}); "
+                            "drop --sync-bn, or train on --device cuda")
 
 
 def loop_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool) -> TrainResult:
-    """Train ``config``'s network epoch by epoch into ``folder``, then write its bundle."""
-    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, restore it after
-        return _loop(config, folder, store, emit, resume=resume)
+    """Train ``config``'s network epoch by epoch into ``folder``, then write its bundle.
+
+    In a data-parallel run this is rank 0's part; the other ranks call :func:`follow`.
+    """
+    return _in_group(lambda group: _loop(config, folder, store, emit, resume=resume, ranks=group))
 
 
-def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool) -> TrainResult:
+def follow(store: Store) -> TrainResult:
+    """The part of a rank other than 0 in a data-parallel run: rank 0's configuration (and resume
+    point), the same loop on this rank's shards, and nothing written anywhere."""
+    def run(group: distributed.Group) -> TrainResult:
+        config = group.share(None)
+        folder = ModelFolder(store.folder("model", config.name))  # never written, nor read: rank 0 sends
+        return _loop(config, folder, store, lambda event: None, resume=False, ranks=group)
+
+    return _in_group(run)
+
+
+def _in_group(run: Callable[[distributed.Group], TrainResult]) -> TrainResult:
+    group = distributed.Group(distributed.world())
+    try:
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, restore it after
+            return run(group)
+    except Exception as exc:
+        if group.size > 1 and distributed.lost_rank(exc):
+            raise distributed.RankLost(f"another process of this {group.size}-process run stopped ({exc}); the run "
+                                       "is interrupted at its last saved epoch") from exc
+        raise
+    finally:
+        group.close()
+
+
+def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool,
+          ranks: distributed.Group) -> TrainResult:
     # -- setup ----------------------------------------------------------------------------------
-    device = torch.device(torch_device(config.device))
+    here, main = ranks.world, ranks.world.main
+    if main:
+        ranks.share(config)  # the others wait for it: they start once the run is registered
+    saved = ranks.share(snapshots.read_state(folder) if main and resume else None)
+    resume = saved is not None
+    device = _rank_device(torch_device(config.device), here)
+    ranks.use(device)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -63,7 +106,10 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     emit({"type": "prepare", "message": f"building {config.network}"
           + (" with its pretrained weights" if config.pretrained else "")})
     model, card = build_model(config, dataset)
-    folder.write_card(card)
+    if main:
+        folder.write_card(card)
+    if here.rank:
+        torch.manual_seed(config.seed + here.rank)  # DDP copies rank 0's weights; dropout differs by rank
     crop = card.input.crop_hw
     model.to(device=device, memory_format=torch.channels_last)
     head = networks.classifier_head(model.net)
@@ -78,23 +124,25 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     if len(train_y) == 0 or len(val_y) == 0:
         raise TrainingError(f"dataset {dataset.name!r} needs images in both train and val splits "
                             f"(has {len(train_y)} and {len(val_y)}); rebuild it with a larger --val")
+    batch, shard = config.batch_size // here.size, (here.rank, here.size)  # --batch-size is the global batch
     if cached:
         total = len(train_y) + len(val_y)
         emit({"type": "prepare", "message": f"computing the frozen backbone's features of {total} images, once"})
-        features = _FeatureCache(model, crop, device, config.batch_size,
+        features = _FeatureCache(model, crop, device, config.batch_size, group=ranks,
                                  on_batch=lambda done: emit({"type": "features", "done": done, "total": total}))
-        train_batches: Any = FeatureBatches(*features.of(train_x, train_y, flip=config.flip), batch_size=config.batch_size,
-                                            train=True, generator=generator)
-        val_batches: Any = FeatureBatches(*features.of(val_x, val_y, flip=False), batch_size=config.batch_size, train=False)
+        train_batches: Any = FeatureBatches(*features.of(train_x, train_y, flip=config.flip), batch_size=batch,
+                                            train=True, generator=generator, seed=config.seed, shard=shard)
+        val_batches: Any = FeatureBatches(*features.of(val_x, val_y, flip=False), batch_size=batch, train=False,
+                                          shard=shard)
         forward: Callable[[torch.Tensor], torch.Tensor] = head
         autocast: Any = contextlib.nullcontext()  # a linear head on cached features: nothing to gain
     else:
         autocast = _autocast(config.precision, device)
-        train_batches = PixelBatches(train_x, train_y, batch_size=config.batch_size, crop=crop, train=True,
-                                     flip=config.flip, color_jitter=config.color_jitter, generator=generator)
-        val_batches = PixelBatches(val_x, val_y, batch_size=config.batch_size, crop=crop, train=False)
+        train_batches = PixelBatches(train_x, train_y, batch_size=batch, crop=crop, train=True, flip=config.flip,
+                                     color_jitter=config.color_jitter, generator=generator, seed=config.seed, shard=shard)
+        val_batches = PixelBatches(val_x, val_y, batch_size=batch, crop=crop, train=False, shard=shard)
         forward = model
-        if config.finetune and not resume and isinstance(head, torch.nn.Linear):
+        if config.finetune and not resume and isinstance(head, torch.nn.Linear) and main:  # DDP copies rank 0's head
             emit({"type": "prepare", "message": "fitting the head on the pretrained features first"})
             _fit_head_first(model, head, train_x, train_y, crop, device, config, len(classes))
 
@@ -104,18 +152,21 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     groups = [{"params": [p for p in trainable if id(p) not in head_ids],
                "lr_scale": backbone_scale(config) if not head_only else 1.0},
               {"params": [p for p in trainable if id(p) in head_ids], "lr_scale": 1.0}]
+    forward = ranks.wrap(forward, sync_bn=config.sync_bn)  # DDP: gradients all-reduced over the ranks
     optimizer = make_optimizer(config.solver, [g for g in groups if g["params"]], lr=config.lr,
                                momentum=config.momentum, weight_decay=config.weight_decay)
     lr_at = lambda epoch: learning_rate(config.lr_policy, epoch, epochs=config.epochs, base_lr=config.lr,  # noqa: E731
                                         step_size=config.step_size, step_values=config.step_values,
                                         gamma=config.gamma, power=config.power)
     state = {"epoch": 0, "best": None, "history": [], "elapsed": 0.0, "stale": 0}
-    if resume:
-        state = snapshots.load_state(folder, model, optimizer, generator)
+    if saved is not None:
+        state = snapshots.restore(saved, folder, model, optimizer, generator)
+        if here.rank:  # rank 0's augmentation stream was saved; the others draw their own
+            generator.manual_seed(config.seed + 1_000_003 * here.rank + state["epoch"])
     emit({"type": "start", "name": config.name, "classes": classes, "cached_features": cached, "resumed": resume,
           "bf16": not isinstance(autocast, contextlib.nullcontext),
           "epoch": state["epoch"], "epochs": config.epochs, "train_images": len(train_y), "val_images": len(val_y),
-          "device": str(device)})
+          "device": str(device), "world_size": here.size})
 
     # -- loop -----------------------------------------------------------------------------------
     iters = len(train_batches)
@@ -123,9 +174,10 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     started = clock - state["elapsed"]
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         _train_mode(model, keep_statistics=config.finetune)
+        train_batches.set_epoch(epoch)
         seen, loss_sum, tick = 0, 0.0, time.perf_counter()
         for i, (x, y) in enumerate(train_batches):
-            if folder.abort_requested():
+            if ranks.agree(main and folder.abort_requested()):  # a stop asked of rank 0 stops every rank here
                 raise Aborted
             lr = lr_at(epoch - 1 + i / iters)
             for group in optimizer.param_groups:
@@ -142,28 +194,32 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
                                     f"{lr:g} is too high for this network; try --lr {config.lr / 10:g}")
             seen, loss_sum = seen + len(y), loss_sum + loss_value * len(y)
             if (i + 1) % log_every == 0 or i + 1 == iters:
-                emit({"type": "iteration", "epoch": round(epoch - 1 + (i + 1) / iters, 4), "train_loss": loss_sum / seen,
-                      "lr": lr, "images_per_s": seen / (time.perf_counter() - tick),
+                all_loss, all_seen = ranks.sum([loss_sum, seen])  # the global batch's figures
+                emit({"type": "iteration", "epoch": round(epoch - 1 + (i + 1) / iters, 4), "train_loss": all_loss / all_seen,
+                      "lr": lr, "images_per_s": all_seen / (time.perf_counter() - tick),
                       "elapsed_s": time.perf_counter() - started})
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "lr": lr,
-                  "images_per_s": seen / (time.perf_counter() - tick)}
+        record = {"epoch": epoch, "train_loss": all_loss / all_seen, "lr": lr,
+                  "images_per_s": all_seen / (time.perf_counter() - tick)}
         if epoch % config.val_every == 0 or epoch == config.epochs:
-            record.update(evaluate(forward, val_batches, len(classes), device, model))
+            record.update(evaluate(_unwrapped(forward), val_batches, len(classes), device, model, group=ranks))
             best = _best(state)
             improved = best is None or _better(record, best)
             state["stale"] = 0 if improved else state["stale"] + 1
+            if improved and main:
+                save_weights(folder.best_path, model, epoch=epoch)
             if improved:
                 state["best"] = epoch
-                save_weights(folder.best_path, model, epoch=epoch)
         record["elapsed_s"] = time.perf_counter() - started
         state["history"].append(record)
         state["epoch"], state["elapsed"] = epoch, record["elapsed_s"]
-        if config.snapshot_every and epoch % config.snapshot_every == 0:
-            save_weights(folder.snapshot(epoch), model, epoch=epoch)
-        snapshots.save_state(folder, model, optimizer, generator, state)
-        best = _best(state)
-        store.update("model", config.name, summary={"epoch": epoch, "best_epoch": state["best"],
-                                                     "val_accuracy": best["val_accuracy"] if best else None})
+        if main:
+            if config.snapshot_every and epoch % config.snapshot_every == 0:
+                save_weights(folder.snapshot(epoch), model, epoch=epoch)
+            snapshots.save_state(folder, model, optimizer, generator, state)
+            best = _best(state)
+            store.update("model", config.name, summary={"epoch": epoch, "best_epoch": state["best"],
+                                                         "val_accuracy": best["val_accuracy"] if best else None,
+                                                         "world_size": here.size})
         emit({"type": "epoch", **record})
         if config.early_stop and state["stale"] >= config.early_stop:
             emit({"type": "early_stop", "epoch": epoch, "best_epoch": state["best"]})
@@ -173,6 +229,8 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     from shoal import bundle
 
     history = [h for h in state["history"] if "val_accuracy" in h]
+    if not main:  # rank 0 writes the bundle
+        return TrainResult(config.name, "done", folder.path, None, history, state["best"])
     emit({"type": "export", "message": f"writing the bundle of epoch {state['best']} (ONNX export, checked against torch)"})
     out = bundle.export(config.name, epoch="best", store=store, out=folder.bundle_path)
     emit({"type": "done", "bundle": str(out), "best_epoch": state["best"], "elapsed_s": time.perf_counter() - started})
@@ -202,6 +260,22 @@ def build_model(config: TrainConfig, dataset: Any) -> tuple[NormalizedNet, Model
     net = networks.create(config.network, len(dataset.classes), pretrained=config.pretrained or None,
                           channels=dataset.channels, freeze=config.freeze)
     return NormalizedNet(net, torch.from_numpy(mean), torch.from_numpy(scale)), card
+
+
+def _rank_device(name: str, here: distributed.World) -> torch.device:
+    """The device of this rank: one GPU per process of a data-parallel run on CUDA (``LOCAL_RANK``)."""
+    if name != "cuda" or here.size == 1:
+        return torch.device(name)
+    count = torch.cuda.device_count()
+    if here.local_rank >= count:
+        raise TrainingError(f"process {here.local_rank} of this machine has no GPU of its own ({count} visible): "
+                            f"start at most {count} processes per machine (--nproc {count})")
+    return torch.device("cuda", here.local_rank)
+
+
+def _unwrapped(module: Any) -> Any:
+    """The module inside DDP (validation needs no gradient exchange)."""
+    return getattr(module, "module", module)
 
 
 def _autocast(precision: str, device: torch.device) -> Any:
@@ -268,8 +342,11 @@ def _train_mode(model: NormalizedNet, *, keep_statistics: bool) -> None:
 
 @torch.no_grad()
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], batches: Any, num_classes: int,
-             device: torch.device, model: torch.nn.Module) -> dict[str, float]:
-    """Return validation loss, top-1 accuracy (and top-5 with at least 5 classes)."""
+             device: torch.device, model: torch.nn.Module, *, group: distributed.Group | None = None) -> dict[str, float]:
+    """Return validation loss, top-1 accuracy (and top-5 with at least 5 classes).
+
+    In a data-parallel run each rank validates its shard and the sums are all-reduced.
+    """
     was_training = model.training
     model.eval()
     n, loss_sum, top1, top5 = 0, 0.0, 0, 0
@@ -282,6 +359,8 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], batches: Any, num_
         top5 += (ranked == y[:, None]).any(1).sum().item()
         n += len(y)
     model.train(was_training)
+    if group is not None:
+        loss_sum, top1, top5, n = group.sum([loss_sum, top1, top5, n])
     metrics = {"val_loss": loss_sum / n, "val_accuracy": top1 / n}
     if num_classes >= 5:
         metrics["val_top5"] = top5 / n
@@ -300,24 +379,54 @@ def _better(record: dict[str, Any], best: dict[str, Any]) -> bool:
 
 
 class _FeatureCache:
-    """Backbone features of fixed views (centre crop, and its mirror), computed once."""
+    """Backbone features of fixed views (centre crop, and its mirror), computed once.
+
+    In a data-parallel run each rank computes the features of its share of the images and
+    every rank receives them all (all-gathered), so the backbone sees each image once in all.
+    """
 
     def __init__(self, model: NormalizedNet, crop: tuple[int, int] | None, device: torch.device, batch_size: int,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, *, group: distributed.Group | None = None) -> None:
         self.model, self.crop, self.device, self.batch_size = model, crop, device, max(batch_size, 32)
         self.extract = networks.feature_extractor(model.net)
         self.on_batch, self.done = on_batch, 0  # told how many images are done, across calls of of()
+        self.group = group
 
     @torch.no_grad()
     def of(self, images: Any, labels: Any, *, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
+        if self.group is None or self.group.size == 1:
+            return self._views(images, labels, flip=flip)
+        import torch.distributed as dist
+
+        size, rank, n = self.group.size, self.group.world.rank, len(labels)
+        share = -(-n // size)
+        bounds = [(min(r * share, n), min((r + 1) * share, n)) for r in range(size)]
+        lo, hi = bounds[rank]
+        features, targets = self._views(images[lo:hi] if hi > lo else images[:1], labels[lo:hi] if hi > lo else labels[:1],
+                                        flip=flip)
+        if hi == lo:  # nothing left for this rank: no rows, of the right width
+            features, targets = features[:0], targets[:0]
+        views = 2 if flip else 1
+        rows = share * views
+        gathered = []
+        for mine in (features, targets.to(features.device)):  # each rank's rows padded to the same length
+            padded = torch.zeros((rows, *mine.shape[1:]), dtype=mine.dtype, device=mine.device)
+            padded[: len(mine)] = mine
+            parts = [torch.empty_like(padded) for _ in range(size)]
+            dist.all_gather(parts, padded)
+            gathered.append(torch.cat([part[: (b - a) * views] for part, (a, b) in zip(parts, bounds)]))
+        return gathered[0], gathered[1].cpu()
+
+    def _views(self, images: Any, labels: Any, *, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         views, targets = [], []
+        scale = self.group.size if self.group is not None else 1  # progress: every rank does as much
         for x, y in PixelBatches(images, labels, batch_size=self.batch_size, crop=self.crop, train=False):
             for mirrored in (False, True) if flip else (False,):
                 pixels = _to(x.flip(3) if mirrored else x, self.device)
                 views.append(self.extract(self.model.normalize(pixels)).flatten(1))
                 targets.append(y)
-            self.done += len(y)
+            self.done += len(y) * scale
             if self.on_batch is not None:
                 self.on_batch(self.done)
         return torch.cat(views), torch.cat(targets)

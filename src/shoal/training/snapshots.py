@@ -57,7 +57,16 @@ def load_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
         The run counters :func:`save_state` was given.
 
     Raises:
-        TrainingError: if the saved weights do not fit the model the config builds.
+        TrainingError: if the resume point is damaged, or its weights do not fit the model the config builds.
+    """
+    return restore(read_state(folder), folder, model, optimizer, generator)
+
+
+def read_state(folder: ModelFolder) -> dict[str, Any]:
+    """The resume point as saved (what rank 0 of a data-parallel run sends to the others).
+
+    Raises:
+        TrainingError: the file is cut short, garbage, or not a resume point.
     """
     try:
         saved = torch.load(folder.state_path, map_location="cpu", weights_only=True)
@@ -69,6 +78,12 @@ def load_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
                             f"({_first_sentence(exc)}); export an epoch "
                             f"that was kept ('shoal export {name} --epoch N'), or delete it with "
                             f"'shoal model delete {name}' and train it again") from None
+    return saved
+
+
+def restore(saved: dict[str, Any], folder: ModelFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> dict[str, Any]:
+    """Put a resume point read by :func:`read_state` into the model, optimizer and RNGs; return its counters."""
     try:
         model.load_state_dict(saved["model"])
     except RuntimeError as exc:

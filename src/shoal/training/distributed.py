@@ -1,0 +1,214 @@
+"""Data-parallel training on torch.distributed: the launcher, the process group, and what ranks share.
+
+``shoal train --nproc N`` starts N copies of itself through torch.distributed's elastic launcher
+(:func:`launch`, the API behind ``torchrun``); ``torchrun --nnodes ... -m shoal train ...`` starts
+them on several machines the same way. Each copy reads its place from the launcher's environment
+(:func:`world`: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and runs the same training:
+
+- rank 0 registers the model and alone writes to its folder (events, snapshots, the resume point,
+  the store entry, the bundle); it sends the resolved configuration and, on resume, the resume
+  point to the others (:meth:`Group.share`), so they need only the dataset, not the model's folder;
+- every rank trains on its shard of each epoch (:class:`shoal.training.batches.PixelBatches`),
+  DDP all-reduces the gradients, and the validation sums are all-reduced (:meth:`Group.sum`);
+- a stop asked of rank 0 (the ``ABORT`` file) stops every rank at the same step (:meth:`Group.agree`).
+
+This module is torch-free until a process group is joined, so checking a configuration stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from shoal.errors import ConfigError, TrainingError
+
+# How long a rank waits for the others at a collective before giving up. A dead rank is noticed
+# sooner (its connections close, and the launcher stops the rest); this bounds a rank that hangs.
+COLLECTIVE_TIMEOUT_S = 600
+
+
+class RankLost(TrainingError):
+    """Another process of a data-parallel run died: the run is interrupted and resumes from its last epoch."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a data-parallel run (rank 0 of 1 when it runs alone)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes."""
+        return self.rank == 0
+
+
+def world() -> World:
+    """This process's place, from the variables torch.distributed's launcher sets (none: alone)."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as exc:
+        raise ConfigError(f"the launcher's RANK, WORLD_SIZE or LOCAL_RANK is not a number ({exc})") from None
+    if size <= 1:
+        return World()
+    if not 0 <= rank < size:
+        raise ConfigError(f"RANK {rank} is outside WORLD_SIZE {size}; start the processes with torchrun")
+    return World(rank, size, local)
+
+
+def check(config: Any, size: int) -> None:
+    """Refuse, in one line and before anything starts, a configuration ``size`` processes cannot train.
+
+    Raises:
+        ConfigError: a fitted head (it has no loop to spread), or a batch that does not split evenly.
+    """
+    if size <= 1:
+        return
+    if config.head == "fit":
+        raise ConfigError(f"a fitted head (the default fine-tune) has no training loop to spread over {size} "
+                          "processes: it fits in one, in seconds; drop --nproc, or train the head with the loop "
+                          "(--head sgd) or end to end (--freeze none)")
+    if config.batch_size % size:
+        raise ConfigError(f"batch_size is the global batch and must split evenly over {size} processes, got "
+                          f"{config.batch_size}; use a multiple of {size}, e.g. {config.batch_size // size * size or size}",
+                          options=("batch_size",))
+
+
+class Group:
+    """The process group of a data-parallel run, or a stand-in that does nothing for one process."""
+
+    def __init__(self, here: World) -> None:
+        self.world = here
+        self.device: Any = None  # the rank's training device, once known (:meth:`use`)
+        if here.size > 1:
+            import torch
+            import torch.distributed as dist
+
+            if not dist.is_initialized():  # gloo for the CPU's tensors, and nccl for the GPUs' where there are some
+                backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+                dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+
+    def use(self, device: Any) -> None:
+        """Train on ``device`` (a GPU of its own for each rank on CUDA)."""
+        self.device = device
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(device)
+
+    @property
+    def size(self) -> int:
+        return self.world.size
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable object), on every rank."""
+        if self.size == 1:
+            return value
+        import torch.distributed as dist
+
+        import torch
+
+        box = [value if self.world.main else None]
+        dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
+        return box[0]
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Each value summed over the ranks."""
+        if self.size == 1:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor(values, dtype=torch.float64, device=self._collective_device())
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank when any rank says so (a stop asked of rank 0 stops them all at the same step)."""
+        return flag if self.size == 1 else self.sum([float(flag)])[0] > 0
+
+    def wrap(self, module: Any, *, sync_bn: bool = False) -> Any:
+        """``module`` in DistributedDataParallel (gradients all-reduced), batch norm synced if asked."""
+        if self.size == 1:
+            return module
+        import torch
+
+        if sync_bn:
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    def close(self) -> None:
+        if self.size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _collective_device(self) -> Any:
+        cuda = self.device is not None and self.device.type == "cuda"
+        return self.device if cuda else "cpu"  # nccl reduces on the GPU, gloo on the CPU
+
+
+def lost_rank(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another rank is gone (not a bug of this one)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return False
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        sign in text for sign in ("connection closed by peer", "connection reset by peer", "broken pipe", "gloo"))
+
+
+# -- the launcher ----------------------------------------------------------------------------------
+
+def gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def launch(args: list[str], *, nproc: int) -> None:
+    """Start ``python -m shoal <args>`` in ``nproc`` processes on this machine through torch.distributed's
+    elastic launcher (``torchrun --standalone --nproc-per-node nproc -m shoal ...``), and wait for them.
+
+    Raises:
+        LaunchFailed: a process failed or was killed (the others were stopped by the launcher).
+        KeyboardInterrupt: Ctrl-C (the launcher passes it on to every process).
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    # The launcher's own log (workers started, a failure's table) says in many lines what
+    # LaunchFailed says in one; its warnings stay.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    options = parse_args(["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
+                          "--monitor-interval=0.2", "--module", "shoal", *args])
+    try:
+        run(options)
+    except SignalException as exc:
+        raise KeyboardInterrupt from exc
+    except ChildFailedError as exc:
+        raise LaunchFailed(exc.failures) from None
+
+
+class LaunchFailed(TrainingError):
+    """A process of a data-parallel run failed or was killed."""
+
+    def __init__(self, failures: dict[int, Any]) -> None:
+        self.killed = {rank: f.signal_name() for rank, f in failures.items() if f.exitcode < 0}
+        self.exited = {rank: f.exitcode for rank, f in failures.items() if f.exitcode > 0}
+        parts = [f"rank {rank} was killed ({name})" for rank, name in sorted(self.killed.items())]
+        parts += [f"rank {rank} exited with status {code}" for rank, code in sorted(self.exited.items())]
+        super().__init__("; ".join(parts) or "a training process failed")
