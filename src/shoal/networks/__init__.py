@@ -28,45 +28,64 @@ Example:
 
 from __future__ import annotations
 
-from shoal.networks.factory import (
-    FREEZE_MODES,
-    apply_freeze,
-    classifier_head,
-    create,
-    describe,
-    feature_extractor,
-    get_spec,
-    head_modules,
-    list_networks,
-    network_info,
-    resolve_network,
-    split_head,
-    stages,
-    target_layer,
-)
-from shoal.networks.registry import Network, NetworkInfo, NetworkSpec, register_network
-from shoal.networks.user_file import FACTORY
-from shoal.networks.weights import read_weights
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "FACTORY",
-    "FREEZE_MODES",
-    "Network",
-    "NetworkInfo",
-    "NetworkSpec",
-    "apply_freeze",
-    "classifier_head",
-    "create",
-    "describe",
-    "feature_extractor",
-    "get_spec",
-    "head_modules",
-    "list_networks",
-    "network_info",
-    "read_weights",
-    "register_network",
-    "resolve_network",
-    "split_head",
-    "stages",
-    "target_layer",
-]
+if TYPE_CHECKING:
+    from shoal.networks.factory import (
+        FREEZE_MODES,
+        apply_freeze,
+        classifier_head,
+        create,
+        describe,
+        feature_extractor,
+        get_spec,
+        head_modules,
+        network_info,
+        resolve_network,
+        split_head,
+        stages,
+        target_layer,
+    )
+    from shoal.networks.registry import Network, NetworkInfo, NetworkSpec, list_networks, register_network
+    from shoal.networks.user_file import FACTORY
+    from shoal.networks.weights import read_weights
+
+# Each public name and the module it lives in. They load on first use, so listing the
+# networks (``list_networks``, ``shoal networks``) never imports torch.
+_PUBLIC: dict[str, str] = {
+    "FACTORY": "user_file",
+    "FREEZE_MODES": "factory",
+    "Network": "registry",
+    "NetworkInfo": "registry",
+    "NetworkSpec": "registry",
+    "apply_freeze": "factory",
+    "classifier_head": "factory",
+    "create": "factory",
+    "describe": "factory",
+    "feature_extractor": "factory",
+    "get_spec": "factory",
+    "head_modules": "factory",
+    "list_networks": "registry",
+    "network_info": "factory",
+    "read_weights": "weights",
+    "register_network": "registry",
+    "resolve_network": "factory",
+    "split_head": "factory",
+    "stages": "factory",
+    "target_layer": "factory",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

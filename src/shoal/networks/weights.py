@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from shoal.errors import BundleError, NetworkError
+from shoal.networks.hub import hub_cache_path
 
 if TYPE_CHECKING:
     from torch import nn
@@ -332,14 +333,6 @@ def load_into(
 
 def _count(keys: list[str], noun: str) -> str:
     return f"{len(keys)} {noun}{'' if len(keys) == 1 else 's'}"
-
-
-def hub_cache_path(url: str) -> Path:
-    """Where ``torch.hub.load_state_dict_from_url`` keeps the file of ``url``."""
-    import torch.hub
-
-    filename = os.path.basename(url.split("?", 1)[0])
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def fetch_to_cache(url: str, *, network: str) -> Path:
