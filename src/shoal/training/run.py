@@ -51,19 +51,44 @@ class Aborted(Exception):
 
 
 class Emitter:
-    """Sends each event to the handler and appends it to ``metrics.jsonl``."""
+    """Sends each event to the handler, appends it to ``metrics.jsonl`` and writes its line to the log."""
 
-    def __init__(self, path: Path, handler: EventHandler | None, *, append: bool) -> None:
-        self.path, self.handler = path, handler
+    def __init__(self, path: Path, handler: EventHandler | None, *, append: bool, log: Path | None = None) -> None:
+        self.path, self.handler, self.log = path, handler, log
         if not append:
             path.write_text("")
+            if log is not None:
+                log.write_text("")
 
     def __call__(self, event: dict[str, Any]) -> None:
         event = {"time": time.time(), **event}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(event, default=str) + "\n")
+        self.write_log(log_line(event))
         if self.handler is not None:
             self.handler(event)
+
+    def write_log(self, text: str) -> None:
+        if self.log is None:
+            return
+        with contextlib.suppress(OSError), self.log.open("a", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+
+
+def log_line(event: dict[str, Any]) -> str:
+    """One event as a line of the run's log: its time, its type, then its values."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.get("time", time.time())))
+    kind = event.get("type", "?")
+    if kind == "prepare":
+        return f"{stamp}  {event.get('message', '')}"
+    parts = []
+    for key, value in event.items():
+        if key in ("time", "type") or isinstance(value, (list, dict)):
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+        parts.append(f"{key}={value}")
+    return f"{stamp}  {kind:<10} " + " ".join(parts)
 
 
 def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHandler | None = None) -> TrainResult:
@@ -138,7 +163,8 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
 
 def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: EventHandler | None, *,
          resume: bool) -> TrainResult:
-    emit = Emitter(folder.metrics_path, on_event, append=resume)
+    emit = Emitter(folder.metrics_path, on_event, append=resume, log=folder.log_path)
+    emit.write_log(f"{'resuming' if resume else 'training'} {config.name} (process {os.getpid()})")
     folder.abort_path.unlink(missing_ok=True)
     store.update("model", config.name, status="running", summary={"pid": os.getpid()})
     try:
@@ -167,6 +193,10 @@ def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: Event
             raise _interrupted_by_full_disk(config.name, folder, store, emit) from None
         store.update("model", config.name, status="failed", summary={"error": str(exc)})
         emit({"type": "stopped", "status": "failed", "error": str(exc)})
+        if not isinstance(exc, ShoalError):  # a bug, not a user's mistake: keep where it happened
+            import traceback
+
+            emit.write_log("".join(traceback.format_exception(exc)))
         raise
     store.update("model", config.name, status="done", summary={"bundle": str(result.bundle)})
     return result
