@@ -123,14 +123,21 @@ def test_video_prints_every_nth_frame(rgb, tmp_path):
     assert missing.exit_code == 1 and "Error: cannot open video" in missing.stderr
 
 
+# What a cold ``shoal classify`` of a local file must not import: torch, the other commands,
+# the training, network and dataset-store stages, and the network stack URLs need.
+NOT_ON_THE_CLASSIFY_PATH = ("torch", "timm", "torchvision", "shoal.cli.dataset", "shoal.cli.train",
+                            "shoal.cli.evaluate", "shoal.cli.serve", "shoal.cli.store", "shoal.training",
+                            "shoal.networks", "shoal.data.dataset", "shoal.store", "ssl", "http.client")
+
+
 def test_the_classify_command_never_imports_torch(rgb):
-    """A whole ``shoal classify`` process: the answer, and neither torch nor timm imported."""
+    """A whole ``shoal classify`` process: the answer, and nothing it does not need imported."""
     code = (
         "import sys\n"
         "from shoal.cli import main\n"
         f"sys.argv = ['shoal', 'classify', {str(rgb.bundle)!r}, {_images(rgb)[0]!r}, '--top', '1']\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print('heavy:', sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))\n"
+        f"print('heavy:', sorted(m for m in {NOT_ON_THE_CLASSIFY_PATH!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=GENEROUS_S,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
