@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from shoal.importers.caffe import import_caffe
     from shoal.inference import Classifier, load
 
-__all__ = ["Classifier", "__version__", "load"]
+__all__ = ["Classifier", "__version__", "import_caffe", "load"]
 
-_LAZY = {"load": "shoal.inference", "Classifier": "shoal.inference"}
+_LAZY = {"load": "shoal.inference", "Classifier": "shoal.inference", "import_caffe": "shoal.importers.caffe"}
 
 
 def __getattr__(name: str) -> Any:
