@@ -244,6 +244,7 @@
     if (select.dataset.chosen && choices.some(([v]) => v === previous)) select.value = previous;  // keep the user's pick
     updateDownload();
     document.getElementById("classify-button").disabled = !model.bundle;
+    document.getElementById("camera-button").disabled = !model.bundle;
     document.getElementById("many-button").disabled = !model.bundle;
     document.getElementById("eval-button").disabled = !model.bundle;
     const evalText = document.getElementById("eval-text");
@@ -413,6 +414,68 @@
       document.getElementById("classify-result").hidden = true;  // the previous image's result is not this one's
     } finally {
       button.disabled = !model.bundle;
+    }
+  });
+
+  // -- the camera: classify its frames live, one request at a time (the rate the server sustains) ---------------
+  let camera = null;
+  function probabilityRows(predictions) {
+    return predictions.map((p, i) => el("tr", { class: i === 0 ? "top" : "" },
+      el("td", {}, i === 0 ? el("strong", { text: p.label }) : p.label),
+      el("td", {}, el("div", { class: "bar" }, el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * p.probability).toFixed(1)}%` })), el("span", { class: "mono", text: pct(p.probability) })))));
+  }
+  async function cameraLoop(state) {
+    const video = document.getElementById("camera-video");
+    const canvas = document.createElement("canvas");
+    let frames = 0;
+    const started = performance.now();
+    while (camera === state) {
+      if (!video.videoWidth) { await new Promise((r) => setTimeout(r, 100)); continue; }
+      canvas.width = video.videoWidth;
+      canvas.height = video.videoHeight;
+      canvas.getContext("2d").drawImage(video, 0, 0);
+      const blob = await new Promise((r) => canvas.toBlob(r, "image/jpeg", 0.9));
+      const form = new FormData();
+      form.append("file", blob, "camera.jpg");
+      form.append("top", "3");
+      try {
+        const result = await api("POST", `${base}/classify`, form);
+        if (camera !== state) break;
+        frames += 1;
+        document.getElementById("camera-body").replaceChildren(...probabilityRows(result.predictions));
+        renderVerdict(document.getElementById("camera-verdict"), result);
+        const result_box = document.getElementById("camera-result");
+        result_box.dataset.frames = String(frames);
+        result_box.dataset.label = result.predictions[0].label;
+        document.getElementById("camera-rate").textContent = `${(frames / ((performance.now() - started) / 1000)).toFixed(1)} frames / s classified`;
+      } catch (e) {
+        say(document.getElementById("classify-message"), `Camera: ${e.message}`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+  document.getElementById("camera-button").addEventListener("click", async () => {
+    const button = document.getElementById("camera-button");
+    if (camera) {  // stop
+      camera.stream.getTracks().forEach((t) => t.stop());
+      camera = null;
+      button.textContent = "Use camera";
+      document.getElementById("camera-result").hidden = true;
+      return;
+    }
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      say(document.getElementById("classify-message"), "This browser offers no camera here: cameras need a secure origin (localhost, or HTTPS with shoal serve --certfile --keyfile).");
+      return;
+    }
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+      camera = { stream };
+      document.getElementById("camera-video").srcObject = stream;
+      document.getElementById("camera-result").hidden = false;
+      button.textContent = "Stop camera";
+      cameraLoop(camera);
+    } catch (e) {
+      say(document.getElementById("classify-message"), `Camera: ${e.message}`);
     }
   });
 
