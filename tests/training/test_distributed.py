@@ -163,6 +163,42 @@ def test_a_killed_rank_ends_the_run_as_interrupted_and_resume_finishes_it(even, 
     assert store.get("model", "cut").status == "done"
 
 
+def test_abort_and_ctrl_c_stop_every_rank(even, shoal_home):
+    env = _env(shoal_home)
+    store = Store(shoal_home)
+
+    def start(name: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(SHOAL + ["train", "--dataset", "even", "--name", name, "--nproc", "2",
+                                         *FLAGS[:4], "--epochs", "100000", *FLAGS[6:]],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(f"the first epoch of {name}", lambda: proc.poll() is not None or (
+            (shoal_home / "models" / name / "state.pt").exists()), every=0.1)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        return proc
+
+    aborted = start("aborted")
+    try:
+        (shoal_home / "models" / "aborted" / "ABORT").touch()  # as the web app's abort does
+        _, err = aborted.communicate(timeout=GENEROUS_S)
+    finally:
+        if aborted.poll() is None:
+            aborted.kill()
+    assert aborted.returncode == 0 and "Aborted." in err, err[-3000:]
+    assert store.get("model", "aborted").status == "aborted"
+
+    interrupted = start("interrupted")
+    try:
+        interrupted.send_signal(signal.SIGINT)  # Ctrl-C at the launcher: it passes it on to every rank
+        _, err = interrupted.communicate(timeout=GENEROUS_S)
+    finally:
+        if interrupted.poll() is None:
+            interrupted.kill()
+    assert interrupted.returncode == 130, err[-3000:]
+    assert "Resume with: shoal train --resume interrupted --nproc 2" in err
+    assert describe("interrupted", store=store)["status"] == "interrupted"
+    assert _process_of_rank(interrupted.pid, 1) is None
+
+
 def test_nproc_2_trains_the_digits_sample_through_the_cli(shoal_home):
     from shoal.data.sample import build_sample
 

@@ -66,7 +66,10 @@ def follow(store: Store) -> TrainResult:
     def run(group: distributed.Group) -> TrainResult:
         config = group.share(None)
         folder = ModelFolder(store.folder("model", config.name))  # never written, nor read: rank 0 sends
-        return _loop(config, folder, store, lambda event: None, resume=False, ranks=group)
+        try:
+            return _loop(config, folder, store, lambda event: None, resume=False, ranks=group)
+        except Aborted:  # rank 0 records it; this rank ends as cleanly
+            return TrainResult(config.name, "aborted", folder.path, None)
 
     return _in_group(run)
 
