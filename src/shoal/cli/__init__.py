@@ -63,6 +63,7 @@ COMMANDS: dict[str, str] = {
     "dataset": "dataset",
     "model": "train",
     "review": "review",
+    "lr-find": "lr_find",
     "import": "imports",
 }
 

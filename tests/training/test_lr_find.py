@@ -1,0 +1,63 @@
+"""The learning-rate range test: on a toy problem its suggestions lie where the loss falls."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from shoal.errors import TrainingError
+from shoal.training import TrainConfig
+from shoal.training.lr_find import lr_find, suggest
+
+
+@pytest.fixture()
+def toy(shoal_home, image_folder_factory):
+    from shoal import datasets
+
+    return datasets.create(image_folder_factory(["circle", "square", "triangle"], 20, size=(40, 32)), "toy", size=32)
+
+
+def test_the_suggestions_lie_where_the_loss_falls(toy, tmp_path):
+    found = lr_find(TrainConfig(dataset="toy", network="lenet", solver="adam", batch_size=16), start=1e-6, end=1,
+                    iterations=60)
+    lrs, raw = np.asarray(found.lrs), np.asarray(found.losses)
+    level = np.median(raw[:6])
+    bottom = int(np.argmin(raw))
+    assert raw[bottom] < 0.5 * level  # the toy problem is learnt within the range
+    first_fall = lrs[np.flatnonzero(raw[:bottom + 1] < 0.95 * level)[0]]
+    # steepest descent inside the fall; the valley at its start (the smoothed loss lags the raw one), never past the bottom
+    assert first_fall <= found.steep <= lrs[bottom]
+    assert first_fall / 10 <= found.valley < lrs[bottom]
+    assert found.suggestion == found.valley and "valley" in found.explanation
+    data, image = found.save(tmp_path / "curve")
+    saved = json.loads(data.read_text())
+    assert saved["suggestion"] == found.valley and len(saved["lrs"]) == len(saved["losses"]) == len(found.lrs)
+    from PIL import Image
+
+    assert Image.open(image).size == (640, 400)
+
+
+def test_the_valley_of_a_textbook_curve():
+    lrs = [10 ** (i / 10 - 5) for i in range(60)]
+    losses = [2.0] * 20 + [2.0 - 0.08 * i for i in range(20)] + [0.4 + 0.4 * i for i in range(20)]
+    valley, steep = suggest(lrs, losses)
+    assert lrs[20] <= valley <= lrs[39] and lrs[19] <= steep <= lrs[40]
+
+
+def test_a_fitted_head_is_refused_in_one_line(toy):
+    with pytest.raises(TrainingError, match="^a fitted head has no learning rate to find"):
+        lr_find(TrainConfig(dataset="toy", pretrained=True))
+
+
+def test_cli_saves_the_curve_and_prints_the_suggestion(toy, tmp_path):
+    from shoal.cli import app
+
+    out = CliRunner().invoke(app, ["lr-find", "--dataset", "toy", "--network", "lenet", "--solver", "adam",
+                                   "--start", "1e-5", "--end", "1", "--iterations", "30", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "suggested learning rate:" in out.stdout and (tmp_path / "lr_find.png").exists()
+    refused = CliRunner().invoke(app, ["lr-find", "--dataset", "toy", "--pretrained"])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1 and "a fitted head has no learning rate" in refused.output
