@@ -90,16 +90,20 @@ def test_shards_of_a_pass_make_up_the_single_process_batches():
     assert sorted(sum(([*y.tolist()] for b in val for _, y in b), [])) == list(range(9))  # each image once
 
 
-def test_two_gloo_processes_train_as_one_on_the_same_global_batch(even, shoal_home, tmp_path):
+@pytest.mark.parametrize("path", ["end to end", "cached features"])
+def test_two_gloo_processes_train_as_one_on_the_same_global_batch(even, shoal_home, tmp_path, path):
     import torch
     from safetensors.torch import load_file
 
-    single = train(TrainConfig(dataset="even", name="one", **RUN))
+    run = RUN if path == "end to end" else {**RUN, "freeze": "backbone", "head": "sgd"}  # features sharded, gathered
+    single = train(TrainConfig(dataset="even", name="one", **run))
+    assert [e for e in single.folder.joinpath("metrics.jsonl").read_text().splitlines()
+            if '"start"' in e][0].count('"cached_features": true') == (path == "cached features")
 
     script = tmp_path / "spy.py"
     script.write_text(SPY)
     launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                               str(script), str(tmp_path), json.dumps({"dataset": "even", "name": "two", **RUN})],
+                               str(script), str(tmp_path), json.dumps({"dataset": "even", "name": "two", **run})],
                               env=_env(shoal_home), capture_output=True, text=True, timeout=GENEROUS_S)
     assert launched.returncode == 0, launched.stderr[-3000:]
 
