@@ -213,11 +213,15 @@ def test_nproc_2_trains_the_digits_sample_through_the_cli(shoal_home):
                           env=env, capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("Training digits-lenet on") == 1  # rank 0 alone reports
+    assert "on cpu, 2 data-parallel processes" in done.stderr
     report = json.loads(done.stdout)  # one JSON object: rank 0's
     assert report["status"] == "done" and report["history"][0]["val_accuracy"] > 0.5
     shown = json.loads(subprocess.run(SHOAL + ["model", "show", "digits-lenet", "--json"], env=env,
                                       capture_output=True, text=True, timeout=GENEROUS_S).stdout)
     assert shown["summary"]["world_size"] == 2
+    text = subprocess.run(SHOAL + ["model", "show", "digits-lenet"], env=env, capture_output=True, text=True,
+                          timeout=GENEROUS_S).stdout
+    assert "processes   2 (data-parallel)" in text
 
 
 def test_nproc_is_refused_in_one_line_where_it_cannot_work(even, shoal_home):

@@ -239,7 +239,8 @@ class _Progress:
             how = "on cached backbone features" if event["cached_features"] else (
                 "end to end, bf16 autocast" if event["bf16"] else "end to end")
             err.print(f"Training {self.name} on {event['train_images']} images ({event['val_images']} for validation), "
-                      f"{how}, on {event['device']}")
+                      f"{how}, on {event['device']}"
+                      + (f", {event['world_size']} data-parallel processes" if event.get("world_size", 1) > 1 else ""))
             self._bar("epoch {task.fields[epoch]}", self.epochs, event["epoch"])
         elif kind == "features":
             if self.bar is None:  # the loop's frozen-backbone features come before its start event
@@ -360,6 +361,8 @@ def model_show(name: str = typer.Argument(..., help="Model name."),
     out.print(f"[bold]{info['name']}[/]  {info['status']}  ({info['path']})")
     for key in ("dataset", "network", "pretrained", "epochs", "solver", "lr", "lr_policy", "freeze"):
         out.print(f"  {key:<11} {info['config'].get(key)}")
+    if info["summary"].get("world_size", 1) > 1:
+        out.print(f"  {'processes':<11} {info['summary']['world_size']} (data-parallel)")
     table = Table("epoch", "train loss", "val loss", "val acc", "lr", "elapsed s")
     for h in info["history"]:
         table.add_row(str(h["epoch"]), f"{h['train_loss']:.4f}", f"{h['val_loss']:.4f}", f"{h['val_accuracy']:.1%}",
