@@ -8,6 +8,7 @@ under ``out/screenshots/`` (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ from waiting import GENEROUS_MS, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[1] / "out" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"]
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu",
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a camera that needs no one
 NOT_FOUND = "/no/such/page"  # the one page that answers 404 on purpose
 
 # Before any script of each page: keep every (status, chart points) pair the model page shows, in order,
@@ -79,6 +81,9 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
         page.on("console", lambda m: problems.append(f"console: {m.text} at {m.location.get('url')}")
                 if m.type == "error" else None)
+        page.on("dialog", lambda dialog: dialog.accept())  # Abort asks first
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
 
         def shot(name: str) -> None:
             page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -133,6 +138,17 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         traces = page.evaluate("document.getElementById('loss-chart').data.map(t => [t.name, t.x.length])")
         assert dict(traces)["val accuracy"] == 3 and dict(traces)["train loss"] > 3
         assert final == dict(traces)["val accuracy"] + dict(traces)["train loss"]
+        # The points came through the event stream, not by polling.
+        assert page.evaluate("document.body.dataset.live") == "sse"
+        assert any("/api/models/digits-lenet/stream" in u for u in requested)
+        assert not any("/api/models/digits-lenet/events" in u for u in requested), requested
+        # What the run really used, its times, and its log.
+        expect(page.locator("#run-device")).to_have_text("cpu")
+        expect(page.locator("#run-precision")).to_have_text(re.compile(r"^(float32|bfloat16 \(autocast\))$"))
+        expect(page.locator("#run-finished")).not_to_have_text("–")
+        expect(page.locator("#log-text")).to_contain_text("epoch")
+        expect(page.locator("#log-text")).to_contain_text("done")
+        expect(page.locator("#eval-split option")).to_have_count(2)  # val and train: the sample has no test split
         shot("06-model-done")
 
         # Classify one uploaded image, with its heat-map.
@@ -148,6 +164,15 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
             "It looks like none of the training images: its probabilities say little." if expected.unfamiliar
             else "It looks like the training images (unfamiliar score")
         shot("07-classified")
+
+        # The camera: its frames are classified live, with the unfamiliar verdict, until it is stopped.
+        page.click("#camera-button")
+        page.wait_for_function("+(document.getElementById('camera-result').dataset.frames || 0) >= 2")
+        expect(page.locator("#camera-body tr")).to_have_count(3)
+        expect(page.locator("#camera-verdict")).to_contain_text("unfamiliar score")
+        shot("07b-camera")
+        page.click("#camera-button")
+        expect(page.locator("#camera-result")).to_be_hidden()
 
         # Evaluate on the validation split.
         page.click("#eval-button")
@@ -165,10 +190,33 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         download.value.save_as(saved)
         assert shoal.load(saved).predict(digit).to_dict() == expected.to_dict()
 
+        # Abort, then Resume, without a reload: a long run of the same network.
+        page.goto(server + "/models/new?clone=digits-lenet")
+        page.fill("#f-name", "digits-long")
+        page.fill("#f-epochs", "500")
+        page.click("#create-model")
+        page.wait_for_url(f"{server}/models/digits-long")
+        page.evaluate("window.__sameDocument = true")
+        page.wait_for_function("(document.getElementById('loss-chart').data || [])"
+                               ".some(t => t.name === 'val accuracy' && t.x.length > 0)")  # an epoch is saved
+        page.click("#abort")
+        expect(page.locator("#model-status")).to_have_text("aborted")
+        expect(page.locator("#resume")).to_be_visible()
+        before = int(page.get_attribute("#loss-chart", "data-points"))
+        page.click("#resume")
+        page.wait_for_function(f"+document.getElementById('loss-chart').dataset.points > {before}")
+        expect(page.locator("#model-status")).to_have_text("running")
+        page.click("#abort")
+        expect(page.locator("#resume")).to_be_visible()
+        assert page.evaluate("window.__sameDocument") is True
+        expect(page.locator("#model-message")).to_contain_text("Resume continues from the last saved epoch")
+
         # The other pages.
         page.goto(server + "/")
         expect(page.locator("#models-body")).to_contain_text("digits-lenet")
-        expect(page.locator("#jobs-body tr")).to_have_count(2)
+        expect(page.locator("#jobs-body tr")).to_have_count(4)
+        expect(page.locator("#system-body")).to_contain_text("memory")
+        assert page.evaluate("document.body.dataset.live") == "sse"
         shot("09-home")
         page.goto(server + "/pretrained")
         shot("10-pretrained")
@@ -177,6 +225,22 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         page.goto(server + NOT_FOUND)
         expect(page.locator("h1")).to_have_text("Not found")
         shot("11-not-found")
+
+        # Every page fits a phone (390 px): nothing scrolls sideways. Screenshots at 390 and 1280 px.
+        pages = {"home": "/", "new-dataset": "/datasets/new", "dataset": "/datasets/digits",
+                 "new-model": "/models/new", "model": "/models/digits-lenet", "pretrained": "/pretrained"}
+        for width in (390, 1280):
+            page.set_viewport_size({"width": width, "height": 844 if width == 390 else 900})
+            for name, path in pages.items():
+                page.goto(server + path)
+                page.wait_for_load_state("load")
+                if name == "model":  # the evaluation's tables and thumbnails too
+                    page.click("#eval-button")
+                    expect(page.locator("#eval-result")).to_be_visible()
+                    page.wait_for_function("(document.getElementById('reliability-chart').data || []).length === 3")
+                wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                assert wide <= 0, f"{name} scrolls sideways by {wide} px at {width} px"
+                page.screenshot(path=str(SHOTS / f"w{width}-{name}.png"), full_page=True)
         browser.close()
     # The one error expected: the browser's note that the deliberate 404 page answered 404.
     deliberate = ("console: Failed to load resource: the server responded with a status of 404 (Not Found) "

@@ -139,6 +139,8 @@ def test_the_log_is_read_from_an_offset_or_its_tail(client: TestClient, home: Pa
     assert client.get("/api/models/m/log", params={"tail": 12}).json()["text"] == "line four\n"  # whole lines
     assert client.get("/api/models/m/log", params={"offset": 0, "tail": 5}).status_code == 400
     assert client.get("/api/models/nope/log").status_code == 404
+    Store(home).add_job("train", "waiting", lane="cpu", params={"config": {"dataset": "ds"}})
+    assert client.get("/api/models/waiting/log").json() == {"text": "", "offset": 0, "next": 0, "size": 0}
 
 
 def test_a_run_writes_its_log_in_the_model_folder(tmp_path: Path) -> None:

@@ -163,8 +163,10 @@ def read_log(store: Store, name: str, *, offset: int | None, tail: int | None) -
     ``tail`` bytes; at most :data:`LOG_CHUNK` bytes an answer."""
     if offset is not None and tail is not None:
         raise ConfigError("give offset (to follow the log) or tail (its last bytes), not both")
-    folder = models.ModelFolder.of(name, store=store)
-    path = folder.log_path
+    if not store.exists("model", name):  # a training still waiting to start: no log yet (404 for no such model)
+        models.status(name, store=store)
+        return {"text": "", "offset": 0, "next": 0, "size": 0}
+    path = models.ModelFolder.of(name, store=store).log_path
     size = path.stat().st_size if path.exists() else 0
     start = max(0, size - tail) if tail is not None else min(offset or 0, size)
     with (path.open("rb") if path.exists() else _empty()) as f:

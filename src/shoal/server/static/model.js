@@ -653,8 +653,10 @@
       }
       const key = JSON.stringify(e);
       if (key !== lastState) {
-        lastState = key;
-        await refreshModel();
+        try {
+          await refreshModel();
+          lastState = key;  // only once the page shows it: a failed look is tried again at the next status
+        } catch (err) { console.warn(err); return; }
         refreshLog();
       }
       if (!live(e.status) && !live(e.job)) {  // the run and its job have ended: nothing more will come
