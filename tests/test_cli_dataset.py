@@ -101,7 +101,6 @@ def test_bad_options_are_refused_with_the_value(shoal_home, image_folder_factory
     assert f"Error: '{single}/' has 1 class folder ('cats'); need at least 2 — add one subfolder per label" in result.output
 
 
-def test_duplicate_name(tiny_dataset, image_folder_factory):
 @pytest.mark.parametrize(("args", "message"), [
     (("--size", "²"), "--size must be one number or WxH, each side from 1 to 4096 pixels (for example 256 or "
                       "'320x240'), got '²'"),
@@ -131,6 +130,7 @@ def test_create_help_comes_from_the_config_fields():
     assert f"{docs['min_per_class'][:1].upper()}{docs['min_per_class'][1:]} (default: 2)" in text
 
 
+def test_duplicate_name(tiny_dataset, image_folder_factory):
     result = run("dataset", "create", str(image_folder_factory(size=(10, 10))), "--name", "tiny")
     assert result.exit_code == 1
     assert "Error: a dataset named 'tiny' already exists" in result.output

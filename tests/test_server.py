@@ -576,9 +576,6 @@ def test_training_options_are_checked_before_anything_is_queued(with_dataset: Te
     assert Store(with_dataset.app.state.settings.home).list_jobs() == []
 
 
-def test_models_from_the_cli_appear_and_can_be_deleted(client: TestClient) -> None:
-    store = Store(client.app.state.settings.home)
-    store.reserve("model", "from-cli", status="done", summary={"dataset": "d", "network": "lenet", "val_accuracy": 0.5})
 def test_non_finite_and_absurd_options_are_refused_with_a_4xx(with_dataset: TestClient) -> None:
     headers = {**CSRF, "Content-Type": "application/json"}
     cases = [
@@ -599,6 +596,9 @@ def test_non_finite_and_absurd_options_are_refused_with_a_4xx(with_dataset: Test
     assert Store(with_dataset.app.state.settings.home).list_jobs() == []
 
 
+def test_models_from_the_cli_appear_and_can_be_deleted(client: TestClient) -> None:
+    store = Store(client.app.state.settings.home)
+    store.reserve("model", "from-cli", status="done", summary={"dataset": "d", "network": "lenet", "val_accuracy": 0.5})
     (store.folder("model", "from-cli") / "config.json").write_text(json.dumps({"dataset": "d", "epochs": 3}))
     listed = client.get("/api/models").json()
     assert [(m["name"], m["status"], m["val_accuracy"]) for m in listed] == [("from-cli", "done", 0.5)]
