@@ -147,11 +147,9 @@ def show_command(
     from shoal.data.versions import version_info, versions
 
     ds = datasets.load(name)
-    if as_json:
-        _echo_json({**ds.to_dict(), "version": version_info(ds), "versions": versions(name)})
-        return
-    _print_dataset(ds, as_json=False)
-    _print_versions(ds, versions(name), version_info(ds))
+    _print_dataset(ds, as_json=as_json)
+    if not as_json:
+        _print_versions(ds, versions(name), version_info(ds))
 
 
 EDIT_EXAMPLES = """
@@ -336,8 +334,10 @@ def _echo_json(value: Any) -> None:
 
 def _print_dataset(ds: Dataset, *, as_json: bool, seconds: float | None = None) -> None:
     """The dataset's report: a classes × splits table, skipped files, where it is stored."""
-    if as_json:
-        _echo_json(ds.to_dict())
+    if as_json:  # what 'create', 'show' and 'sample' print alike
+        from shoal.data.versions import version_info, versions
+
+        _echo_json({**ds.to_dict(), "version": version_info(ds), "versions": versions(ds.name)})
         return
     from rich.markup import escape
     from rich.table import Table
