@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from shoal.errors import TrainingError
+from shoal.errors import ConfigError, TrainingError
 from shoal.training import TrainConfig
 from shoal.training.lr_find import lr_find, suggest
 
@@ -61,3 +61,33 @@ def test_cli_saves_the_curve_and_prints_the_suggestion(toy, tmp_path):
     assert "suggested learning rate:" in out.stdout and (tmp_path / "lr_find.png").exists()
     refused = CliRunner().invoke(app, ["lr-find", "--dataset", "toy", "--pretrained"])
     assert refused.exit_code == 1 and refused.output.count("\n") == 1 and "a fitted head has no learning rate" in refused.output
+
+
+def test_train_lr_find_trains_at_the_suggested_rate(toy, shoal_home):
+    """``shoal train --lr find``: the range test runs first and the model's config records its suggestion."""
+    from shoal.cli import app
+    from shoal.models import ModelFolder
+
+    out = CliRunner().invoke(app, ["train", "--dataset", "toy", "--network", "lenet", "--solver", "adam",
+                                   "--batch-size", "16", "--epochs", "1", "--lr", "find", "--json"])
+    assert out.exit_code == 0, out.output
+    said = [line for line in out.stderr.splitlines() if line.startswith("lr-find suggests ")]
+    assert len(said) == 1, out.stderr
+    suggested = float(said[0].split()[2])
+    config = ModelFolder.of("toy-lenet").read_config()
+    assert config["lr"] == suggested and config["lr"] != TrainConfig(dataset="toy", network="lenet").resolved().lr
+    found = json.loads((shoal_home / "lr-find" / "toy-lenet" / "lr_find.json").read_text())
+    assert float(f"{found['suggestion']:.2g}") == suggested
+    assert json.loads(out.stdout)["name"] == "toy-lenet"
+
+
+def test_train_lr_find_refuses_a_fitted_head_in_one_line(toy):
+    from shoal.cli import app
+    from shoal.training.lr_find import FITTED_HEAD_REFUSAL, with_found_lr
+
+    refused = CliRunner().invoke(app, ["train", "--dataset", "toy", "--pretrained", "--lr", "find"])
+    assert refused.exit_code == 1 and refused.output == f"Error: {FITTED_HEAD_REFUSAL}\n"
+    with pytest.raises(ConfigError, match="^--lr find: a fitted head has no learning rate"):
+        with_found_lr(TrainConfig(dataset="toy", pretrained=True))
+    typo = CliRunner().invoke(app, ["train", "--dataset", "toy", "--lr", "fnd"])
+    assert typo.exit_code == 1 and "--lr must be a number > 0 or 'find'" in typo.output

@@ -28,6 +28,8 @@ Examples:
 
   shoal train --dataset dolphins --network alexnet --lr 0.01 --lr-policy step --name dolphins-alexnet
 
+  shoal train --dataset digits --network lenet --lr find   # the rate lr-find suggests (the training loop only)
+
   shoal train --dataset digits --network lenet --nproc 2   # data-parallel: 2 processes (one per GPU on CUDA)
 """
 
@@ -45,7 +47,7 @@ def train(
     epochs: Optional[int] = config_option(TrainConfig, "epochs", "--epochs"),
     batch_size: Optional[int] = config_option(TrainConfig, "batch_size", "--batch-size"),
     solver: Optional[str] = config_option(TrainConfig, "solver", "--solver"),
-    lr: Optional[float] = config_option(TrainConfig, "lr", "--lr"),
+    lr: Optional[str] = config_option(TrainConfig, "lr", "--lr", metavar="FLOAT|find"),
     lr_policy: Optional[str] = config_option(TrainConfig, "lr_policy", "--lr-policy"),
     step_size: Optional[float] = config_option(TrainConfig, "step_size", "--step-size"),
     step_values: Optional[str] = config_option(TrainConfig, "step_values", "--step-values"),
@@ -87,6 +89,20 @@ def train(
     from shoal.training import train as train_run
 
     here = distributed.world()
+    lr_value = _learning_rate(lr)
+    if lr == "find":
+        if resume:
+            raise ConfigError("--lr find chooses the rate of a new training; a resumed one keeps its own: drop --lr")
+        if dataset is None and config_file is None:
+            raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")
+        lr_value = _find_lr(build(
+            TrainConfig, config_file, dataset=dataset, network=network,
+            pretrained=str(weights) if weights else (True if pretrained else None), batch_size=batch_size,
+            solver=solver, weight_decay=weight_decay, momentum=momentum, freeze=freeze, head=head, crop=crop,
+            flip=flip, color_jitter=color_jitter, label_smoothing=label_smoothing, mean=mean, seed=seed,
+            device=device, threads=threads, precision=precision))
+        ctx.params["lr"] = f"{lr_value:g}"  # what the processes of a data-parallel run are given
+    lr = lr_value  # type: ignore[assignment]
     if nproc > 1:
         if here.size > 1:
             raise ConfigError(f"--nproc starts the processes itself, but this one is already rank {here.rank} of "
@@ -136,6 +152,34 @@ def train(
         acc = f"{best['val_accuracy']:.1%}" if best else "n/a"
         typer.echo(f"Model {result.name}: best epoch {result.best_epoch}, validation accuracy {acc}")
         typer.echo(f"Bundle: {result.bundle}")
+
+
+def _learning_rate(text: str | None) -> float | None:
+    """``--lr``: a number, or ``find`` (``None`` here: :func:`_find_lr` supplies it)."""
+    from shoal.errors import ConfigError
+
+    if text is None or text == "find":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--lr must be a number > 0 or 'find' (the range test's suggestion), got {text!r}") from None
+
+
+def _find_lr(config: TrainConfig) -> float:
+    """``--lr find``: run the range test for this training and say what it suggests (the curve is saved
+    where ``shoal lr-find`` saves it)."""
+    from shoal.store import Store
+    from shoal.training.lr_find import with_found_lr
+
+    with err.status("Finding the learning rate …") as status:
+        found, finding = with_found_lr(config, on_event=lambda e: status.update(
+            f"Finding the learning rate: {e['done']}/{e['total']}, {e['lr']:.2g} …"))
+    resolved = found.resolved()
+    _, image = finding.save(Store().home / "lr-find" / f"{resolved.dataset}-{resolved.network}")
+    err.print(f"lr-find suggests {found.lr:g} (valley; steepest descent {finding.steep:.2g}); curve: {image}",
+              highlight=False, soft_wrap=True)
+    return float(found.lr or 0)
 
 
 def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: Any) -> None:
@@ -388,18 +432,31 @@ def model_delete(name: str = typer.Argument(..., help="Model name.")) -> None:
 def export(
     name: str = typer.Argument(..., help="Model name."),
     epoch: str = typer.Option("best", "--epoch", help="best, last, or an epoch with a kept snapshot."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="Bundle folder, or a file ending in .shoal."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Bundle folder, or a file ending in .shoal; with "
+                                  "--format triton, the Triton model repository (the model goes into DIR/NAME)."),
+    fmt: str = typer.Option("bundle", "--format", help="bundle (shoal's own), or triton (an NVIDIA Triton model: "
+                            "config.pbtxt and 1/model.onnx)."),
 ) -> None:
-    """Write a model's bundle (weights, ONNX graph, labels, manifest).
+    """Write a model's bundle (weights, ONNX graph, labels, manifest), or a Triton model of it.
 
-    Example: shoal export dolphins-efficientnet_lite0 --out dolphins.shoal
+    Examples:
+      shoal export dolphins-efficientnet_lite0 --out dolphins.shoal
+      shoal export dolphins-efficientnet_lite0 --format triton --out triton-models/
     """
-    from shoal.bundle import export as export_bundle
-    from shoal.config import whole_number
+    from shoal.config import check_choice, whole_number
 
+    check_choice("format", fmt, ("bundle", "triton"))
     number = whole_number(epoch)
-    with err.status(f"Writing the bundle of {name}, epoch {epoch} …"):  # on a terminal only, gone when done
-        path = export_bundle(name, epoch=epoch if number is None else number, out=out_path)
+    at = epoch if number is None else number
+    with err.status(f"Writing the {'Triton model' if fmt == 'triton' else 'bundle'} of {name}, epoch {epoch} …"):
+        if fmt == "triton":
+            from shoal.bundle.triton import export_triton
+
+            path = export_triton(name, epoch=at, out=out_path)
+        else:
+            from shoal.bundle import export as export_bundle
+
+            path = export_bundle(name, epoch=at, out=out_path)
     typer.echo(str(path))
 
 

@@ -186,6 +186,31 @@ def lr_find(config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, iter
     return LRFinding(lrs, losses, smoothed, valley, steep, text, to_dict(resolved))
 
 
+FITTED_HEAD_REFUSAL = ("--lr find: a fitted head has no learning rate (its strength is cross-validated); "
+                       "add --head sgd or --freeze none to train with the loop, or leave out --lr")
+
+
+def with_found_lr(config: TrainConfig, *, store: Store | None = None, on_event: EventHandler | None = None,
+                  **range_test: Any) -> tuple[TrainConfig, LRFinding]:
+    """``shoal train --lr find``: ``config`` with the range test's suggestion (the valley) as its ``lr``.
+
+    The rate is rounded to two significant figures, as it is printed. ``range_test`` goes to
+    :func:`lr_find` (``start``, ``end``, ``iterations``...).
+
+    Raises:
+        ConfigError: the configuration fits its head (:data:`FITTED_HEAD_REFUSAL`), checked
+            before anything is trained.
+    """
+    import dataclasses
+
+    from shoal.errors import ConfigError
+
+    if config.resolved().head == "fit":
+        raise ConfigError(FITTED_HEAD_REFUSAL)
+    finding = lr_find(config, store=store, on_event=on_event, **range_test)
+    return dataclasses.replace(config, lr=float(f"{finding.suggestion:.2g}")), finding
+
+
 def suggest(lrs: list[float], losses: list[float]) -> tuple[float, float]:
     """``(valley, steepest)`` rates of a loss curve (fastai's ``valley`` and ``steep`` suggestions).
 
