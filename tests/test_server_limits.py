@@ -311,7 +311,7 @@ def test_parallel_exports_of_one_epoch_run_once(live: tuple[str, str], monkeypat
         with lock:
             running[0] -= 1
 
-    monkeypatch.setattr(services, "_export_in_worker", slow_export)
+    monkeypatch.setattr(services.downloads, "_export_in_worker", slow_export)
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(_get, [f"{base}/api/models/{name}/download?epoch=last"] * 6))
     assert [status for status, _ in results] == [200] * 6

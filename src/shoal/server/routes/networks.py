@@ -51,7 +51,7 @@ async def upload_pretrained(store: StoreDep, settings: SettingsDep,
                             file: Annotated[UploadFile, File(description=".safetensors, .pth or .pt")],
                             labels: Annotated[str | None, Form(description="class names, one per line")] = None,
                             ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(dir=services._uploads(store)) as tmp:
+    with tempfile.TemporaryDirectory(dir=services.upload_dir(store)) as tmp:
         path = Path(tmp) / "weights.upload"
         await save_upload(file, path, limit=settings.max_zip_bytes, what="weights file")
         return await run_in_threadpool(services.save_pretrained, store, settings, name=name.strip(),

@@ -52,7 +52,7 @@ async def classify_many(name: str, store: StoreDep, settings: SettingsDep, class
             raise InputError("no images to classify: upload image files, or a zip with one folder of images per class")
         return await run_in_threadpool(services.classify_many, classifiers, store, settings, name, files=images,
                                        archive=None, top=top)
-    with tempfile.TemporaryDirectory(dir=services._uploads(store)) as tmp:
+    with tempfile.TemporaryDirectory(dir=services.upload_dir(store)) as tmp:
         path = Path(tmp) / "images.zip"
         await save_upload(archive, path, limit=settings.max_zip_bytes, what="zip")
         return await run_in_threadpool(services.classify_many, classifiers, store, settings, name, files=images,
