@@ -26,7 +26,7 @@ _INFO = "pretrained.json"
 # -- network files -----------------------------------------------------------------------------------
 def network_file(store: Store, file_name: str) -> Path:
     """Return the path of an uploaded network file, or raise NotFoundError listing the uploaded ones."""
-    folder = store.assets("network")
+    folder = store.assets("network", create=False)
     path = folder / os.path.basename(file_name)
     if not file_name.endswith(".py") or not path.is_file():
         known = ", ".join(p.name for p in sorted(folder.glob("*.py"))) or "none yet"
@@ -62,24 +62,25 @@ def save_network_file(store: Store, file_name: str, data: bytes) -> dict[str, An
 def list_network_files(store: Store) -> list[dict[str, Any]]:
     """The uploaded network files: ``file``, ``network`` (its path) and ``size``."""
     return [{"file": p.name, "network": str(p), "size": p.stat().st_size}
-            for p in sorted(store.assets("network").glob("*.py"))]
+            for p in sorted(store.assets("network", create=False).glob("*.py"))]
 
 
 # -- pretrained weights --------------------------------------------------------------------------------
 def pretrained_info(store: Store, name: str) -> dict[str, Any]:
     """What ``pretrained.json`` records of uploaded weights, or NotFoundError listing the uploaded ones."""
-    folder = store.assets("pretrained")
+    folder = store.assets("pretrained", create=False)
     meta = folder / name / _INFO
     if not meta.is_file():
-        known = ", ".join(p.name for p in sorted(folder.iterdir()) if (p / _INFO).is_file())
+        known = ", ".join(p["name"] for p in list_pretrained(store))
         raise NotFoundError(f"no uploaded pretrained weights named {name!r} (uploaded: {known or 'none yet'})")
     return json.loads(meta.read_text())
 
 
 def list_pretrained(store: Store) -> list[dict[str, Any]]:
     """Every uploaded set of weights, by name."""
+    folder = store.assets("pretrained", create=False)
     return [json.loads((p / _INFO).read_text())
-            for p in sorted(store.assets("pretrained").iterdir()) if (p / _INFO).is_file()]
+            for p in sorted(folder.iterdir() if folder.is_dir() else []) if (p / _INFO).is_file()]
 
 
 def save_pretrained(store: Store, *, name: str, architecture: str, upload: Path, filename: str,

@@ -192,10 +192,12 @@ class Store:
         """Return where the entry ``name`` of ``kind`` lives (whether or not it exists)."""
         return self.home / f"{kind}s" / name
 
-    def assets(self, kind: AssetKind) -> Path:
-        """Return the folder of the assets of ``kind`` (:data:`ASSET_FOLDERS`), created if missing."""
+    def assets(self, kind: AssetKind, *, create: bool = True) -> Path:
+        """Return the folder of the assets of ``kind`` (:data:`ASSET_FOLDERS`), created if missing
+        (``create=False``: only read, so looking leaves no empty folder behind)."""
         path = self.home / ASSET_FOLDERS[kind]
-        path.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     @property
