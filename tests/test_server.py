@@ -971,6 +971,41 @@ def test_heatmap_shows_where_the_network_looked(toy_client: TestClient, toy: Toy
     assert notimage.status_code == 400 and notimage.json()["detail"].startswith("cannot read image x.png")
 
 
+@pytest.mark.slow
+def test_layers_show_what_classify_layers_computes(toy_client: TestClient, toy: ToyModel) -> None:
+    import base64
+
+    image = first_image(toy, "square")
+    answer = toy_client.post(f"/api/models/{toy.name}/layers", files={"file": (image.name, image.read_bytes())},
+                             headers=CSRF)
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    expected = shoal.load(toy.bundle).layers(image)  # what 'shoal classify --layers' writes
+    assert found["source"] == image.name and found["architecture"] == expected.architecture
+    assert found["total_parameters"] == expected.total_parameters and found["first_conv"] == expected.first_conv
+    assert [p["label"] for p in found["predictions"]] == [label for label, _ in expected.predictions]
+    assert [(l["name"], l["kind"], l["shape"], l["histogram"], l["parameters"]) for l in found["layers"]] == [
+        (l.name, l.kind, l.shape, l.histogram, l.parameters) for l in expected.layers]
+    assert [l["mean"] for l in found["layers"]] == pytest.approx([l.mean for l in expected.layers], abs=1e-5)
+
+    def png(uri: str) -> Image.Image:
+        assert uri.startswith("data:image/png;base64,")
+        return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+    assert png(found["first_conv_weights"]).size == Image.open(io.BytesIO(expected.first_conv_weights)).size
+    spatial = [l for l in found["layers"] if len(l["shape"]) == 4]
+    assert spatial and all(png(l["image"]).width >= 96 for l in spatial)
+    assert all(l["image"] is None for l in found["layers"] if len(l["shape"]) != 4)
+    both = toy_client.post(f"/api/models/{toy.name}/layers", data={"url": "https://example.com/a.png"}, headers=CSRF,
+                           files={"file": (image.name, image.read_bytes())})
+    assert both.status_code == 400 and both.json()["detail"].startswith("send one image")
+    notimage = toy_client.post(f"/api/models/{toy.name}/layers", files={"file": ("x.png", b"text")}, headers=CSRF)
+    assert notimage.status_code == 400 and notimage.json()["detail"].startswith("cannot read image x.png")
+    missing = toy_client.post("/api/models/nobody/layers", files={"file": (image.name, image.read_bytes())},
+                              headers=CSRF)
+    assert missing.status_code == 404
+
+
 def test_the_job_queue_lives_in_the_store(tmp_path: Path) -> None:
     store = Store(tmp_path)
     first = store.add_job("train", "a", lane="cpu", params={"config": {"epochs": 2}})

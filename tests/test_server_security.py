@@ -144,7 +144,7 @@ def test_training_with_a_network_file_needs_allow_code(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_heatmaps_of_a_network_file_model_need_allow_code(rgb: ToyModel, tmp_path: Path) -> None:
+def test_heatmaps_and_layers_of_a_network_file_model_need_allow_code(rgb: ToyModel, tmp_path: Path) -> None:
     bundle, marker = code_bundle(rgb, tmp_path)
     image = an_image(rgb).read_bytes()
     for allow_code, status in ((False, 403), (True, 200)):
@@ -155,9 +155,12 @@ def test_heatmaps_of_a_network_file_model_need_allow_code(rgb: ToyModel, tmp_pat
         with TestClient(create_app(Settings(home=home, run_jobs=False, allow_code=allow_code)), base_url=LOCAL) as c:
             classified = c.post("/api/models/coded/classify", files={"file": ("a.png", image)}, headers=CSRF)
             assert classified.status_code == 200  # ONNX: no code needed
+            layers = c.post("/api/models/coded/layers", files={"file": ("a.png", image)}, headers=CSRF)
+            assert layers.status_code == status, layers.text
+            assert marker.exists() == allow_code
             answer = c.post("/api/models/coded/heatmap", files={"file": ("a.png", image)}, headers=CSRF)
             assert answer.status_code == status, answer.text
-            assert marker.exists() == allow_code
             if not allow_code:
+                assert "the layers of model 'coded'" in layers.json()["detail"]
                 assert "a heat-map of model 'coded'" in answer.json()["detail"]
                 assert "'shoal serve --allow-code'" in answer.json()["detail"]

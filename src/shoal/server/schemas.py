@@ -195,6 +195,30 @@ class ClassifyManyOut(BaseModel):
     results: list[dict[str, Any]]
 
 
+class LayerOut(BaseModel):
+    name: str = Field(description="the module's name in the network ('net.conv1')")
+    kind: str = Field(description="its class name ('Conv2d')")
+    shape: list[int] = Field(description="the shape of its output for the image")
+    mean: float
+    std: float
+    histogram: list[int] = Field(description="counts of its output values in equal bins from edges[0] to edges[-1]")
+    edges: list[float]
+    parameters: int = Field(description="the layer's own parameters")
+    image: str | None = Field(description="its first output channels as a PNG data: URI; null when not a spatial map")
+
+
+class LayersOut(BaseModel):
+    """What ``shoal classify --layers`` writes, as JSON."""
+
+    source: str
+    architecture: str
+    total_parameters: int
+    first_conv: str | None = Field(description="the name of the first convolution; null when there is none")
+    first_conv_weights: str | None = Field(description="its filters as a PNG data: URI")
+    predictions: list[Prediction]
+    layers: list[LayerOut]
+
+
 class JudgedImage(BaseModel):
     source: str
     truth: str

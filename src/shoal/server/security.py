@@ -97,7 +97,7 @@ def _size(n: float) -> str:
 ENVELOPE_BYTES = 64 * 1024
 """Room for the multipart envelope around an uploaded file (headers, boundaries, small fields)."""
 
-_IMAGE_ROUTE = re.compile(r"/api/models/[^/]+/(classify|heatmap)\Z")
+_IMAGE_ROUTE = re.compile(r"/api/models/[^/]+/(classify|heatmap|layers)\Z")
 _UPLOAD_ROUTE = re.compile(r"/api/(datasets/upload|networks/files|pretrained|models/[^/]+/classify-many)\Z")
 
 

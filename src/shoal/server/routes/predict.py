@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from shoal.errors import InputError
 from shoal.server import services
 from shoal.server.deps import ClassifiersDep, SettingsDep, StoreDep
-from shoal.server.schemas import ClassifyManyOut, ClassifyOut, EvaluationOut
+from shoal.server.schemas import ClassifyManyOut, ClassifyOut, EvaluationOut, LayersOut
 from shoal.server.security import check_image, read_upload, save_upload
 
 router = APIRouter(prefix="/models", tags=["predict"])
@@ -75,6 +75,20 @@ async def heatmap(name: str, store: StoreDep, settings: SettingsDep, classifiers
     return Response(png, media_type="image/png",
                     headers={"X-Shoal-Label": quote(label, safe=""),
                              "X-Shoal-Probability": f"{probability:.6f}"})
+
+
+@router.post("/{name}/layers", response_model=LayersOut,
+             summary="Layers, as DIGITS showed them: every layer's statistics and activations for one image")
+async def layers(name: str, store: StoreDep, settings: SettingsDep, classifiers: ClassifiersDep,
+                 file: Annotated[UploadFile | None, File(description="the image")] = None,
+                 url: Annotated[str | None, Form(description="or an http(s) address of the image")] = None,
+                 ) -> dict[str, Any]:
+    """What ``shoal classify MODEL IMAGE --layers`` writes, as JSON: per layer its output shape, mean, std,
+    histogram, parameters and its first channels as a PNG ``data:`` URI; the first convolution's filters;
+    the top classes. Needs torch on the server (and ``--allow-code`` for a network defined by a ``.py`` file)."""
+    data = await read_upload(file, limit=settings.max_image_bytes) if file is not None else None
+    return await run_in_threadpool(services.layers_view, classifiers, store, settings, name, data=data,
+                                   filename=file.filename if file is not None else None, url=url)
 
 
 @router.get("/{name}/evaluation", response_model=EvaluationOut,

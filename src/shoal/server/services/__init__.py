@@ -26,6 +26,7 @@ from shoal.server.services.datasets import (
 from shoal.server.services.downloads import bundle_path, download_file
 from shoal.server.services.folders import clone_source, list_folders
 from shoal.server.services.jobs import abort_job, job_view, list_jobs
+from shoal.server.services.layers import layers_view
 from shoal.server.services.models import (
     abort_model,
     delete_model,
@@ -40,7 +41,8 @@ from shoal.server.services.predict import classify, classify_many, evaluation, h
 __all__ = [
     "Classifiers", "NetworkCatalog", "abort_job", "abort_model", "bundle_path", "classify", "classify_many",
     "clone_source", "dataset_image_png", "dataset_images", "dataset_mean_path", "dataset_view", "delete_dataset",
-    "delete_model", "download_file", "evaluation", "heatmap_png", "job_view", "list_datasets", "list_folders",
+    "delete_model", "download_file", "evaluation", "heatmap_png", "job_view", "layers_view", "list_datasets",
+    "list_folders",
     "list_jobs", "list_models", "model_events", "model_view", "resume_model", "save_network_file",
     "save_pretrained", "submit_dataset", "submit_dataset_zip", "submit_models", "upload_dir",
 ]

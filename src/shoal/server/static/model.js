@@ -386,6 +386,7 @@
     form.append("top", "5");
     const button = document.getElementById("classify-button");
     button.disabled = true;
+    document.getElementById("layers-result").hidden = true;
     try {
       const result = await api("POST", `${base}/classify`, form);
       const image = document.getElementById("classify-image");
@@ -409,6 +410,13 @@
           figure.hidden = false;
         } catch (e) { say(message, `Heat-map: ${e.message}`, "info"); }
       }
+      if (document.getElementById("classify-layers").checked) {
+        const form = new FormData();
+        if (file && !url) form.append("file", file); else form.append("url", url);
+        try {
+          showLayers(await api("POST", `${base}/layers`, form));
+        } catch (e) { say(message, `Layers: ${e.message}`, "info"); }
+      }
     } catch (e) {
       say(message, e.message);
       document.getElementById("classify-result").hidden = true;  // the previous image's result is not this one's
@@ -416,6 +424,34 @@
       button.disabled = !model.bundle;
     }
   });
+
+  // Layers, as DIGITS showed them: the first convolution's filters, then per layer its output's statistics,
+  // histogram and first channels.
+  function showLayers(report) {
+    const count = (n) => Number(n).toLocaleString("en-US");
+    document.getElementById("layers-summary").textContent =
+      `${report.layers.length} layers · ${count(report.total_parameters)} parameters · ${report.architecture}`;
+    const weights = document.getElementById("layers-weights-figure");
+    weights.hidden = !report.first_conv_weights;
+    if (report.first_conv_weights) {
+      document.getElementById("layers-weights").src = report.first_conv_weights;
+      document.getElementById("layers-weights-caption").textContent = `weights of the first convolution (${report.first_conv})`;
+    }
+    const histogram = (layer) => {
+      const peak = Math.max(...layer.histogram, 1);
+      return el("div", { class: "hist", title: `${num(layer.edges[0])} … ${num(layer.edges[layer.edges.length - 1])}` },
+        ...layer.histogram.map((n) => el("i", { style: `height:${(100 * n / peak).toFixed(1)}%` })));
+    };
+    document.getElementById("layers-body").replaceChildren(...report.layers.map((layer) => el("tr", {},
+      el("td", {}, el("div", { class: "mono", text: layer.name }), el("div", { class: "muted small", text: layer.kind })),
+      el("td", { class: "mono", text: layer.shape.join("×") }),
+      el("td", { class: "num", text: num(layer.mean) }),
+      el("td", { class: "num", text: num(layer.std) }),
+      el("td", {}, histogram(layer)),
+      el("td", { class: "num", text: count(layer.parameters) }),
+      el("td", {}, layer.image ? el("img", { class: "activations", src: layer.image, alt: `activations of ${layer.name}` }) : el("span", { class: "muted", text: "–" })))));
+    document.getElementById("layers-result").hidden = false;
+  }
 
   // -- the camera: classify its frames live, one request at a time (the rate the server sustains) ---------------
   let camera = null;
