@@ -40,7 +40,10 @@ def train(
     dataset: Optional[str] = config_option(TrainConfig, "dataset", "--dataset", "-d"),
     network: Optional[str] = config_option(TrainConfig, "network", "--network", "-n"),
     pretrained: bool = typer.Option(False, "--pretrained", help="Start from the network's own ImageNet weights (fine-tuning)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Start from weights in this .safetensors/.pth file (implies --pretrained)."),
+    weights: Optional[str] = typer.Option(None, "--weights", metavar="FILE|BUNDLE|MODEL", help=(
+        "Start from these weights (implies --pretrained): a .safetensors/.pth file, a bundle (folder or .shoal), "
+        "or a model in the store, trained or imported; a bundle or model brings its own network and gets a new "
+        "head sized to the dataset.")),
     name: Optional[str] = config_option(TrainConfig, "name", "--name"),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue this stopped or killed model from its last epoch."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON file of options; flags override it."),
@@ -89,6 +92,10 @@ def train(
     from shoal.training import train as train_run
 
     here = distributed.world()
+    if weights is not None and not resume:  # a bundle or a model brings its network: --weights NAME fine-tunes it
+        from shoal.training.start import resolve_start
+
+        network, weights = resolve_start(network, weights)
     lr_value = _learning_rate(lr)
     if lr == "find":
         if resume:

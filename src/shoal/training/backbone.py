@@ -88,6 +88,8 @@ def cache_folder(network: str, pretrained: bool | str, *, store: Store) -> Path:
                 digest.update(block)
         weights = digest.hexdigest()[:16]
     safe = network.replace(":", "_").replace("/", "_")
+    if len(safe) > 64:  # a network stored as data (an imported model's layers:{json}) is named by its digest
+        safe = f"layers-{hashlib.sha256(network.encode()).hexdigest()[:16]}"
     return store.home / "cache" / "backbones" / f"{safe}-{weights}"
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -138,7 +140,7 @@ class TrainConfig:
         if network == "auto":
             network = "efficientnet_lite0" if self.finetune else "lenet"
         freeze = self.freeze if self.freeze is not None else defaults["freeze"]
-        name = self.name or f"{self.dataset}-{network}".replace(":", "-").replace("/", "-")
+        name = self.name or f"{self.dataset}-{_name_part(network)}".replace(":", "-").replace("/", "-")
         head = self.head or ("fit" if self.finetune and freeze == "backbone" and self.color_jitter == 0 else "sgd")
         if head == "fit":
             self._check_fit(freeze)
@@ -177,6 +179,17 @@ class TrainConfig:
             raise ConfigError(f"{', '.join(given)} belong{'s' if len(given) == 1 else ''} to the training loop, which "
                               "a fitted head does not run (its strength is chosen by cross-validation); use head "
                               "sgd to train the head with the loop", options=(*given, "head"))
+
+
+def _name_part(network: str) -> str:
+    """How a default model name calls its network: an imported ``layers:`` network by its own name."""
+    if not network.startswith("layers:"):
+        return network
+    try:
+        own = json.loads(network.removeprefix("layers:")).get("name")
+    except (ValueError, AttributeError):
+        own = None
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(own or "imported")).strip("-.")[:40] or "imported"
 
 
 def check_step_values(value: Any) -> tuple[float, ...]:

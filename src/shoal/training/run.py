@@ -25,6 +25,7 @@ from shoal.models import ModelFolder
 from shoal.store import Store
 from shoal.training import distributed
 from shoal.training.config import TrainConfig
+from shoal.training.start import network_label
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -124,7 +125,8 @@ def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHan
         if not distributed.world().main:  # rank 0 registers the run and sends the others its configuration
             return loop.follow(store)
     entry = store.reserve("model", config.name, status="queued",
-                          summary={"dataset": config.dataset, "network": config.network, "pretrained": config.finetune})
+                          summary={"dataset": config.dataset, "network": network_label(config.network),
+                                   "pretrained": config.finetune})
     folder = ModelFolder(entry.path)
     folder.write_config(to_dict(config))
     return _run(config, folder, store, on_event, resume=False)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from shoal import assets, models
-from shoal.config import to_dict, whole_number
+from shoal.config import to_dict
 from shoal.errors import AlreadyExistsError, ConfigError, TrainingError
 from shoal.server.config import Settings
 from shoal.server.jobs import Runner, device_lane
@@ -14,6 +13,7 @@ from shoal.server.security import require_code_allowed
 from shoal.server.services.caches import Classifiers, NetworkCatalog
 from shoal.server.services.jobs import active_job, job_view
 from shoal.store import Job, Store
+from shoal.training.start import model_start
 from shoal.trust import is_network_file
 
 RESUMABLE = ("interrupted", "aborted", "failed")
@@ -91,11 +91,9 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
         start = info["path"]
         if network == "auto":
             network = info["architecture"]
-    if previous:
-        prev = models.ModelFolder.of(previous, store=store)
-        if network == "auto":
-            network = prev.read_config().get("network", "auto")
-        start = str(_previous_weights(prev, previous, previous_epoch))
+    if previous:  # a model trained here or imported (its layers: network): its network, its weights, a new head
+        begin = model_start(previous, previous_epoch, store=store)
+        network, start = begin.network_for(network) or network, str(begin.weights)
     if is_network_file(network):  # a previous model's or uploaded weights' own network file
         require_code_allowed(settings, f"training the network {network!r}")
     configs = sweep(dataset=dataset, network=network, pretrained=start, name=name, **options)
@@ -106,21 +104,6 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
                                      "name, or delete it first")
     return [runner.submit("train", c.name or "", lane=device_lane(c.device), params={"config": to_dict(c)})
             for c in configs]
-
-
-def _previous_weights(folder: models.ModelFolder, name: str, epoch: str) -> Path:
-    if epoch in ("best", ""):
-        path = folder.best_path
-    else:
-        snapshots = folder.snapshots()
-        number = whole_number(epoch)  # ASCII digits only: "²" is a digit to str.isdigit, not to int()
-        if number is None or number not in snapshots:
-            kept = ", ".join(str(e) for e in snapshots) or "none"
-            raise ConfigError(f"model {name!r} has no snapshot of epoch {epoch!r} (kept: {kept}; or 'best')")
-        path = snapshots[number]
-    if not path.exists():
-        raise TrainingError(f"model {name!r} has no trained weights yet; wait for its first validation")
-    return path
 
 
 def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *, epochs: int | None) -> Job:
