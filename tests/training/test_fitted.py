@@ -145,3 +145,22 @@ def test_end_to_end_fine_tuning_starts_from_the_fitted_head(shapes):
     first = next(e for e in events if e["type"] == "iteration")
     assert first["train_loss"] < 0.5  # a fresh head on three classes starts near ln 3 = 1.1
     assert result.history[0]["val_accuracy"] >= 0.9
+
+
+def test_the_cli_shows_and_exports_a_fitted_model(fitted, tmp_path):
+    from typer.testing import CliRunner
+
+    from shoal.cli import _register, app
+
+    _register()
+    result, _ = fitted
+    runner = CliRunner()
+    shown = runner.invoke(app, ["model", "show", result.name])
+    assert shown.exit_code == 0, shown.output
+    lines = [line.strip() for line in shown.stdout.splitlines()]
+    assert "head        fit" in lines
+    assert any(line.startswith("fit         logistic regression, C=") and "5-fold cross-validated" in line
+               for line in lines)
+    assert any(line.startswith("validation  accuracy ") for line in lines)
+    exported = runner.invoke(app, ["export", result.name, "--out", str(tmp_path / "m.shoal")])
+    assert exported.exit_code == 0 and (tmp_path / "m.shoal").stat().st_mode & 0o777 == 0o644

@@ -121,6 +121,7 @@ def zip_bundle(folder: Path, out: Path) -> Path:
     """Zip a bundle directory into a ``.shoal`` file (written atomically, through a temporary file of its own)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a bundle is an ordinary file to share
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for name in sorted(p.name for p in folder.iterdir() if p.is_file()):

@@ -410,15 +410,28 @@ def model_show(name: str = typer.Argument(..., help="Model name."),
         typer.echo(json.dumps(info))
         return
     out.print(f"[bold]{info['name']}[/]  {info['status']}  ({info['path']})")
-    for key in ("dataset", "network", "pretrained", "epochs", "solver", "lr", "lr_policy", "freeze"):
+    fitted = info["config"].get("head") == "fit"
+    keys = ("dataset", "network", "pretrained", "freeze", "head") if fitted else (
+        "dataset", "network", "pretrained", "epochs", "solver", "lr", "lr_policy", "freeze")
+    for key in keys:
         out.print(f"  {key:<11} {info['config'].get(key)}")
     if info["summary"].get("world_size", 1) > 1:
         out.print(f"  {'processes':<11} {info['summary']['world_size']} (data-parallel)")
-    table = Table("epoch", "train loss", "val loss", "val acc", "lr", "elapsed s")
-    for h in info["history"]:
-        table.add_row(str(h["epoch"]), f"{h['train_loss']:.4f}", f"{h['val_loss']:.4f}", f"{h['val_accuracy']:.1%}",
-                      f"{h['lr']:.2g}", f"{h['elapsed_s']:.1f}")
-    out.print(table)
+    if fitted:  # one result, no epochs: what the fit chose, and how it scored on validation
+        fit = info.get("fit")
+        if fit:
+            out.print(f"  {'fit':<11} logistic regression, C={fit['strength']:.3g} "
+                      f"({fit['folds']}-fold cross-validated log-loss)" if fit["folds"] else
+                      f"  {'fit':<11} logistic regression, C={fit['strength']:.3g} (not cross-validated)")
+        for h in info["history"]:
+            out.print(f"  {'validation':<11} accuracy {h['val_accuracy']:.1%}, log-loss {h['val_loss']:.4f}"
+                      + (f", unfamiliar {h['val_unfamiliar']:.1%}" if h.get("val_unfamiliar") is not None else ""))
+    else:
+        table = Table("epoch", "train loss", "val loss", "val acc", "lr", "elapsed s")
+        for h in info["history"]:
+            table.add_row(str(h["epoch"]), f"{h['train_loss']:.4f}", f"{h['val_loss']:.4f}",
+                          f"{h['val_accuracy']:.1%}", f"{h['lr']:.2g}", f"{h['elapsed_s']:.1f}")
+        out.print(table)
     if info.get("bundle"):
         out.print(f"Bundle: {info['bundle']}")
 
