@@ -305,3 +305,89 @@ def test_a_fitted_head_shows_its_cross_validation_and_the_form_turns_the_loop_of
         expect(page.locator("#fit-note")).to_be_hidden()
         browser.close()
     assert problems == []
+
+
+def test_review_relabel_exclude_apply_retrain_and_find_the_learning_rate(server: str, tmp_path: Path,
+                                                                         image_folder_factory,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Review page of a model trained on shapes with flipped labels: relabel one suspect, exclude
+    another, keep the rest, Apply (shapes@2 holds exactly those changes, every split kept), retrain with
+    the same options; then the new-model page's Find runs the range test, draws its curve and fills in the rate."""
+    import shutil
+
+    import numpy as np
+    from playwright.sync_api import expect, sync_playwright
+
+    from shoal import datasets
+    from shoal.data.versions import version_info
+    from shoal.training import TrainConfig, train
+
+    pytest.importorskip("cleanlab")
+    classes = ["circle", "square", "triangle"]
+    root = image_folder_factory(classes, 24, size=(40, 32))
+    rng = np.random.default_rng(3)
+    for c in classes:
+        for f in rng.choice(sorted((root / c).iterdir()), 3, replace=False):
+            shutil.move(f, root / rng.choice([o for o in classes if o != c]) / f.name)
+    monkeypatch.setenv("SHOAL_HOME", str(tmp_path / "home"))
+    datasets.create(root, "shapes", size=32)
+    model = train(TrainConfig(dataset="shapes", pretrained=True)).name
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with sync_playwright() as p:
+        expect.set_options(timeout=GENEROUS_MS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=GENEROUS_MS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(GENEROUS_MS)
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.goto(f"{server}/models/{model}")
+        page.click("#review-link")
+        page.wait_for_url(f"**/models/{model}/review")
+        cards = page.locator(".suspect")
+        expect(cards.first).to_be_visible()
+        assert cards.count() >= 2
+        expect(page.locator("#review-message")).to_contain_text("images reviewed; flagged")
+        assert page.evaluate("[...document.querySelectorAll('.suspect img')].every(i => i.complete && i.naturalWidth > 0)")
+        for i in range(cards.count()):
+            cards.nth(i).locator('input[value="keep"]').check()
+        expect(page.locator("#apply")).to_be_disabled()  # nothing to change yet
+        first, second = cards.nth(0), cards.nth(1)
+        relabelled, excluded = first.get_attribute("data-image"), second.get_attribute("data-image")
+        offered = first.locator("select option").evaluate_all("os => os.map(o => o.value)")  # all but the given class
+        to = next(c for c in offered if c != first.locator("select").input_value())  # not the one already shown
+        first.locator("select").select_option(to)  # choosing a class picks "relabel as"
+        expect(first.locator('input[value="relabel"]')).to_be_checked()
+        second.locator('input[value="exclude"]').check()
+        expect(page.locator("#apply")).to_have_text("Apply: relabel 1, exclude 1")
+        page.screenshot(path=str(SHOTS / "13-review.png"), full_page=True)
+        page.click("#apply")
+        expect(page.locator("#applied-text")).to_contain_text("Stored dataset shapes@2 from shapes: 1 relabelled, 1 excluded")
+        v2 = datasets.load("shapes@2")
+        info = version_info(v2)
+        assert [(c["image"], c["to"]) for c in info["relabelled"]] == [(relabelled, to)]
+        assert [c["image"] for c in info["excluded"]] == [excluded]
+        old = datasets.load("shapes")
+        split_of = {p: s for s in ("train", "val") for p in old.sources(s)}
+        assert all(split_of[p] == s for s in ("train", "val") for p in v2.sources(s))
+        assert v2.count("train") + v2.count("val") == old.count("train") + old.count("val") - 1
+        page.click("#retrain")
+        page.wait_for_url("**/models/shapes@2-efficientnet_lite0")
+        expect(page.locator("#model-status")).to_have_text("done")
+
+        # Find beside the learning rate: the range test (a queued job) for LeNet from scratch on shapes@2.
+        page.goto(server + "/models/new")
+        page.select_option("#f-dataset", "shapes@2")
+        page.select_option("#f-network", "lenet")
+        page.fill("#f-batch_size", "16")
+        page.click("#lr-find")
+        expect(page.locator("#lr-find-text")).to_contain_text("Suggested:")
+        assert page.evaluate("document.getElementById('lr-find-chart').data[1].x.length") >= 5
+        assert page.evaluate("document.getElementById('lr-find-chart').layout.xaxis.type") == "log"
+        found = float(page.input_value("#f-lr"))
+        shown = float(page.locator("#lr-find-text").inner_text().split("Suggested: ")[1].split(" ")[0])
+        assert found > 0 and abs(shown - found) <= 0.05 * found
+        page.screenshot(path=str(SHOTS / "14-lr-find.png"), full_page=True)
+        page.check('input[name="start"][value="pretrained"]')  # a fitted head: nothing to find
+        expect(page.locator("#lr-find")).to_be_disabled()
+        browser.close()
+    assert problems == []

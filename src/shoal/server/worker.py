@@ -3,7 +3,8 @@
 ``python -m shoal.server.worker --home HOME --job ID`` is started by the
 :class:`~shoal.server.jobs.Runner`; it is never imported by the web server itself. It
 reads the job's parameters from the store, calls :func:`shoal.datasets.create`,
-:func:`shoal.training.train` or :func:`shoal.training.resume`, turns progress into the job
+:func:`shoal.training.train`, :func:`shoal.training.resume` or
+:func:`shoal.training.lr_find.lr_find`, turns progress into the job
 row, and ends with the job ``done``, ``failed`` (with the error's message), ``aborted``
 or ``interrupted`` (on SIGINT, after the run saved its last epoch).
 """
@@ -89,7 +90,21 @@ def run_training(store: Store, job: Job, progress: _Progress) -> str:
     return "aborted" if result.status == "aborted" else "done"
 
 
-RUNNERS = {"dataset": run_dataset, "train": run_training, "resume": run_training}
+def run_lr_find(store: Store, job: Job, progress: _Progress) -> str:
+    """The learning-rate range test: the steps as progress, then the curve and the suggestion as
+    ``progress.finding`` (also saved as ``lr-find/job-ID/lr_find.json`` and ``.png`` in the store)."""
+    from shoal.config import from_dict
+    from shoal.training import TrainConfig
+    from shoal.training.lr_find import lr_find
+
+    finding = lr_find(from_dict(TrainConfig, job.params["config"]), store=store, on_event=lambda e: progress.put(
+        {"stage": "finding the learning rate", "done_steps": e["done"], "total_steps": e["total"]}))
+    finding.save(store.home / "lr-find" / f"job-{job.id}")
+    progress.put({"finding": finding.to_dict()}, force=True)
+    return "done"
+
+
+RUNNERS = {"dataset": run_dataset, "train": run_training, "resume": run_training, "lr_find": run_lr_find}
 
 
 def export(store: Store, name: str, epoch: str, out: str) -> int:

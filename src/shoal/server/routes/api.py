@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from shoal.server.routes import datasets, folders, jobs, live, models, networks, predict, schedule
+from shoal.server.routes import datasets, folders, jobs, live, lr_find, models, networks, predict, review, schedule
 from shoal.server.security import check_csrf
 
 api_router = APIRouter(prefix="/api", dependencies=[Depends(check_csrf)])
-for module in (live, datasets, models, predict, jobs, networks, schedule, folders):  # live first: /jobs/stream
+for module in (live, datasets, models, review, predict, jobs, networks, schedule, lr_find, folders):  # live first: /jobs/stream
     api_router.include_router(module.router)

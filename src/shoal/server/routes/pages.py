@@ -93,6 +93,14 @@ def model(name: str, request: Request, store: StoreDep, runner: RunnerDep, templ
                                                      "splits": monitor.eval_splits(store, info["config"])})
 
 
+@router.get("/models/{name}/review", response_class=HTMLResponse, name="review_page")
+def review(name: str, request: Request, store: StoreDep, runner: RunnerDep, templates: TemplatesDep) -> HTMLResponse:
+    """The page only; its script asks ``GET /api/models/{name}/review`` (it takes a few seconds)."""
+    info = services.model_view(store, runner, name)
+    return render(request, templates, "review.html", {"page": "review", "title": f"Review {name}", "model": info,
+                                                      "dataset": info["config"].get("dataset") or ""})
+
+
 @router.get("/pretrained", response_class=HTMLResponse, name="pretrained_page")
 async def pretrained(request: Request, store: StoreDep, catalog: CatalogDep, settings: SettingsDep,
                      templates: TemplatesDep) -> HTMLResponse:

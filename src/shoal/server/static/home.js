@@ -52,7 +52,7 @@
 
   function jobRows(jobs) {
     return jobs.map((j) => {
-      const link = j.kind === "dataset" ? `/datasets/${enc(j.target)}` : `/models/${enc(j.target)}`;
+      const link = j.kind === "dataset" || j.kind === "lr_find" ? `/datasets/${enc(j.target)}` : `/models/${enc(j.target)}`;  // lr_find: its dataset
       const p = j.progress || {};
       const left = j.status === "running" && j.eta_s !== null && j.eta_s !== undefined ? ` · about ${duration(j.eta_s)} left` : "";
       let progressCell = el("td", { class: "small muted", text: j.error || (progressText(j.status, p) + left) });

@@ -2,7 +2,7 @@
 // A fitted head (the default when fine-tuning a frozen backbone) runs no loop: the loop's options are turned off.
 "use strict";
 (() => {
-  const { api, upload, say } = shoal;
+  const { api, upload, say, el } = shoal;
   const form = document.getElementById("model-form");
   if (!form) return;
   const message = document.getElementById("form-message");
@@ -87,11 +87,95 @@
     document.getElementById("lr-chart").hidden = fit;
     document.getElementById("schedule-text").hidden = fit;
     document.getElementById("schedule-fit").hidden = !fit;
+    const find = document.getElementById("lr-find");
+    if (find) { find.disabled = fit; find.title = fit ? "A fitted head has no learning rate to find" : "Run the learning-rate range test (about 100 training steps) and use its suggestion"; }
     if (!fit) preview();  // drawn again at its box's width
   }
   form.addEventListener("change", updateLoop);
   form.addEventListener("input", updateLoop);
   updateLoop();
+
+  // -- the form as the API's body (POST /api/models; POST /api/lr-find takes the same) -----------------
+  async function requestBody() {
+    const body = { dataset: field("dataset").value, options: shoalForms.options(document.getElementById("options")) };
+    const name = field("name").value.trim();
+    if (name) body.name = name;
+    if (network.value === "__upload__") {
+      const file = document.getElementById("f-network-file").files[0];
+      if (!file) throw new Error("Choose the network file (.py) to upload.");
+      const data = new FormData();
+      data.append("file", file);
+      body.network_file = (await upload("/api/networks/files", data)).file;
+    } else if (network.value.startsWith("file:")) {
+      body.network_file = network.value.slice(5);
+    } else {
+      body.network = network.value;
+    }
+    const how = start();
+    if (how === "pretrained") body.pretrained = true;
+    if (how === "weights") body.weights = document.getElementById("f-weights").value;
+    if (how === "previous") {
+      body.previous = document.getElementById("f-previous").value;
+      body.previous_epoch = document.getElementById("f-previous-epoch").value.trim() || "best";
+    }
+    return body;
+  }
+
+  // -- Find: the learning-rate range test, a queued job; its curve is drawn and its suggestion filled in ---
+  const lrBox = form.querySelector('[data-field="lr"]');
+  const findButton = el("button", { type: "button", id: "lr-find", title: "Run the learning-rate range test (about 100 training steps) and use its suggestion" }, "Find");
+  lrBox.querySelector("input").after(findButton);
+  findButton.disabled = fitted();
+  const findPanel = document.getElementById("lr-find-panel");
+  const findText = document.getElementById("lr-find-text");
+  function drawFinding(found) {
+    Plotly.react("lr-find-chart", [
+      { x: found.lrs, y: found.losses, type: "scatter", mode: "lines", line: { color: "#b8c4de", width: 1 }, name: "loss" },
+      { x: found.lrs, y: found.smoothed, type: "scatter", mode: "lines", line: { color: "#1e5ac8", width: 2 }, name: "smoothed" },
+      { x: [found.valley], y: [found.smoothed[found.lrs.indexOf(found.valley)] ?? null], type: "scatter", mode: "markers",
+        marker: { color: "#c82828", size: 9 }, name: "valley" },
+    ], {
+      margin: { l: 50, r: 12, t: 8, b: 40 }, xaxis: { type: "log", title: { text: "learning rate" }, exponentformat: "e" },
+      yaxis: { title: { text: "training loss" }, range: [Math.min(...found.smoothed) * 0.9, Math.min(Math.max(...found.smoothed), 4 * Math.min(...found.smoothed))] },
+      showlegend: false,
+    }, { displayModeBar: false, responsive: true });
+  }
+  findButton.addEventListener("click", async () => {
+    findButton.disabled = true;
+    findPanel.hidden = false;
+    say(findText, "Queued: the range test trains for up to 100 steps …", "info");
+    try {
+      const body = await requestBody();
+      if (Array.isArray(body.options.batch_size)) body.options.batch_size = body.options.batch_size[0];
+      delete body.options.lr;
+      const job = await api("POST", "/api/lr-find", body);
+      shoal.poll(async () => {
+        const now = await api("GET", `/api/jobs/${job.id}`);
+        const p = now.progress || {};
+        if (now.status === "done" && p.finding) {
+          const found = p.finding;
+          drawFinding(found);
+          field("lr").value = Number(found.suggestion.toPrecision(2));
+          field("lr").dispatchEvent(new Event("input", { bubbles: true }));
+          findText.className = "muted small";
+          findText.textContent = `Suggested: ${shoal.num(found.suggestion, 2)} (filled in above). ${found.explanation}`;
+          findButton.disabled = false;
+          return false;
+        }
+        if (["failed", "aborted", "interrupted"].includes(now.status)) {
+          say(findText, now.error || `the range test ${now.status}`);
+          findButton.disabled = false;
+          return false;
+        }
+        say(findText, now.status === "queued" ? `Queued (${now.queue_position} ahead) …`
+          : `Trying learning rates: ${p.done_steps || 0}/${p.total_steps || "…"} steps …`, "info");
+        return true;
+      }, 500);
+    } catch (e) {
+      say(findText, e.message);
+      findButton.disabled = false;
+    }
+  });
 
   // -- submit ---------------------------------------------------------------------------------------
   form.addEventListener("submit", async (event) => {
@@ -100,27 +184,7 @@
     const button = document.getElementById("create-model");
     button.disabled = true;
     try {
-      const body = { dataset: field("dataset").value, options: shoalForms.options(document.getElementById("options")) };
-      const name = field("name").value.trim();
-      if (name) body.name = name;
-      if (network.value === "__upload__") {
-        const file = document.getElementById("f-network-file").files[0];
-        if (!file) throw new Error("Choose the network file (.py) to upload.");
-        const data = new FormData();
-        data.append("file", file);
-        body.network_file = (await upload("/api/networks/files", data)).file;
-      } else if (network.value.startsWith("file:")) {
-        body.network_file = network.value.slice(5);
-      } else {
-        body.network = network.value;
-      }
-      const how = start();
-      if (how === "pretrained") body.pretrained = true;
-      if (how === "weights") body.weights = document.getElementById("f-weights").value;
-      if (how === "previous") {
-        body.previous = document.getElementById("f-previous").value;
-        body.previous_epoch = document.getElementById("f-previous-epoch").value.trim() || "best";
-      }
+      const body = await requestBody();
       const accepted = await api("POST", "/api/models", body);
       window.location.href = accepted.models.length === 1 ? accepted.models[0].url : "/";
     } catch (e) {
