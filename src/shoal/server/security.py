@@ -98,7 +98,7 @@ ENVELOPE_BYTES = 64 * 1024
 """Room for the multipart envelope around an uploaded file (headers, boundaries, small fields)."""
 
 _IMAGE_ROUTE = re.compile(r"/api/models/[^/]+/(classify|heatmap|layers)\Z")
-_UPLOAD_ROUTE = re.compile(r"/api/(datasets/upload|networks/files|pretrained|models/[^/]+/classify-many)\Z")
+_UPLOAD_ROUTE = re.compile(r"/api/(datasets/upload|models/import|networks/files|pretrained|models/[^/]+/classify-many)\Z")
 
 
 def body_limit(settings: Settings, path: str) -> int:

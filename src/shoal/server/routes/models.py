@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from shoal.server import services
 from shoal.server.deps import CatalogDep, ClassifiersDep, RunnerDep, SettingsDep, StoreDep
+from shoal.server.security import save_upload
+from shoal.server.services.imports import import_upload
 from shoal.server.schemas import EventsOut, JobAccepted, ModelCreate, ModelOut, ModelResume, ModelsAccepted, ModelSummary
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -35,6 +40,27 @@ def create_models(body: ModelCreate, request: Request, store: StoreDep, runner: 
         network_file=body.network_file, pretrained=body.pretrained, weights=body.weights, previous=body.previous,
         previous_epoch=body.previous_epoch, options=body.options.model_dump())
     return {"models": [_accepted(request, runner, job) for job in jobs]}
+
+
+@router.post("/import", status_code=status.HTTP_201_CREATED,
+             summary="Import a Caffe or DIGITS model from an uploaded archive (zip or tar.gz)")
+async def import_model(request: Request, store: StoreDep, settings: SettingsDep,
+                       name: Annotated[str, Form(description="the model's name")],
+                       file: Annotated[UploadFile, File(description="a DIGITS 'Download Model' archive, or a zip of "
+                                                        "the deploy .prototxt, the .caffemodel and their files")],
+                       mean: Annotated[str, Form(description="a plain Caffe model's mean: B,G,R or 'none' "
+                                                 "(DIGITS archives say it themselves)")] = "",
+                       scale: Annotated[float | None, Form(description="the factor after the mean")] = None,
+                       ) -> dict[str, Any]:
+    """Under the dataset uploads' limits and archive guards; the model is in the store with its bundle when this answers."""
+    uploads = store.home / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=uploads) as tmp:
+        archive = Path(tmp) / "upload"
+        await save_upload(file, archive, limit=settings.max_zip_bytes, what="archive")
+        done = await run_in_threadpool(import_upload, store, settings, name=name, archive=archive,
+                                       mean=mean.strip() or None, scale=scale)
+    return {**done, "url": str(request.url_for("model_page", name=done["name"]).path)}
 
 
 @router.get("/{name}", response_model=ModelOut, summary="A model: status, configuration and metric history")

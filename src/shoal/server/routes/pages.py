@@ -85,6 +85,12 @@ async def new_model(request: Request, store: StoreDep, runner: RunnerDep, catalo
     })
 
 
+@router.get("/models/import", response_class=HTMLResponse, name="import_model_page")
+def import_model(request: Request, settings: SettingsDep, templates: TemplatesDep) -> HTMLResponse:
+    return render(request, templates, "import.html", {"page": "model-import", "title": "Import a model",
+                                                      "max_bytes": settings.max_zip_bytes})
+
+
 @router.get("/models/{name}", response_class=HTMLResponse, name="model_page")
 def model(name: str, request: Request, store: StoreDep, runner: RunnerDep, templates: TemplatesDep) -> HTMLResponse:
     info = services.model_view(store, runner, name)
