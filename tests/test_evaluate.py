@@ -38,7 +38,8 @@ def test_score_computes_every_figure_from_probabilities():
     assert e.log_loss == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.8, 0.3, 0.9, 0.05])), rel=1e-6)
     b = e.per_class[1]
     assert b == {"label": "b", "precision": pytest.approx(1 / 3), "recall": 0.5,
-                 "f1": pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5)), "support": 2, "unfamiliar": None}
+                 "f1": pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5)), "support": 2, "top5": 1.0,
+                 "unfamiliar": None}
     assert e.per_class[2]["precision"] == 1.0 and e.per_class[2]["recall"] == 0.5
     assert [(j.source, j.true, j.predicted) for j in e.wrong] == [("img5", "c", "b"), ("img1", "a", "b")]
     assert e.wrong[0].probability == pytest.approx(0.85) and e.wrong[0].true_probability == pytest.approx(0.05)
@@ -94,8 +95,10 @@ def test_calibration_refuses_what_it_cannot_bin():
 
 def test_classes_never_predicted_or_absent():
     e = score(["a", "b", "c"], np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0]], np.float32), np.array([0, 1]), ["x", "y"])
-    assert e.per_class[1] == {"label": "b", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1, "unfamiliar": None}
-    assert e.per_class[2] == {"label": "c", "precision": 0.0, "recall": None, "f1": None, "support": 0, "unfamiliar": None}
+    assert e.per_class[1] == {"label": "b", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1, "top5": 1.0,
+                            "unfamiliar": None}
+    assert e.per_class[2] == {"label": "c", "precision": 0.0, "recall": None, "f1": None, "support": 0, "top5": None,
+                            "unfamiliar": None}
     assert "n/a" in e.summary()
 
 

@@ -156,8 +156,9 @@ class Evaluation:
         log_loss: mean cross-entropy of the predicted probabilities (natural log).
         calibration: the expected calibration error and reliability diagram (10 bins).
         confusion: ``confusion[t][p]`` = images of class ``t`` predicted as ``p``.
-        per_class: per class: ``label``, ``precision``, ``recall``, ``f1``, ``support`` and
-            ``unfamiliar`` (how many of its images were flagged; ``None`` when the model cannot tell).
+        per_class: per class: ``label``, ``precision``, ``recall``, ``f1``, ``support``, ``top5``
+            (the share of its images whose class is among the five most probable) and ``unfamiliar``
+            (how many of its images were flagged; ``None`` when the model cannot tell).
         wrong: the most confidently wrong images, surest first.
         top_per_class: per class, the images predicted as it, by its probability, surest first;
             those whose true class is another are wrong (and the surest of them are in ``wrong``).
@@ -344,9 +345,8 @@ def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list
     np.add.at(confusion, (truth, predicted), 1)
     true_p = probs[np.arange(n), truth]
     log_loss = float(-np.log(np.maximum(true_p, _EPS)).mean())
-    top5 = None
-    if k > 5:
-        top5 = float((np.argsort(-probs, 1)[:, :5] == truth[:, None]).any(1).mean())
+    in_top5 = (np.argsort(-probs, 1)[:, :5] == truth[:, None]).any(1)
+    top5 = float(in_top5.mean()) if k > 5 else None
     per_class = []
     for c, label in enumerate(labels):
         tp = int(confusion[c, c])
@@ -355,6 +355,7 @@ def score(labels: list[str], probs: np.ndarray, truth: np.ndarray, sources: list
         recall = tp / row if row else None  # no images of the class: undefined
         f1 = None if recall is None else (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
         per_class.append({"label": label, "precision": precision, "recall": recall, "f1": f1, "support": row,
+                          "top5": float(in_top5[truth == c].mean()) if row else None,
                           "unfamiliar": int(flagged[truth == c].sum()) if flagged is not None else None})
 
     def judged(i: int) -> Judged:
