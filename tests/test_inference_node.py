@@ -204,3 +204,23 @@ def test_node_gives_the_unfamiliar_verdict_like_shoal_classify(photo_models, tmp
     done = _node(str(plain), str(images[0]))
     assert done.returncode == 0 and done.stderr == "No unfamiliar verdict: the network file has no embedding\n"
     assert UNFAMILIAR not in done.stdout
+
+
+def test_node_classifies_an_imported_caffe_model(tmp_path, monkeypatch):
+    """An imported DIGITS model's bundle (issue 10): its graph takes RGB and swaps to BGR inside, subtracts the
+    mean image, so Node feeds it as any bundle; its probabilities are Python's, and it has no unfamiliar verdict."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "importers"))
+    from test_caffe_finetune import _caffe_net
+
+    from shoal.importers.caffe import import_caffe
+
+    monkeypatch.setenv("SHOAL_HOME", str(tmp_path / "home"))
+    done = import_caffe(_caffe_net(tmp_path / "caffe"), name="caffe", mean="104,117,123")
+    rng = np.random.default_rng(0)
+    image = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (45, 50, 3), dtype=np.uint8)).save(image)  # resized (squash) to 32x32
+    assert _max_difference(done.bundle, [image], done.card.labels) <= 1e-4
+    (got,) = _node_json(done.bundle, [image])
+    assert got["unfamiliar"] is None and "imported from Caffe" in got["unfamiliar_reason"]
