@@ -14,16 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from shoal.errors import ConfigError
 from shoal.server import services
+from shoal.server.routes import accepted
 from shoal.server.deps import RunnerDep, SettingsDep, StoreDep
 from shoal.server.schemas import DataOptions, DatasetCreate, DatasetOut, DatasetSummary, ImagePage, JobAccepted
 from shoal.server.security import save_upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
-
-
-def _accepted(request: Request, runner: Any, job: Any) -> dict[str, Any]:
-    return {"job": services.job_view(runner, job), "name": job.target,
-            "url": str(request.url_for("dataset_page", name=job.target).path)}
 
 
 @router.get("", response_model=list[DatasetSummary], summary="List datasets (stored and being built)")
@@ -38,7 +34,7 @@ def create_dataset(body: DatasetCreate, request: Request, store: StoreDep, runne
     """Queues the build and answers at once; follow it with ``GET /api/datasets/{name}``."""
     job = services.submit_dataset(store, runner, settings, name=body.name, folder=body.folder, sample=body.sample,
                                   options=body.options.model_dump())
-    return _accepted(request, runner, job)
+    return accepted(request, runner, job, "dataset_page")
 
 
 @router.post("/upload", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
@@ -57,7 +53,7 @@ async def upload_dataset(request: Request, store: StoreDep, runner: RunnerDep, s
         await save_upload(file, archive, limit=settings.max_zip_bytes, what="zip")
         job = await run_in_threadpool(services.submit_dataset_zip, store, runner, settings, name=name,
                                       archive=archive, options=parsed.model_dump())
-    return _accepted(request, runner, job)
+    return accepted(request, runner, job, "dataset_page")
 
 
 def _ensure(path: Path) -> Path:

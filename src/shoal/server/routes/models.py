@@ -11,17 +11,13 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from shoal.server import services
+from shoal.server.routes import accepted
 from shoal.server.deps import CatalogDep, ClassifiersDep, RunnerDep, SettingsDep, StoreDep
 from shoal.server.security import save_upload
 from shoal.server.services.imports import import_upload
 from shoal.server.schemas import EventsOut, JobAccepted, ModelCreate, ModelOut, ModelResume, ModelsAccepted, ModelSummary
 
 router = APIRouter(prefix="/models", tags=["models"])
-
-
-def _accepted(request: Request, runner: Any, job: Any) -> dict[str, Any]:
-    return {"job": services.job_view(runner, job), "name": job.target,
-            "url": str(request.url_for("model_page", name=job.target).path)}
 
 
 @router.get("", response_model=list[ModelSummary], summary="List models (trained, training and queued)")
@@ -39,7 +35,7 @@ def create_models(body: ModelCreate, request: Request, store: StoreDep, runner: 
         store, runner, settings, catalog, dataset=body.dataset, name=body.name, network=body.network,
         network_file=body.network_file, pretrained=body.pretrained, weights=body.weights, previous=body.previous,
         previous_epoch=body.previous_epoch, options=body.options.model_dump())
-    return {"models": [_accepted(request, runner, job) for job in jobs]}
+    return {"models": [accepted(request, runner, job, "model_page") for job in jobs]}
 
 
 @router.post("/import", status_code=status.HTTP_201_CREATED,
@@ -88,7 +84,7 @@ def abort_model(name: str, store: StoreDep, runner: RunnerDep) -> dict[str, Any]
 def resume_model(name: str, request: Request, store: StoreDep, runner: RunnerDep, settings: SettingsDep,
                  body: ModelResume | None = None) -> dict[str, Any]:
     job = services.resume_model(store, runner, settings, name, epochs=body.epochs if body else None)
-    return _accepted(request, runner, job)
+    return accepted(request, runner, job, "model_page")
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model and its files")
