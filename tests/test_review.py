@@ -153,3 +153,23 @@ def test_the_loop_review_edit_retrain_compare(flipped_home, monkeypatch, tmp_pat
     third = train(TrainConfig(dataset="shapes@3", pretrained=True)).name
     compared = compare(model, third)
     assert compared.images == 28 and compared.left_out == 1
+
+
+def test_review_of_a_model_trained_with_the_loop_probes_its_features(flipped_home, monkeypatch):
+    """An end-to-end model (LeNet from scratch, the training loop) saw its training images, so its own
+    probabilities are no evidence: the review reads its features out of the bundle graph and cross-validates
+    a linear probe on them; the flipped images still come first."""
+    from shoal.models import ModelFolder
+    from shoal.review import review
+    from shoal.training import TrainConfig, train
+
+    home, _, flipped = flipped_home
+    monkeypatch.setenv("SHOAL_HOME", str(home))
+    result = train(TrainConfig(dataset="shapes", network="lenet", epochs=8, solver="adam", lr=0.003, name="shapes-loop"))
+    assert ModelFolder.of("shapes-loop").read_config()["head"] == "sgd" and "lr" in result.history[-1]
+    reviewed = review("shapes-loop", top=None)
+    assert reviewed.method.startswith("a logistic regression cross-validated on the model's own features")
+    labels = [s for s in reviewed.suspects if s.kind == "label"]
+    top = labels[:len(flipped)]
+    assert sum(s.image in flipped for s in top) >= 0.6 * len(flipped), [(s.image, s.score) for s in top]
+    assert reviewed.suspects[0].kind == "label" and reviewed.suspects[0].image in flipped
