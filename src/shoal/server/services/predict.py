@@ -61,15 +61,31 @@ def classify_many(classifiers: Classifiers, store: Store, settings: Settings, na
             items.append((filename, data, None))
         if not items:
             raise InputError("no images to classify: upload image files, or a zip with one folder of images per class")
-        results = classifier.predict([payload for _, payload, _ in items], top=max(top, 5))
+        results = classifier.predict([payload for _, payload, _ in items], top=None)
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-    rows, per_class = [], {}
-    labels = set(classifier.labels)
+    return _many(classifier, name, items, results, top=top)
+
+
+def _many(classifier: Any, name: str, items: list[tuple[str, Any, str | None]], results: list[Any], *,
+          top: int) -> dict[str, Any]:
+    """The answer of classify-many: a row per image; with ground truth, the scores of
+    :func:`shoal.evaluate.score` over the images of the model's classes (one of another class counts as missed).
+
+    ``results`` hold every class's probability (``predict(..., top=None)``); the rows show the ``top`` first.
+    """
+    import numpy as np
+
+    from shoal.evaluate import score
+
+    labels = list(classifier.labels)
+    rows: list[dict[str, Any]] = []
+    scored: list[tuple[str, str, Any]] = []  # (shown name, true class, result) of the images of known classes
+    others: dict[str, int] = {}  # images per true class the model does not have
     for (shown, _, truth), result in zip(items, results):
         found = result.to_dict()
-        ranked = [p["label"] for p in found["predictions"]]
+        ranked = [label for label, _ in result.predictions]
         row: dict[str, Any] = {"source": shown, "truth": truth, "error": result.error,
                                "predictions": found["predictions"][:top]}
         for key in ("unfamiliar", "unfamiliar_score", "unfamiliar_reason"):  # as 'shoal classify --json' has them
@@ -78,24 +94,33 @@ def classify_many(classifiers: Classifiers, store: Store, settings: Settings, na
         if truth is not None and result.error is None:
             row["top1"] = bool(ranked and ranked[0] == truth)
             row["top5"] = truth in ranked[:5]
-            stats = per_class.setdefault(truth, {"images": 0, "top1": 0, "top5": 0, "known": truth in labels})
-            stats["images"] += 1
-            stats["top1"] += row["top1"]
-            stats["top5"] += row["top5"]
+            if truth in labels:
+                scored.append((shown, truth, result))
+            else:
+                others[truth] = others.get(truth, 0) + 1
         rows.append(row)
-    judged = [r for r in rows if "top1" in r]
+    judged = len(scored) + sum(others.values())
     summary: dict[str, Any] = {"images": len(rows), "errors": sum(1 for r in rows if r["error"]),
-                               "with_truth": len(judged), "unfamiliar": None}
+                               "with_truth": judged, "unfamiliar": None}
     if classifier.unfamiliar_threshold is None:
         summary["unfamiliar_reason"] = classifier.unfamiliar_reason
     else:
         summary["unfamiliar"] = sum(1 for r in rows if r.get("unfamiliar"))
-    if judged:
-        summary["top1_accuracy"] = sum(r["top1"] for r in judged) / len(judged)
-        summary["top5_accuracy"] = sum(r["top5"] for r in judged) / len(judged)
-    classes = [{"label": c, "images": s["images"], "top1_accuracy": s["top1"] / s["images"],
-                "top5_accuracy": s["top5"] / s["images"], "known": s["known"]} for c, s in sorted(per_class.items())]
-    return {"model": name, "summary": summary, "per_class": classes, "results": rows}
+    classes = [{"label": label, "images": n, "top1_accuracy": 0.0, "top5_accuracy": 0.0, "known": False}
+               for label, n in others.items()]
+    if scored:
+        probs = np.array([[dict(r.predictions)[label] for label in labels] for _, _, r in scored], np.float64)
+        truth = np.array([labels.index(t) for _, t, _ in scored], np.int64)
+        result = score(labels, probs, truth, [shown for shown, _, _ in scored], name=name)
+        present = [c for c in result.per_class if c["support"]]
+        classes += [{"label": c["label"], "images": c["support"], "top1_accuracy": c["recall"],
+                     "top5_accuracy": c["top5"], "known": True} for c in present]
+        summary["top1_accuracy"] = sum(c["recall"] * c["support"] for c in present) / judged
+        summary["top5_accuracy"] = sum(c["top5"] * c["support"] for c in present) / judged
+    elif judged:
+        summary["top1_accuracy"] = summary["top5_accuracy"] = 0.0
+    return {"model": name, "summary": summary, "per_class": sorted(classes, key=lambda c: c["label"]),
+            "results": rows}
 
 
 def heatmap_png(classifiers: Classifiers, store: Store, settings: Settings, name: str, *, data: bytes | None,
