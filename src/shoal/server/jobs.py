@@ -4,8 +4,11 @@ A route validates its input, queues a job row in the store (:meth:`Runner.submit
 answers at once. The runner's thread starts the oldest queued job of each free lane as a
 separate process (``python -m shoal.server.worker``), which calls the library and writes
 its status, progress and any error back into the same row. One lane runs one job at a
-time: ``data`` for dataset builds, one per device (``cpu``, ``cuda``, ``mps``) for
-trainings, so a second training waits for the first.
+time: ``data`` for dataset builds, one per device (``cpu``, ``mps``) for trainings, so a second
+training waits for the first. GPUs are lanes each: a training on ``cuda`` takes any free GPU,
+``cuda:N`` that one, ``cuda*N`` (``--nproc N``) N of them at once, and waits until they are free;
+GPU jobs start in the order they were queued. The worker sees only its GPUs
+(``CUDA_VISIBLE_DEVICES``), and the job's ``progress["gpus"]`` records which.
 
 After a restart, :meth:`Runner.recover` marks the jobs and models whose process is gone as
 ``interrupted``; a model stays resumable from its last saved epoch.
@@ -35,15 +38,43 @@ DATA_LANE = "data"
 STOP_GRACE_S = 15.0  # how long a worker may take to save its state after being interrupted
 
 
-def device_lane(device: str) -> str:
-    """The lane a training on ``device`` runs in (``auto`` is resolved without importing torch)."""
-    if device != "auto":
-        return device
-    if Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists():
-        return "cuda"
-    if sys.platform == "darwin" and platform.machine() == "arm64":
-        return "mps"
-    return "cpu"
+def visible_gpus() -> list[str]:
+    """The ids of the GPUs this machine lets us use, without torch: ``CUDA_VISIBLE_DEVICES`` when set,
+    else the ``/dev/nvidiaN`` devices."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and not g.strip().startswith("-")]
+    found = [p.name[len("nvidia"):] for p in Path("/dev").glob("nvidia[0-9]*")]
+    return sorted((g for g in found if g.isdigit()), key=int)
+
+
+def device_lane(device: str, *, nproc: int = 1) -> str:
+    """The lane a training on ``device`` in ``nproc`` processes runs in (``auto`` resolved without torch).
+
+    ``cuda`` is any one GPU, ``cuda*N`` any N GPUs, ``cuda:N`` the GPU numbered N.
+    """
+    if device == "auto":
+        if visible_gpus() or Path("/dev/nvidiactl").exists():
+            device = "cuda"
+        elif sys.platform == "darwin" and platform.machine() == "arm64":
+            device = "mps"
+        else:
+            device = "cpu"
+    if device == "cuda" and nproc > 1:
+        return f"cuda*{nproc}"
+    return device
+
+
+def gpus_wanted(lane: str) -> tuple[int, int | None] | None:
+    """How many GPUs a lane's job takes, and which one when it names it: ``cuda`` (1, None),
+    ``cuda*N`` (N, None), ``cuda:N`` (1, N); None for a lane that is no GPU's."""
+    if lane == "cuda":
+        return 1, None
+    if lane.startswith("cuda*") and lane[5:].isdigit():
+        return int(lane[5:]), None
+    if lane.startswith("cuda:") and lane[5:].isdigit():
+        return 1, int(lane[5:])
+    return None
 
 
 class Runner:
@@ -54,9 +85,10 @@ class Runner:
         poll_s: how often to look for finished and newly queued jobs.
     """
 
-    def __init__(self, store: Store, *, poll_s: float = 0.5) -> None:
+    def __init__(self, store: Store, *, poll_s: float = 0.5, gpus: list[str] | None = None) -> None:
         self.store = store
         self.poll_s = poll_s
+        self.gpus = visible_gpus() if gpus is None else list(gpus)  # the GPUs' ids, numbered cuda:0, cuda:1...
         self.log_dir = store.home / "jobs"
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.RLock()
@@ -147,31 +179,70 @@ class Runner:
             self._wake.clear()
 
     def tick(self) -> None:
-        """Reap finished workers, then start the oldest queued job of every free lane."""
+        """Reap finished workers, then start the oldest queued job of every free lane, and GPU jobs
+        in their order while their GPUs are free."""
         self._reap()
         running = self.store.list_jobs(status="running")
-        busy = set()
+        busy, held = set(), set()
         for job in running:
-            if job.id in self._procs or models.pid_alive(job.pid):
+            if job.id in self._procs or models.pid_alive(job.pid) or job.started is None \
+                    or time.time() - job.started <= 5:
                 busy.add(job.lane)
-            elif job.started is not None and time.time() - job.started > 5:  # started elsewhere and gone
+                held.update(self._held(job))
+            else:  # started elsewhere and gone
                 self._finish_dead(job, None)
-            else:
-                busy.add(job.lane)
+        gpu_queue_blocked = False
         for job in self.store.list_jobs(status="queued"):
-            if job.lane in busy or self._stop.is_set():
+            if self._stop.is_set():
+                break
+            wanted = gpus_wanted(job.lane)
+            if wanted is None:
+                if job.lane not in busy:
+                    busy.add(job.lane)
+                    self._launch(job)
                 continue
-            busy.add(job.lane)
-            self._launch(job)
+            if gpu_queue_blocked:  # an older GPU job waits: no younger one overtakes it
+                continue
+            picked = self._pick(wanted, held)
+            if picked is None:
+                gpu_queue_blocked = True
+                continue
+            held.update(picked)
+            self._launch(job, gpus=picked)
 
-    def _launch(self, job: Job) -> None:
+    def _held(self, job: Job) -> list[str]:
+        """The GPUs a running job holds: those it was given, or (started by an older runner) its lane's."""
+        if "gpus" in job.progress:
+            return list(job.progress["gpus"])
+        wanted = gpus_wanted(job.lane)
+        if wanted is None:
+            return []
+        count, index = wanted
+        return [self.gpus[index]] if index is not None and index < len(self.gpus) else self.gpus[:count]
+
+    def _pick(self, wanted: tuple[int, int | None], held: set[str]) -> list[str] | None:
+        """Free GPUs for a job wanting them, or None while they are busy."""
+        count, index = wanted
+        if index is not None:
+            if index >= len(self.gpus):  # no such GPU here: the worker's training says so, in its error
+                return []
+            return [self.gpus[index]] if self.gpus[index] not in held else None
+        free = [g for g in self.gpus if g not in held]
+        if count > len(self.gpus):
+            return []  # never enough: let it start and fail with the training's own message
+        return free[:count] if len(free) >= count else None
+
+    def _launch(self, job: Job, *, gpus: list[str] | None = None) -> None:
         now = time.time()
-        job = self.store.update_job(job.id, status="running", started=now, only_if=("queued",))
+        job = self.store.update_job(job.id, status="running", started=now, only_if=("queued",),
+                                    progress={"gpus": gpus} if gpus else None)
         if job.status != "running" or job.started != now:  # aborted meanwhile, or another server took it
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{job.id}.log"
         env = {**os.environ, "SHOAL_HOME": str(self.store.home), "PYTHONUNBUFFERED": "1"}
+        if gpus and gpus_wanted(job.lane)[1] is None:  # type: ignore[index]  # cuda, cuda*N: only its own GPUs
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         try:
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(

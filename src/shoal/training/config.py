@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 
 from shoal.config import MAX_SEED, check_choice, check_freeze, check_int, check_number
 from shoal.errors import ConfigError
-from shoal.machine import DEVICES
+from shoal.machine import DEVICES, check_device
 from shoal.training.schedules import POLICIES
 from shoal.training.solvers import SOLVERS
 
 MEAN_MODES = ("auto", "image", "pixel", "network", "none")
-PRECISIONS = ("auto", "float32", "bf16")
+PRECISIONS = ("auto", "float32", "bf16", "fp16")
 MAX_EPOCHS = 100_000
 MAX_LR = 10  # far above any rate that trains; larger ones only make NaN weights
 MAX_GAMMA = 100  # the inv policy's rate and the sigmoid's steepness
@@ -80,9 +80,9 @@ class TrainConfig:
     snapshot_every: int = 5             # keep the weights every N epochs (the resume point is saved every epoch)
     val_every: int = 1                  # validate every N epochs
     early_stop: int | None = None       # stop after this many validations without improvement
-    device: str = "auto"                # auto | cpu | cuda | mps
+    device: str = "auto"                # auto | cpu | cuda | cuda:N (that GPU) | mps
     threads: int | None = None          # CPU threads for torch; default all cores
-    precision: str = "auto"             # float32, or bf16 autocast for training steps; auto: bf16 where the chip computes it natively
+    precision: str = "auto"             # float32, bf16 or fp16 autocast (fp16 on CUDA, with a GradScaler); auto: bf16 where the chip has it, fp16 on older GPUs
     log_every: int = 0                  # iterations between live progress events; 0 = about ten per epoch
     sync_bn: bool = False               # with several processes (--nproc), batch-norm statistics of the global batch, not each process's share (CUDA)
 
@@ -117,7 +117,7 @@ class TrainConfig:
         check_int("snapshot_every", self.snapshot_every, minimum=0, maximum=MAX_EPOCHS)
         check_int("val_every", self.val_every, minimum=1, maximum=MAX_EPOCHS)
         check_int("early_stop", self.early_stop, minimum=1, maximum=MAX_EPOCHS, optional=True)
-        check_choice("device", self.device, DEVICES)
+        check_device(self.device)
         check_int("threads", self.threads, minimum=1, maximum=4096, optional=True)
         check_choice("precision", self.precision, PRECISIONS)
         check_int("log_every", self.log_every, minimum=0)
