@@ -633,7 +633,7 @@ def test_building_a_dataset_never_imports_torch(tmp_path, image_folder_factory):
 def test_builds_from_a_threaded_process_decode_in_threads(shoal_home, image_folder_factory):
     import threading
 
-    from shoal.data import dataset as dataset_module
+    from shoal.data import decode
 
     root = image_folder_factory(["a", "b"], 30, size=(12, 12))
     reference = datasets.create(root, "forked", size=8, workers=2)
@@ -641,7 +641,7 @@ def test_builds_from_a_threaded_process_decode_in_threads(shoal_home, image_fold
     other = threading.Thread(target=stop.wait)  # like a web server's threads: forking is unsafe now
     other.start()
     try:
-        assert not dataset_module._fork_is_safe()
+        assert not decode._fork_is_safe()
         threaded = datasets.create(root, "threaded", size=8, workers=2)
     finally:
         stop.set()

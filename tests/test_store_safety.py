@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from shoal import datasets
 from shoal.data import dataset as dataset_module
+from shoal.data import decode as decode_module
 from shoal.errors import AlreadyExistsError, NoSpaceError, StoreError
 from shoal.store import INDEX_FORMAT, Store
 from waiting import GENEROUS_S, wait_for
@@ -218,7 +219,8 @@ def test_a_build_that_cannot_fit_is_refused_before_writing(tmp_path, image_folde
     source = image_folder_factory(["a", "b"], 10, size=(12, 12))
     monkeypatch.setattr(dataset_module, "_free_bytes", lambda folder: 1000)
     written = []
-    monkeypatch.setattr(dataset_module, "_allocate", lambda *a: written.append(a))
+    monkeypatch.setattr(decode_module, "allocate", lambda *a: written.append(a))
+    monkeypatch.setattr(dataset_module, "allocate", lambda *a: written.append(a))
     with pytest.raises(NoSpaceError, match=r"^no space left on .*h: 1 MB needed to build dataset 'x', 1 MB free"):
         datasets.create(source, "x", size=8, store=store)
     assert written == []
@@ -228,7 +230,7 @@ def test_a_build_that_cannot_fit_is_refused_before_writing(tmp_path, image_folde
 def test_the_pixel_arrays_have_their_disk_blocks_reserved(tmp_path):
     # A memory-mapped write to a sparse file on a full disk is SIGBUS; reserved blocks cannot be.
     path = tmp_path / "a.npy"
-    dataset_module._allocate(path, (64, 64, 64, 3))
+    decode_module.allocate(path, (64, 64, 64, 3))
     info = os.stat(path)
     if info.st_blocks * 512 < info.st_size and not _fallocate_supported(tmp_path):
         pytest.skip("this file system cannot reserve blocks")
@@ -251,7 +253,7 @@ def test_a_full_disk_while_building_is_one_error_and_leaves_nothing(tmp_path, im
     def full(fd, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(dataset_module, "_reserve_blocks", full)
+    monkeypatch.setattr(decode_module, "_reserve_blocks", full)
     with pytest.raises(NoSpaceError, match=r"^no space left on .*h: 1 MB needed to build dataset 'x'; free some"):
         datasets.create(source, "x", size=8, store=store)
     _nothing_left(store, "x")
@@ -292,14 +294,14 @@ def test_the_cli_says_no_space_in_one_line(shoal_home, image_folder_factory, mon
 _SLOW_BUILD = textwrap.dedent("""
     import os, sys, time
     from shoal import datasets
-    from shoal.data import dataset
+    from shoal.data import decode
 
     def slow(spec, jobs):  # a worker: say who it is, then take (far) longer than the test waits
         open(os.path.join(sys.argv[2], str(os.getpid())), "w").close()
         time.sleep(3600)
         return []
 
-    dataset._decode_chunk = slow
+    decode._decode_chunk = slow
     datasets.create(sys.argv[1], "killed", size=8, workers=2)
 """)
 

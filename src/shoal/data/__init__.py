@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shoal.data.config import DataConfig
-    from shoal.data.dataset import Dataset, create, delete, explore, list_datasets, load
+    from shoal.data.contact_sheet import explore
+    from shoal.data.dataset import Dataset, create, delete, list_datasets, load
     from shoal.data.imageops import ImageError, open_image, prepare, resize
     from shoal.data.sample import build_sample, ensure_sample
     from shoal.data.scan import Skipped
@@ -29,7 +30,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "create": ("dataset", "create"),
     "delete": ("dataset", "delete"),
     "ensure_sample": ("sample", "ensure_sample"),
-    "explore": ("dataset", "explore"),
+    "explore": ("contact_sheet", "explore"),
     "list": ("dataset", "list_datasets"),
     "list_datasets": ("dataset", "list_datasets"),
     "load": ("dataset", "load"),

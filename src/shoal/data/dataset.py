@@ -4,8 +4,9 @@ A stored dataset (``$SHOAL_HOME/datasets/<name>/``, see ``docs/ARCHITECTURE.md``
 the resized uint8 pixels of every split as a ``.npy`` file that training memory-maps, so
 no image is decoded twice. :func:`create` scans the source, splits it (stratified and
 seeded), decodes the images in parallel processes straight into preallocated
-memory-mapped arrays, computes the mean training image, and commits the folder to the
-store only when everything is written.
+memory-mapped arrays (:mod:`shoal.data.decode`), computes the mean training image, and
+commits the folder to the store only when everything is written. The contact sheet
+(``explore``) is :mod:`shoal.data.contact_sheet`.
 
 Examples:
     >>> from shoal import datasets                                     # doctest: +SKIP
@@ -19,30 +20,25 @@ from __future__ import annotations
 import errno
 import json
 import math
-import multiprocessing
 import os
 import shutil
-import sys
-import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from shoal import __version__
-from shoal.config import check_int, from_dict, to_dict
+from shoal.config import from_dict, to_dict
 from shoal.data.config import DataConfig
-from shoal.data.imageops import ImageError, prepare
+from shoal.data.decode import allocate, decode
 from shoal.data.scan import SPLITS, Scan, Skipped, scan, scan_list, shuffled, split
 from shoal.errors import AlreadyExistsError, ConfigError, DatasetError, NoSpaceError
-from shoal.machine import usable_cores
 from shoal.store import Store, check_name
 
 FORMAT = 1
@@ -51,7 +47,6 @@ FORMAT = 1
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` while images are decoded."""
 
-_IN_PROCESS_BELOW = 48  # fewer images than this are decoded without starting processes
 _MEAN_CHUNK = 256
 
 
@@ -384,7 +379,7 @@ def create(
 def _build(build: Path, name: str, cfg: DataConfig, items: list[_Item], main: Scan, val_scan: Scan | None,
            kept: list[str], left_out: list[tuple[str, str]], shown: str, progress: Progress | None) -> dict[str, Any]:
     """Decode, split, and write every file of the dataset into ``build``; return its index summary."""
-    _decode(items, build, cfg, progress)
+    decode(items, build, cfg, progress)
     final, classes = _reassign(items, kept, cfg, left_out)
     unreadable = sum(1 for it in items if it.reason is not None)
     _refuse_too_few(main, shown, classes, left_out, unreadable=unreadable)
@@ -396,7 +391,7 @@ def _build(build: Path, name: str, cfg: DataConfig, items: list[_Item], main: Sc
     skipped += [Skipped(str(it.path), it.reason) for it in items if it.reason is not None]
     tallies = {s: Counter(it.cls for it in final[s]) for s in SPLITS}
     splits = {s: {c: tallies[s][c] for c in classes} for s in SPLITS}
-    meta = {
+    return write_meta(build, {
         "format": FORMAT,
         "name": name,
         "classes": list(classes),
@@ -409,10 +404,14 @@ def _build(build: Path, name: str, cfg: DataConfig, items: list[_Item], main: Sc
         "source": str(main.root.absolute()),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shoal_version": __version__,
-    }
+    })
+
+
+def write_meta(build: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``dataset.json`` into ``build``; return the store index's summary, taken from the same values."""
     (build / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {**{key: meta[key] for key in ("classes", "size", "channels", "resize_mode", "source")},
-            "counts": {s: sum(splits[s].values()) for s in SPLITS}, "skipped": len(skipped)}
+            "counts": {s: sum(meta["splits"][s].values()) for s in SPLITS}, "skipped": len(meta["skipped"])}
 
 
 # -- disk space ---------------------------------------------------------------------------------
@@ -452,31 +451,6 @@ def _no_space(folder: Path, need: int, name: str, free: int | None = None) -> No
 
 def _mb(n: int) -> int:
     return max(1, math.ceil(n / 1e6))
-
-
-def _allocate(path: Path, shape: tuple[int, ...]) -> None:
-    """Create an empty uint8 ``.npy`` array of ``shape``, its disk blocks reserved.
-
-    Workers write it through memory maps; a write to a map of a sparse file on a full disk
-    kills the process with SIGBUS, so the blocks are reserved here, where a full disk is an
-    ordinary ``OSError`` (``ENOSPC``).
-    """
-    mapped = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-    del mapped
-    with open(path, "r+b") as f:
-        _reserve_blocks(f.fileno(), os.fstat(f.fileno()).st_size)
-
-
-def _reserve_blocks(fd: int, length: int) -> None:
-    """Reserve ``length`` bytes of disk for the open file ``fd`` (raises ``OSError`` ENOSPC when full)."""
-    if length <= 0 or not hasattr(os, "posix_fallocate"):
-        return
-    try:
-        os.posix_fallocate(fd, 0, length)
-    except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system that cannot: write as before
-            return
-        raise
 
 
 def _scan_sources(source: str | os.PathLike[str] | None, cfg: DataConfig,
@@ -618,144 +592,6 @@ def _reassign(
     return final, tuple(classes)
 
 
-# -- decoding in parallel -----------------------------------------------------------------------
-_Job = tuple[int, str, int, str]  # (item index, split, row, path)
-_Spec = tuple[dict[str, str], tuple[int, int], str, int]  # (array paths by split, size, resize mode, channels)
-_OPEN_ARRAYS: dict[str, np.ndarray] = {}  # per process: the memory-mapped split arrays being written
-
-
-def _decode(items: Sequence[_Item], build: Path, cfg: DataConfig, progress: Progress | None) -> None:
-    """Decode every item into its row of a preallocated memory-mapped array; record failures."""
-    width, height = cfg.size
-    arrays = {s: str(build / f"{s}_images.npy") for s in SPLITS}
-    for s in SPLITS:
-        rows = sum(1 for it in items if it.split == s)
-        _allocate(Path(arrays[s]), (rows, height, width, cfg.channels))
-    spec: _Spec = (arrays, cfg.size, cfg.resize_mode, cfg.channels)
-    jobs: list[_Job] = [(i, it.split, it.slot, str(it.path)) for i, it in enumerate(items)]
-    workers = _workers(cfg.workers, len(jobs))
-    size = max(4, min(64, math.ceil(len(jobs) / (workers * 6))))
-    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-    total, done = len(jobs), 0
-    if progress is not None:
-        progress(0, total)
-
-    def record(results: list[tuple[int, str | None]]) -> None:
-        nonlocal done
-        for index, reason in results:
-            items[index].reason = reason
-        done += len(results)
-        if progress is not None:
-            progress(done, total)
-
-    try:
-        if workers == 1:
-            for chunk in chunks:
-                record(_decode_chunk(spec, chunk))
-        else:
-            _decode_in_parallel(spec, chunks, workers, record)
-    finally:
-        _release(arrays)
-
-
-def _decode_in_parallel(
-    spec: _Spec, chunks: Sequence[list[_Job]], workers: int, record: Callable[[list[tuple[int, str | None]]], None]
-) -> None:
-    """Decode chunks in worker processes (forked), or threads where forking is unsafe.
-
-    Pillow releases the GIL while it decodes and resizes, so threads also run in
-    parallel; they are used when this process already runs other threads (a web
-    server, say), where forking could deadlock. If the process pool breaks (a worker
-    killed by the system), the chunks it had not finished are decoded in threads.
-    """
-    executor: Executor = (
-        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                            initializer=_die_with_parent, initargs=(os.getpid(),))
-        if _fork_is_safe()
-        else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-decode")
-    )
-    unfinished: list[list[_Job]] = []
-    try:
-        futures = {executor.submit(_decode_chunk, spec, chunk): chunk for chunk in chunks}
-        for future in as_completed(futures):
-            try:
-                results = future.result()
-            except BrokenExecutor:
-                unfinished.append(futures[future])
-                continue
-            record(results)
-    except BaseException:
-        executor.shutdown(wait=True, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
-    if unfinished:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-decode") as threads:
-            for results in threads.map(lambda chunk: _decode_chunk(spec, chunk), unfinished):
-                record(results)
-
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _die_with_parent(parent: int) -> None:
-    """Make this worker process end when the process that started it dies (even by ``kill -9``).
-
-    On Linux the kernel sends the worker SIGKILL when its parent exits (``PR_SET_PDEATHSIG``);
-    a parent already gone by then (it died while the worker started) is noticed here.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl: the parent check below still runs
-            pass
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _decode_chunk(spec: _Spec, jobs: Sequence[_Job]) -> list[tuple[int, str | None]]:
-    """Decode a batch of files into their rows (runs in a worker process)."""
-    arrays, size, resize_mode, channels = spec
-    results: list[tuple[int, str | None]] = []
-    for index, split_name, row, path in jobs:
-        target = _OPEN_ARRAYS.get(arrays[split_name])
-        if target is None:  # (threads may race here; both maps are of the same file)
-            target = _OPEN_ARRAYS.setdefault(arrays[split_name], np.load(arrays[split_name], mmap_mode="r+"))
-        try:
-            target[row] = prepare(path, size, resize_mode, channels)
-            results.append((index, None))
-        except ImageError as exc:
-            results.append((index, exc.reason))
-        except Exception as exc:  # one bad file must never stop the build; say what happened
-            results.append((index, f"unexpected error while decoding ({type(exc).__name__}: {exc})"))
-    return results
-
-
-def _release(arrays: dict[str, str]) -> None:
-    """Forget this process's maps of the arrays (their pages stay in the file)."""
-    for path in arrays.values():
-        _OPEN_ARRAYS.pop(path, None)
-
-
-def _workers(requested: int | None, jobs: int) -> int:
-    if jobs < _IN_PROCESS_BELOW:
-        return 1
-    available = requested or usable_cores()
-    return max(1, min(available, math.ceil(jobs / 8)))
-
-
-def _fork_is_safe() -> bool:
-    """Whether worker processes can be forked: on Linux, from a process running one thread."""
-    return (
-        sys.platform.startswith("linux")
-        and "fork" in multiprocessing.get_all_start_methods()
-        and threading.active_count() == 1
-    )
-
-
 # -- writing ------------------------------------------------------------------------------------
 def _rearrange(items: Sequence[_Item], final: dict[str, list[_Item]], build: Path, cfg: DataConfig) -> None:
     """Move rows so each split's array holds exactly its final items (only after failures)."""
@@ -768,7 +604,7 @@ def _rearrange(items: Sequence[_Item], final: dict[str, list[_Item]], build: Pat
     width, height = cfg.size
     old = {s: np.load(build / f"{s}_images.npy", mmap_mode="r") for s in SPLITS}
     for s in SPLITS:
-        _allocate(build / f"{s}_images.new.npy", (len(final[s]), height, width, cfg.channels))
+        allocate(build / f"{s}_images.new.npy", (len(final[s]), height, width, cfg.channels))
         new = np.load(build / f"{s}_images.new.npy", mmap_mode="r+")
         for i, it in enumerate(final[s]):
             new[i] = old[it.split][it.slot]
@@ -844,65 +680,3 @@ def delete(name: str, *, store: Store | None = None) -> None:
                             "abort that training first (the web app's Abort button, or Ctrl-C where it runs), "
                             "then delete the dataset")
     store.delete("dataset", name)
-
-
-# -- looking at it ------------------------------------------------------------------------------
-def explore(
-    dataset: str | Dataset,
-    out: str | os.PathLike[str],
-    *,
-    per_class: int = 8,
-    split: str = "train",
-    store: Store | None = None,
-) -> Path:
-    """Write a contact sheet: one row per class, its name and count, then sample images.
-
-    Args:
-        dataset: a :class:`Dataset` or the name of a stored one.
-        out: the PNG file to write (its folder is created).
-        per_class: how many images to show per class (the first ones of the split, which
-            are in seeded random order).
-        split: which split to sample (``train``, ``val`` or ``test``).
-        store: where to find a dataset given by name.
-
-    Returns:
-        The path written.
-
-    Raises:
-        ConfigError: ``per_class`` is below 1 or ``split`` unknown.
-        NotFoundError: no dataset of that name.
-    """
-    check_int("per_class", per_class, minimum=1)
-    ds = dataset if isinstance(dataset, Dataset) else load(dataset, store=store)
-    _check_split(split)
-    pixels, labels = ds.images(split), ds.labels(split)
-    w, h = ds.size
-    scale = max(64 / max(w, h), 1.0) if max(w, h) < 64 else min(1.0, 128 / max(w, h))
-    cell_w, cell_h = max(1, round(w * scale)), max(1, round(h * scale))
-    try:
-        font: Any = ImageFont.load_default(size=14)
-    except (TypeError, OSError, AttributeError):  # Pillow without FreeType
-        font = ImageFont.load_default()
-    names = [f"{c} ({ds.splits[split].get(c, 0)})" for c in ds.classes]
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = max(int(probe.textlength(n, font=font)) for n in names) + 16
-    pad, title_h = 4, 24
-    sheet = Image.new(
-        "RGB",
-        (label_w + per_class * (cell_w + pad) + pad, title_h + len(ds.classes) * (cell_h + pad) + pad),
-        (255, 255, 255),
-    )
-    draw = ImageDraw.Draw(sheet)
-    draw.text((pad, 4), f"{ds.name} | {split} | {ds.size[0]}x{ds.size[1]} {ds.resize_mode}", fill=(0, 0, 0), font=font)
-    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR
-    for row, (cls_index, name) in enumerate(zip(range(len(ds.classes)), names)):
-        top = title_h + row * (cell_h + pad)
-        draw.text((pad, top + cell_h // 2 - 8), name, fill=(0, 0, 0), font=font)
-        picks = np.flatnonzero(labels == cls_index)[:per_class]
-        for col, index in enumerate(picks):
-            thumb = _to_pil(np.asarray(pixels[index])).convert("RGB").resize((cell_w, cell_h), resample)
-            sheet.paste(thumb, (label_w + col * (cell_w + pad), top))
-    target = Path(out).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(target, format="PNG")
-    return target

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from shoal import __version__
-from shoal.data.dataset import Dataset, _write_mean, load
+from shoal.data.dataset import Dataset, _write_mean, load, write_meta
 from shoal.data.scan import SPLITS
 from shoal.errors import ConfigError, DatasetError
 from shoal.store import Store
@@ -186,20 +186,16 @@ def edit(name: str, *, relabel: Mapping[str, str] | None = None, exclude: Iterab
             np.save(build / f"{s}_labels.npy", labels[s][rows].astype(np.int64))
             kept_sources = [ds.sources(s)[r] for r in rows]
             (build / f"{s}_sources.txt").write_text("".join(p + "\n" for p in kept_sources), encoding="utf-8")
-        mean = _write_mean(build, ds.config)
+        _write_mean(build, ds.config)
         meta = json.loads((ds.path / "dataset.json").read_text(encoding="utf-8"))
         splits = {s: {c: int((labels[s][keep[s]] == i).sum()) for i, c in enumerate(ds.classes)} for s in SPLITS}
         meta.update({
             "name": new_name, "splits": splits,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shoal_version": __version__,
-            "mean_pixel": [round(float(v), 4) for v in mean.reshape(-1, ds.channels).mean(axis=0)],
             "version": {"base": base, "number": number, "parent": name,
                         "relabelled": relabelled, "excluded": excluded},
         })
-        (build / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        summary.update({"classes": list(ds.classes), "size": list(ds.size), "channels": ds.channels,
-                        "resize_mode": ds.resize_mode, "counts": {s: int(len(keep[s])) for s in SPLITS},
-                        "skipped": len(ds.skipped), "source": ds.source, "version_of": name})
+        summary.update({**write_meta(build, meta), "version_of": name})
     return load(new_name, store=store)
 
 
