@@ -302,13 +302,17 @@ def test_stored_images_and_files_get_the_verdict_predict_gives(rgb, tmp_path):
         for j in judged:
             assert j.unfamiliar == results[j.source].unfamiliar
             assert j.unfamiliar_score == pytest.approx(results[j.source].unfamiliar_score, abs=1e-5)
-    # Images unlike any training image: flat colours the model never saw, filed under a known class.
+    # Images unlike any training image, filed under a known class: full-range noise and black-and-white stripes (a
+    # model that has learned the classes' colours finds a flat red frame much like its red circles).
+    from PIL import Image
+
     odd = tmp_path / "odd" / rgb.labels[0]
     odd.mkdir(parents=True)
-    for i in range(6):
-        from PIL import Image
-
-        Image.new("RGB", (40, 32), (255, 255 - 40 * i, 40 * i)).save(odd / f"flat{i}.png")
+    for i in range(3):
+        noise = np.random.default_rng(i).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(odd / f"noise{i}.png")
+        stripes = np.tile((np.arange(40) // (2 + i) % 2 * 255).astype(np.uint8)[None, :, None], (32, 1, 3))
+        Image.fromarray(stripes).save(odd / f"stripes{i}.png")
     foreign = evaluate(model, folder=tmp_path / "odd")
     assert foreign.unfamiliar_rate >= 0.5 > stored.unfamiliar_rate
     assert len(foreign.unfamiliar) == foreign.unfamiliar_count and all(j.unfamiliar for j in foreign.unfamiliar)
