@@ -422,21 +422,41 @@ def safe_extract(archive: Path, dest: Path, settings: Settings) -> Path:
     return dest
 
 
+def check_archive_listing(what: str, count: int, declared: int, settings: Settings) -> None:
+    """The uploads' limits on an archive's listing, before anything is unpacked: at most
+    ``max_zip_members`` members and ``max_unzipped_bytes`` unpacked (``what`` names the archive: "zip").
+
+    Raises:
+        InputError: naming the figure and the limit.
+    """
+    if count > settings.max_zip_members:
+        raise InputError(f"the {what} holds {count} files, more than the limit of {settings.max_zip_members}")
+    if declared > settings.max_unzipped_bytes:
+        raise InputError(f"the {what} would expand to {_size(declared)}, more than the limit of "
+                         f"{_size(settings.max_unzipped_bytes)}")
+
+
+def member_parts(name: str, *, what: str, remedy: str) -> tuple[str, ...]:
+    """The path parts of the archive member ``name`` (``\\`` read as ``/``), refusing one that could land
+    outside the folder it is unpacked into.
+
+    Raises:
+        InputError: an absolute path, a drive, ``..`` or a NUL byte; the message ends with ``remedy``.
+    """
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts or "\x00" in name:
+        raise InputError(f"the {what} has an unsafe path {name!r} (absolute, or leaving the archive with '..'); "
+                         f"{remedy}")
+    return parts
+
+
 def _extract_members(zf: zipfile.ZipFile, dest: Path, settings: Settings) -> None:
     members = zf.infolist()
-    if len(members) > settings.max_zip_members:
-        raise InputError(f"the zip holds {len(members)} files, more than the limit of {settings.max_zip_members}")
-    declared = sum(m.file_size for m in members)
-    if declared > settings.max_unzipped_bytes:
-        raise InputError(f"the zip would expand to {_size(declared)}, more than the limit of "
-                         f"{_size(settings.max_unzipped_bytes)}")
+    check_archive_listing("zip", len(members), sum(m.file_size for m in members), settings)
     written = 0
     for member in members:
         name = member.filename
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts or "\x00" in name:
-            raise InputError(f"the zip has an unsafe path {name!r} (absolute, or leaving the archive with '..'); "
-                             "zip the class folders with relative paths")
+        parts = member_parts(name, what="zip", remedy="zip the class folders with relative paths")
         mode = (member.external_attr >> 16) & 0o170000
         if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             raise InputError(f"the zip member {name!r} is a link or special file; zip plain files only")

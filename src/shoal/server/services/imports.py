@@ -12,12 +12,12 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from shoal.errors import AlreadyExistsError, InputError
 from shoal.server.config import Settings
-from shoal.server.security import safe_extract
+from shoal.server.security import check_archive_listing, member_parts, safe_extract
 from shoal.store import Store, check_name
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -50,18 +50,10 @@ def check_tar(path: Path, settings: Settings) -> None:
             members = tf.getmembers()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise InputError(f"the tar archive cannot be read ({exc}); pack the model's files again and upload that") from None
-    if len(members) > settings.max_zip_members:
-        raise InputError(f"the archive holds {len(members)} files, more than the limit of {settings.max_zip_members}")
-    declared = sum(m.size for m in members if m.isfile())
-    if declared > settings.max_unzipped_bytes:
-        raise InputError(f"the archive would expand to {declared} bytes, more than the limit of "
-                         f"{settings.max_unzipped_bytes}")
+    check_archive_listing("archive", len(members), sum(m.size for m in members if m.isfile()), settings)
     for member in members:
         name = member.name
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts or "\x00" in name:
-            raise InputError(f"the archive has an unsafe path {name!r} (absolute, or leaving the archive with "
-                             "'..'); pack the model's files with relative paths")
+        member_parts(name, what="archive", remedy="pack the model's files with relative paths")
         if not (member.isfile() or member.isdir()) or stat.S_ISLNK(member.mode):
             raise InputError(f"the archive member {name!r} is a link or special file; pack plain files only")
 
