@@ -777,17 +777,6 @@ def test_the_downloaded_bundle_loads_with_shoal_load(toy_client: TestClient, toy
     assert missing.status_code == 404 and "has no snapshot of epoch '999'" in missing.json()["detail"]
 
 
-@pytest.mark.slow
-def test_the_last_epoch_downloads_through_an_export_worker(toy_client: TestClient, toy: ToyModel,
-                                                           tmp_path: Path) -> None:
-    answer = toy_client.get(f"/api/models/{toy.name}/download", params={"epoch": "last"})
-    assert answer.status_code == 200, answer.text
-    path = tmp_path / "last.shoal"
-    path.write_bytes(answer.content)
-    model = shoal.load(path)
-    assert model.manifest["epoch"] == 3 and model.labels == list(toy.labels)
-
-
 # -- networks, pretrained weights, schedule ---------------------------------------------------------------
 def test_network_files_are_checked_and_kept(settings: Settings) -> None:
     client = TestClient(create_app(settings.replace(allow_code=True)), base_url=LOCAL)  # see test_server_security

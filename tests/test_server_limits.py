@@ -294,29 +294,23 @@ def test_six_parallel_downloads_of_one_bundle_all_succeed(live: tuple[str, str],
         assert z.testzip() is None and "shoal.json" in z.namelist()
 
 
-def test_parallel_exports_of_one_epoch_run_once(live: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def _post(url: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method="POST", headers={"X-Shoal-CSRF": "1"})
+    try:
+        with urllib.request.urlopen(request, timeout=GENEROUS_S) as response:  # noqa: S310 - loopback test server
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_parallel_exports_of_one_epoch_queue_one_job(live: tuple[str, str], tmp_path: Path) -> None:
     base, name = live
-    calls, running, most = [], [0], [0]
-    lock = threading.Lock()
-
-    def slow_export(store: Store, model: str, epoch: str, out: Path) -> None:
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        calls.append(epoch)
-        time.sleep(0.5)
-        tmp = out.with_name(f".{out.name}.{threading.get_ident()}")
-        tmp.write_bytes(b"PK-bundle-of-" + model.encode())
-        os.replace(tmp, out)
-        with lock:
-            running[0] -= 1
-
-    monkeypatch.setattr(services.downloads, "_export_in_worker", slow_export)
     with ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(_get, [f"{base}/api/models/{name}/download?epoch=last"] * 6))
-    assert [status for status, _ in results] == [200] * 6
-    assert {body for _, body in results} == {b"PK-bundle-of-" + name.encode()}
-    assert calls == ["last"] and most[0] == 1
+        results = list(pool.map(_post, [f"{base}/api/models/{name}/export?epoch=last"] * 6))
+    assert [status for status, _ in results] == [202] * 6
+    jobs = {json.loads(body)["job"]["id"] for _, body in results}
+    store = Store(tmp_path / "home")
+    assert len(jobs) == 1 and [j.id for j in store.list_jobs(kind="export")] == list(jobs)
 
 
 # -- item 12: smaller holes -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,7 +187,7 @@ def manifest(name: str, card: ModelCard, *, epoch: int, history: list[dict[str, 
 
 
 def export(name: str, *, epoch: int | str = "best", store: Store | None = None,
-           out: str | os.PathLike[str] | None = None) -> Path:
+           out: str | os.PathLike[str] | None = None, on_event: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Write a model's bundle (a folder, or a ``.shoal`` file when ``out`` ends so).
 
     A model whose head was fitted (``--head fit``) has one result and its bundle already: it is
@@ -214,4 +214,4 @@ def export(name: str, *, epoch: int | str = "best", store: Store | None = None,
         return target
     from shoal.bundle.writer import export_model
 
-    return export_model(name, epoch=epoch, store=store, out=out)
+    return export_model(name, epoch=epoch, store=store, out=out, on_event=on_event)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,8 @@ ONNX_TOLERANCE = 1e-4  # largest allowed |p_onnx - p_torch| on the check images
 
 
 def export_model(name: str, *, epoch: int | str = "best", store: Store | None = None,
-                 out: str | Path | None = None) -> Path:
+                 out: str | Path | None = None, on_event: Callable[[dict[str, Any]], None] | None = None,
+                 model: NormalizedNet | None = None, dataset: Any = None) -> Path:
     """Write the bundle of a trained model, for its best epoch, last epoch or a kept snapshot.
 
     Args:
@@ -37,6 +39,11 @@ def export_model(name: str, *, epoch: int | str = "best", store: Store | None = 
         store: the store; default ``SHOAL_HOME``.
         out: a folder, or a path ending in ``.shoal`` for the single-file form;
             default ``<model folder>/bundle``.
+        on_event: called with a ``prepare`` event (its ``message`` the stage) before each step.
+        model: the network as the training loop built it (on the CPU, unwrapped); its weights are
+            replaced by the epoch's. Default: rebuilt from the model card.
+        dataset: the stored dataset it trained on, when the caller has it open. Default: loaded
+            by the name in the model's config (random check images when it is gone).
 
     Returns:
         The bundle's path.
@@ -51,18 +58,31 @@ def export_model(name: str, *, epoch: int | str = "best", store: Store | None = 
     if card is None:
         raise BundleError(f"model {name!r} has not started training yet; nothing to export")
     config = folder.read_config()
-    model = rebuild(card.architecture, len(card.labels), channels=card.input.channels,
-                    mean_shape=card.normalization.mean_shape)
+    emit = on_event or (lambda event: None)
+    if model is None:
+        emit({"type": "prepare", "message": f"rebuilding {card.architecture}"})
+        model = rebuild(card.architecture, len(card.labels), channels=card.input.channels,
+                        mean_shape=card.normalization.mean_shape)
     chosen = _load_epoch(folder, model, epoch)
     model.eval()
     history = folder.history()
     out = Path(out) if out is not None else folder.bundle_path
 
-    pixels = _check_images(config["dataset"], card, store)
-    detector, unfamiliar = _fit_unfamiliar(model, config, card, store)
+    if dataset is None:
+        from shoal import datasets
+
+        try:
+            dataset = datasets.load(config["dataset"], store=store)
+        except NotFoundError:
+            dataset = None
+    pixels = _check_images(dataset, card)
+    emit({"type": "prepare", "message": "fitting the unfamiliar-image detector"})
+    detector, unfamiliar = _fit_unfamiliar(model, config, card, dataset)
     with staged(out) as staging:
         save_weights(staging / WEIGHTS_FILE, model, epoch=chosen)
+        emit({"type": "prepare", "message": "converting to ONNX"})
         outputs = _export_onnx(model, staging / ONNX_FILE, pixels[:1], detector)
+        emit({"type": "prepare", "message": f"checking the ONNX graph against torch on {len(pixels)} images"})
         diff = _compare_onnx(model, staging / ONNX_FILE, pixels, detector)
         (staging / LABELS_FILE).write_text("\n".join(card.labels) + "\n", encoding="utf-8")
         (staging / MANIFEST).write_text(json.dumps(manifest(
@@ -89,14 +109,12 @@ def _load_epoch(folder: ModelFolder, model: NormalizedNet, epoch: int | str) -> 
     return load_weights(kept[int(epoch)], model)
 
 
-def _check_images(dataset_name: str, card: ModelCard, store: Store) -> np.ndarray:
-    """Up to 16 real validation images as network input, or random pixels if the dataset is gone."""
-    from shoal import datasets
-
+def _check_images(dataset: Any, card: ModelCard) -> np.ndarray:
+    """Up to 16 real validation images as network input, or random pixels if the dataset is gone (None)."""
     spec = card.input
-    try:
-        images = datasets.load(dataset_name, store=store).images("val")[:16]
-    except NotFoundError:
+    if dataset is not None:
+        images = dataset.images("val")[:16]
+    else:
         images = np.random.default_rng(0).integers(
             0, 256, (4, spec.dataset_height, spec.dataset_width, spec.channels), dtype=np.uint8)
     return to_network_input(np.asarray(images), spec.crop_hw) if len(images) else to_network_input(
@@ -125,13 +143,9 @@ def _features(model: NormalizedNet, pixels: np.ndarray, batch_size: int = 64) ->
 
 
 def _fit_unfamiliar(model: NormalizedNet, config: dict[str, Any], card: ModelCard,
-                    store: Store) -> tuple[Unfamiliar | None, dict[str, Any]]:
+                    dataset: Any) -> tuple[Unfamiliar | None, dict[str, Any]]:
     """The detector from the features of (at most :data:`MAX_BANK`) training images, or why there is none."""
-    from shoal import datasets
-
-    try:
-        dataset = datasets.load(config["dataset"], store=store)
-    except NotFoundError:
+    if dataset is None:
         return None, {"reason": f"its training images (dataset {config['dataset']!r}) are no longer in the store"}
     labels = dataset.labels("train")
     rng = np.random.default_rng(int(config.get("seed", 0)))

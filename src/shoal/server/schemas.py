@@ -77,6 +77,15 @@ class JobAccepted(BaseModel):
     url: str
 
 
+class ExportOut(BaseModel):
+    """A download's export: queued or running (``job``), or its file ready (``job`` null)."""
+
+    job: JobOut | None = Field(description="the export job to follow (GET /api/jobs/{id}); null when the file is ready")
+    name: str
+    epoch: str
+    url: str = Field(description="where the file downloads once the job is done")
+
+
 class ModelsAccepted(BaseModel):
     """One queued training per model (several for a sweep)."""
 

@@ -3,9 +3,9 @@
 ``python -m shoal.server.worker --home HOME --job ID`` is started by the
 :class:`~shoal.server.jobs.Runner`; it is never imported by the web server itself. It
 reads the job's parameters from the store, calls :func:`shoal.datasets.create`,
-:func:`shoal.training.train`, :func:`shoal.training.resume` or
-:func:`shoal.training.lr_find.lr_find`, turns progress into the job
-row, and ends with the job ``done``, ``failed`` (with the error's message), ``aborted``
+:func:`shoal.training.train`, :func:`shoal.training.resume`,
+:func:`shoal.training.lr_find.lr_find` or :func:`shoal.bundle.export` (a download's
+export), turns progress into the job row, and ends with the job ``done``, ``failed`` (with the error's message), ``aborted``
 or ``interrupted`` (on SIGINT, after the run saved its last epoch).
 """
 
@@ -104,34 +104,29 @@ def run_lr_find(store: Store, job: Job, progress: _Progress) -> str:
     return "done"
 
 
-RUNNERS = {"dataset": run_dataset, "train": run_training, "resume": run_training, "lr_find": run_lr_find}
+def run_export(store: Store, job: Job, progress: _Progress) -> str:
+    """A ``.shoal`` file of a model's epoch for the web app's download: its stages as progress, then
+    ``progress.file`` (the file's name) when it is written."""
+    from shoal.bundle import export
+
+    epoch, out = job.params["epoch"], Path(job.params["out"])
+    progress.put({"stage": f"exporting epoch {epoch}"}, force=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export(job.target, epoch=int(epoch) if epoch.isdigit() else epoch, store=store, out=out, on_event=progress.event)
+    progress.put({"stage": "written", "file": out.name}, force=True)
+    return "done"
 
 
-def export(store: Store, name: str, epoch: str, out: str) -> int:
-    """Write a model's bundle for the web app's download (the request waits for this process)."""
-    from shoal.bundle import export as export_bundle
-
-    try:
-        export_bundle(name, epoch=int(epoch) if epoch.isdigit() else epoch, store=store, out=out)
-    except ShoalError as exc:
-        print(f"failed: {exc}", flush=True)
-        return 1
-    return 0
+RUNNERS = {"dataset": run_dataset, "train": run_training, "resume": run_training, "lr_find": run_lr_find,
+           "export": run_export}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shoal.server.worker", description=__doc__)
     parser.add_argument("--home", required=True, help="the store folder (SHOAL_HOME)")
-    parser.add_argument("--job", type=int, help="the job id")
-    parser.add_argument("--export", metavar="MODEL", help="write MODEL's bundle instead of running a job")
-    parser.add_argument("--epoch", default="best", help="with --export: best, last or a snapshot's epoch")
-    parser.add_argument("--out", help="with --export: the .shoal file to write")
+    parser.add_argument("--job", type=int, required=True, help="the job id")
     args = parser.parse_args(argv)
     store = Store(args.home)
-    if args.export:
-        return export(store, args.export, args.epoch, args.out)
-    if args.job is None:
-        parser.error("give --job ID or --export MODEL")
     job = store.get_job(args.job)
     store.update_job(job.id, pid=os.getpid())
     print(f"job {job.id}: {job.kind} {job.target} {job.params}", flush=True)

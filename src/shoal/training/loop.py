@@ -52,12 +52,14 @@ def check(config: TrainConfig) -> None:
                             "drop --sync-bn, or train on --device cuda")
 
 
-def loop_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool) -> TrainResult:
+def loop_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool,
+             dataset: Any = None) -> TrainResult:
     """Train ``config``'s network epoch by epoch into ``folder``, then write its bundle.
 
+    ``dataset`` is the stored dataset when the caller has it open already (else it is loaded).
     In a data-parallel run this is rank 0's part; the other ranks call :func:`follow`.
     """
-    return _in_group(lambda group: _loop(config, folder, store, emit, resume=resume, ranks=group))
+    return _in_group(lambda group: _loop(config, folder, store, emit, resume=resume, ranks=group, dataset=dataset))
 
 
 def follow(store: Store) -> TrainResult:
@@ -89,7 +91,7 @@ def _in_group(run: Callable[[distributed.Group], TrainResult]) -> TrainResult:
 
 
 def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool,
-          ranks: distributed.Group) -> TrainResult:
+          ranks: distributed.Group, dataset: Any = None) -> TrainResult:
     # -- setup ----------------------------------------------------------------------------------
     here, main = ranks.world, ranks.world.main
     if main:
@@ -104,7 +106,8 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
         torch.backends.cudnn.benchmark = True  # the input size is fixed: let cuDNN pick its fastest kernels once
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    dataset = datasets.load(config.dataset, store=store)
+    if dataset is None:
+        dataset = datasets.load(config.dataset, store=store)
     classes = dataset.classes
 
     # -- model ----------------------------------------------------------------------------------
@@ -236,13 +239,16 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
             break
 
     # -- bundle ---------------------------------------------------------------------------------
-    from shoal import bundle
+    from shoal.bundle.writer import export_model
 
     history = [h for h in state["history"] if "val_accuracy" in h]
     if not main:  # rank 0 writes the bundle
         return TrainResult(config.name, "done", folder.path, None, history, state["best"])
     emit({"type": "export", "message": f"writing the bundle of epoch {state['best']} (ONNX export, checked against torch)"})
-    out = bundle.export(config.name, epoch="best", store=store, out=folder.bundle_path)
+    # The network built above, on the CPU, takes the best epoch's weights: the writer neither rebuilds
+    # it nor opens the dataset again (shoal export alone does both).
+    out = export_model(config.name, epoch="best", store=store, out=folder.bundle_path,
+                       model=model.to("cpu", memory_format=torch.contiguous_format), dataset=dataset)
     emit({"type": "done", "bundle": str(out), "best_epoch": state["best"], "elapsed_s": time.perf_counter() - started})
     return TrainResult(config.name, "done", folder.path, out, history, state["best"])
 

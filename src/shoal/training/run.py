@@ -129,7 +129,7 @@ def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHan
                                    "pretrained": config.finetune})
     folder = ModelFolder(entry.path)
     folder.write_config(to_dict(config))
-    return _run(config, folder, store, on_event, resume=False)
+    return _run(config, folder, store, on_event, resume=False, dataset=dataset)
 
 
 def resume(name: str, *, store: Store | None = None, on_event: EventHandler | None = None,
@@ -164,7 +164,7 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
 
 
 def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: EventHandler | None, *,
-         resume: bool) -> TrainResult:
+         resume: bool, dataset: Any = None) -> TrainResult:
     emit = Emitter(folder.metrics_path, on_event, append=resume, log=folder.log_path)
     emit.write_log(f"{'resuming' if resume else 'training'} {config.name} (process {os.getpid()})")
     folder.abort_path.unlink(missing_ok=True)
@@ -177,7 +177,7 @@ def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: Event
         else:
             from shoal.training.loop import loop_run
 
-            result = loop_run(config, folder, store, emit, resume=resume)
+            result = loop_run(config, folder, store, emit, resume=resume, dataset=dataset)
     except KeyboardInterrupt:
         store.update("model", config.name, status="interrupted")
         emit({"type": "stopped", "status": "interrupted"})

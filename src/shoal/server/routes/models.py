@@ -14,8 +14,9 @@ from shoal.server import services
 from shoal.server.routes import accepted
 from shoal.server.deps import CatalogDep, ClassifiersDep, RunnerDep, SettingsDep, StoreDep
 from shoal.server.security import save_upload
+from shoal.server.services.downloads import export_download
 from shoal.server.services.imports import import_upload
-from shoal.server.schemas import EventsOut, JobAccepted, ModelCreate, ModelOut, ModelResume, ModelsAccepted, ModelSummary
+from shoal.server.schemas import EventsOut, ExportOut, JobAccepted, ModelCreate, ModelOut, ModelResume, ModelsAccepted, ModelSummary
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -93,11 +94,29 @@ def delete_model(name: str, store: StoreDep, classifiers: ClassifiersDep) -> Res
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.post("/{name}/export", status_code=status.HTTP_202_ACCEPTED, response_model=ExportOut,
+             responses={200: {"description": "The file is ready: download it at url"}},
+             summary="Export the model at an epoch for download (a queued job), unless its file is ready")
+def export(name: str, request: Request, response: Response, store: StoreDep, runner: RunnerDep,
+           settings: SettingsDep,
+           epoch: Annotated[str, Query(description="best, last, or a kept snapshot's epoch")] = "best",
+           ) -> dict[str, Any]:
+    """The best epoch's written bundle is ready at once; any other epoch is exported by a job (one per model
+    and epoch: asking again gives the same job). Follow it at ``/api/jobs/{id}``, then GET ``url``."""
+    epoch = epoch.strip().lower()
+    job = export_download(store, runner, settings, name, epoch)
+    if job is None:
+        response.status_code = status.HTTP_200_OK
+    url = f"{request.url_for('download', name=name).path}?epoch={epoch}"
+    return {"job": services.job_view(runner, job) if job else None, "name": name, "epoch": epoch, "url": url}
+
+
 @router.get("/{name}/download", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}}},
-            summary="Download the model bundle (.shoal) of the best epoch, the last, or a snapshot")
+            summary="Download the model bundle (.shoal) of the best epoch, or of an exported epoch")
 def download(name: str, store: StoreDep, settings: SettingsDep,
              epoch: Annotated[str, Query(description="best, last, or a kept snapshot's epoch")] = "best",
              ) -> FileResponse:
+    """The best epoch's bundle; any other epoch once ``POST .../export`` has written it (409 before)."""
     path = services.download_file(store, settings, name, epoch.strip().lower())
     return FileResponse(path, media_type="application/zip", filename=path.name)

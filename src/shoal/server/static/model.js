@@ -278,38 +278,45 @@
     link.href = `${base}/download?epoch=${enc(select.value)}`;
     link.classList.remove("disabled");
     if (fitted) note.textContent = "A fitted head has one result, this bundle: no epochs or snapshots to choose.";
-    else note.textContent = select.value === "best" ? "" : "The first download of this epoch exports it (the network is rebuilt and converted to ONNX): it can take half a minute; the page says when it is ready.";
+    else note.textContent = select.value === "best" && model.bundle ? "" : "The first download of this epoch exports it (the network is rebuilt and converted to ONNX) in a queued job: the page shows its progress, then the file downloads.";
   }
 
-  // Downloads that need an export take a while: fetch them here, say so, and save the file when it comes.
+  // Any epoch but the best's written bundle is exported by a queued job first: follow its progress, then download.
   document.getElementById("download-link").addEventListener("click", async (event) => {
     const link = event.currentTarget;
     const select = document.getElementById("download-epoch");
     if (!link.getAttribute("href") || link.classList.contains("disabled")) { event.preventDefault(); return; }
-    if (select.value === "best" || link.dataset.saving) return;  // the written bundle: the browser downloads it at once
+    if (select.value === "best" && model.bundle) return;  // the written bundle: the browser downloads it at once
     event.preventDefault();
+    if (link.dataset.saving) return;
     const note = document.getElementById("download-note");
     const started = Date.now();
     const label = select.options[select.selectedIndex].text;
+    const seconds = () => Math.round((Date.now() - started) / 1000);
     link.dataset.saving = "1";
     link.classList.add("busy");
-    link.textContent = "Preparing…";
-    const tick = setInterval(() => { note.textContent = `Exporting ${label}… ${Math.round((Date.now() - started) / 1000)} s`; }, 500);
+    link.textContent = "Exporting…";
     try {
-      const response = await fetch(link.href, { headers: { "Accept": "application/zip" } });
-      if (!response.ok) throw new Error((await response.json().catch(() => ({}))).detail || `${response.status} ${response.statusText}`);
-      const blob = await response.blob();
-      const name = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "")?.[1] || `${model.name}.shoal`;
-      const save = el("a", { href: URL.createObjectURL(blob), download: name, hidden: true });
+      const answer = await api("POST", `${base}/export?epoch=${enc(select.value)}`);
+      let job = answer.job;
+      while (job && (job.status === "queued" || job.status === "running")) {
+        const where = job.status === "queued"
+          ? `queued${job.queue_position ? ` behind ${job.queue_position} other export${job.queue_position > 1 ? "s" : ""}` : ""}`
+          : (job.progress?.stage || "starting");
+        note.textContent = `Exporting ${label}: ${where}… ${seconds()} s`;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        job = await api("GET", `/api/jobs/${job.id}`);
+      }
+      if (job && job.status !== "done") throw new Error(job.error || `the export was ${job.status}`);
+      const save = el("a", { href: answer.url, download: "", hidden: true });
       document.body.append(save);
       save.click();
       save.remove();
-      note.textContent = `Ready: ${name} (${(blob.size / 1048576).toFixed(1)} MB, exported in ${Math.round((Date.now() - started) / 1000)} s).`;
+      note.replaceChildren(job ? `Exported in ${seconds()} s: ` : "Ready: ", el("a", { href: answer.url, text: `download ${label} again` }));
     } catch (e) {
       say(document.getElementById("model-message"), `Download: ${e.message}`);
       note.textContent = "";
     } finally {
-      clearInterval(tick);
       delete link.dataset.saving;
       link.classList.remove("busy");
       link.textContent = "Download";
