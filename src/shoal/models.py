@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from shoal.bundle import MANIFEST
 from shoal.bundle.card import ModelCard
@@ -23,6 +23,23 @@ TRAIN_KINDS = ("train", "resume")
 
 ACTIVE = ("queued", "running")
 """Statuses of a model whose training is waiting or under way."""
+
+
+class _Inside:
+    """A file or folder of a model's folder, read as an attribute of :class:`ModelFolder`: ``folder.path / name``."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.__doc__ = f"``{name}``: {doc}."
+
+    @overload
+    def __get__(self, folder: None, owner: type) -> _Inside: ...
+
+    @overload
+    def __get__(self, folder: ModelFolder, owner: type) -> Path: ...
+
+    def __get__(self, folder: ModelFolder | None, owner: type) -> Path | _Inside:
+        return self if folder is None else folder.path / self.name
 
 
 @dataclass(frozen=True)
@@ -61,50 +78,15 @@ class ModelFolder:
         return cls((store or Store()).get("model", name).path)
 
     # -- paths ------------------------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        """``config.json``: the resolved training configuration."""
-        return self.path / self.CONFIG
-
-    @property
-    def card_path(self) -> Path:
-        """``model.json``: the model card."""
-        return self.path / self.CARD
-
-    @property
-    def metrics_path(self) -> Path:
-        """``metrics.jsonl``: the run's progress events, one JSON object a line."""
-        return self.path / self.METRICS
-
-    @property
-    def state_path(self) -> Path:
-        """``state.pt``: the resume point, rewritten after every epoch."""
-        return self.path / self.STATE
-
-    @property
-    def best_path(self) -> Path:
-        """``best.safetensors``: the weights of the best validated epoch."""
-        return self.path / self.BEST
-
-    @property
-    def bundle_path(self) -> Path:
-        """``bundle/``: the bundle of the best epoch, written when training ends."""
-        return self.path / self.BUNDLE
-
-    @property
-    def downloads_path(self) -> Path:
-        """``downloads/``: the web app's ``.shoal`` files of this model, kept between requests."""
-        return self.path / self.DOWNLOADS
-
-    @property
-    def log_path(self) -> Path:
-        """``train.log``: the run's log, a line per event and any error's traceback (the CLI's runs and the web's)."""
-        return self.path / self.LOG
-
-    @property
-    def abort_path(self) -> Path:
-        """``ABORT``: present while an abort is asked for."""
-        return self.path / self.ABORT
+    config_path = _Inside(CONFIG, "the resolved training configuration")
+    card_path = _Inside(CARD, "the model card")
+    metrics_path = _Inside(METRICS, "the run's progress events, one JSON object a line")
+    state_path = _Inside(STATE, "the resume point, rewritten after every epoch")
+    best_path = _Inside(BEST, "the weights of the best validated epoch")
+    bundle_path = _Inside(BUNDLE, "the bundle of the best epoch, written when training ends")
+    downloads_path = _Inside(DOWNLOADS, "the web app's ``.shoal`` files of this model, kept between requests")
+    log_path = _Inside(LOG, "the run's log, a line per event and any error's traceback (the CLI's runs and the web's)")
+    abort_path = _Inside(ABORT, "present while an abort is asked for")
 
     def snapshot(self, epoch: int) -> Path:
         """Where the weight snapshot of ``epoch`` is kept."""
