@@ -7,6 +7,7 @@ no links or devices, at most one folder level, a size cap. Torch-free.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -14,7 +15,8 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 from shoal.importers.caffe.errors import CaffeError
 
@@ -51,6 +53,29 @@ def _check_member(name: str, archive: Path) -> PurePosixPath:
     return member
 
 
+_Member = tuple[str, str, int, Callable[[], "IO[bytes] | None"]]  # name, dir/file/other, size, open for reading
+
+
+def _listing(archive: Path, stack: contextlib.ExitStack) -> list[_Member]:
+    """The members of a zip or tarball alike, the archive kept open on ``stack`` while they are read.
+
+    Raises:
+        CaffeError: more members than a model has.
+    """
+    members: list[_Member]
+    if archive.name.lower().endswith(".zip"):
+        zf = stack.enter_context(zipfile.ZipFile(archive))
+        members = [(i.filename, "other" if (i.external_attr >> 16) & 0o170000 == 0o120000 else "dir" if i.is_dir()
+                    else "file", i.file_size, lambda i=i: zf.open(i)) for i in zf.infolist()]
+    else:
+        tf = stack.enter_context(tarfile.open(archive))
+        members = [(i.name, "dir" if i.isdir() else "file" if i.isfile() else "other", i.size,
+                    lambda i=i: tf.extractfile(i)) for i in tf.getmembers()]
+    if len(members) > MAX_MEMBERS:
+        raise CaffeError(f"archive {archive.name!r} has {len(members)} members; a model has a handful")
+    return members
+
+
 def unpack(archive: Path, dest: Path) -> Path:
     """Unpack a model archive into ``dest`` (checked member by member); return the folder holding its files.
 
@@ -61,49 +86,25 @@ def unpack(archive: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     total = 0
     try:
-        if archive.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                infos = zf.infolist()
-                if len(infos) > MAX_MEMBERS:
-                    raise CaffeError(f"archive {archive.name!r} has {len(infos)} members; a model has a handful")
-                for info in infos:
-                    member = _check_member(info.filename, archive)
-                    if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                        raise CaffeError(f"archive {archive.name!r} has the link {info.filename!r}; shoal does "
-                                         "not unpack links")
-                    if info.is_dir():
-                        continue
-                    total += info.file_size
-                    if total > MAX_ARCHIVE_BYTES:
-                        raise CaffeError(f"archive {archive.name!r} unpacks to more than "
-                                         f"{MAX_ARCHIVE_BYTES // 1024**3} GiB; that is not a classification model")
-                    target = dest.joinpath(*member.parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, target.open("wb") as out:
-                        shutil.copyfileobj(src, out)
-        else:
-            with tarfile.open(archive) as tf:
-                members = tf.getmembers()
-                if len(members) > MAX_MEMBERS:
-                    raise CaffeError(f"archive {archive.name!r} has {len(members)} members; a model has a handful")
-                for info in members:
-                    member = _check_member(info.name, archive)
-                    if info.isdir():
-                        continue
-                    if not info.isfile():
-                        raise CaffeError(f"archive {archive.name!r} has {info.name!r}, a link or device rather than "
-                                         "a file; shoal does not unpack it")
-                    total += info.size
-                    if total > MAX_ARCHIVE_BYTES:
-                        raise CaffeError(f"archive {archive.name!r} unpacks to more than "
-                                         f"{MAX_ARCHIVE_BYTES // 1024**3} GiB; that is not a classification model")
-                    target = dest.joinpath(*member.parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    source = tf.extractfile(info)
-                    if source is None:
-                        raise CaffeError(f"archive {archive.name!r}: {info.name!r} cannot be read")
-                    with source, target.open("wb") as out:
-                        shutil.copyfileobj(source, out)
+        with contextlib.ExitStack() as stack:
+            for name, kind, size, read in _listing(archive, stack):
+                member = _check_member(name, archive)
+                if kind == "dir":
+                    continue
+                if kind != "file":
+                    raise CaffeError(f"archive {archive.name!r} has {name!r}, a link or device rather than a file; "
+                                     "shoal does not unpack it")
+                total += size
+                if total > MAX_ARCHIVE_BYTES:
+                    raise CaffeError(f"archive {archive.name!r} unpacks to more than "
+                                     f"{MAX_ARCHIVE_BYTES // 1024**3} GiB; that is not a classification model")
+                target = dest.joinpath(*member.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = read()
+                if source is None:
+                    raise CaffeError(f"archive {archive.name!r}: {name!r} cannot be read")
+                with source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise CaffeError(f"archive {archive.name!r} cannot be read: {exc}") from None
     entries = [p for p in dest.iterdir()]
