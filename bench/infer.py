@@ -39,6 +39,15 @@ from pathlib import Path
 
 import numpy as np
 
+# Both scripts stand alone (each pays only for what it imports); they read the bundle alike.
+READ_BUNDLE = '''def read(name):
+    if bundle.endswith(".shoal"):
+        with zipfile.ZipFile(bundle) as z:
+            return z.read(name)
+    return open(f"{bundle}/{name}", "rb").read()
+manifest = json.loads(read("shoal.json"))
+'''
+
 BASELINE_SCRIPT = '''
 import json, sys, zipfile
 import torch, timm  # noqa: F401 - what a plain PyTorch script pays for at start
@@ -47,13 +56,7 @@ from safetensors.torch import load as load_safetensors
 from shoal.networks.normalized import rebuild
 
 bundle, image = sys.argv[1], sys.argv[2]
-def read(name):
-    if bundle.endswith(".shoal"):
-        with zipfile.ZipFile(bundle) as z:
-            return z.read(name)
-    return open(f"{bundle}/{name}", "rb").read()
-manifest = json.loads(read("shoal.json"))
-model = rebuild(manifest["architecture"], len(manifest["labels"]), channels=manifest["input"]["channels"],
+{READ_BUNDLE}model = rebuild(manifest["architecture"], len(manifest["labels"]), channels=manifest["input"]["channels"],
                 mean_shape=manifest["normalization"]["mean_shape"])
 model.load_state_dict(load_safetensors(read("model.safetensors")))
 model.eval()
@@ -70,7 +73,7 @@ with torch.inference_mode():
     p = torch.softmax(model(x), 1)[0]
 best = int(p.argmax())
 print(f"{image}  {manifest['labels'][best]} {float(p[best]) * 100:.2f}%")
-'''
+'''.replace("{READ_BUNDLE}", READ_BUNDLE)
 
 FLOOR_SCRIPT = '''
 import json, sys, zipfile
@@ -78,13 +81,7 @@ import numpy as np, onnxruntime as ort
 from PIL import Image
 
 bundle, image, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def read(name):
-    if bundle.endswith(".shoal"):
-        with zipfile.ZipFile(bundle) as z:
-            return z.read(name)
-    return open(f"{bundle}/{name}", "rb").read()
-manifest = json.loads(read("shoal.json"))
-options = ort.SessionOptions()
+{READ_BUNDLE}options = ort.SessionOptions()
 options.intra_op_num_threads = threads
 session = ort.InferenceSession(read("model.onnx"), options, providers=["CPUExecutionProvider"])
 spec = manifest["input"]
@@ -98,7 +95,7 @@ if spec["crop"]:
 p = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x)})[0][0]
 best = int(p.argmax())
 print(f"{image}  {manifest['labels'][best]} {float(p[best]) * 100:.2f}%")
-'''
+'''.replace("{READ_BUNDLE}", READ_BUNDLE)
 
 
 def median_times(commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, tuple[float, str]]:
