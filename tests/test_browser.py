@@ -1,9 +1,11 @@
 """The whole flow in a real browser: Playwright drives Debian's headless chromium.
 
-It builds the built-in digits sample, trains a tiny LeNet run and watches its chart gain points
-without a reload, classifies an uploaded image (with its heat-map), evaluates the model,
-downloads the bundle and loads it with ``shoal.load``. Every page is saved as a screenshot
-under ``out/screenshots/`` (git-ignored) for a person to look at.
+It builds the built-in digits sample (and opens one of its images at full size), trains a tiny
+LeNet run and watches its chart gain points without a reload, classifies an uploaded image (with
+its heat-map and its layers), classifies frames of Chromium's fake camera, evaluates the model,
+downloads the bundle and loads it with ``shoal.load``, classifies a list file from the dataset
+page, aborts and resumes a run without a reload. Every page is saved as a screenshot under
+``out/screenshots/`` (git-ignored) at 390 and 1280 px, and none may scroll sideways at 390 px.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import shoal
 from shoal.server import Settings, create_app
@@ -109,6 +112,18 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         expect(page.locator("#thumbs .cap").first).not_to_have_text("7")  # a class's page captions file names
         page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
         shot("03-dataset")
+        # An image opens at full size: the file it was made from (the sample lies inside the allowed root), its path.
+        page.click("#thumbs .thumb >> nth=0")
+        expect(page.locator("#image-dialog")).to_have_attribute("data-loaded", "source")
+        source = Path(page.text_content("#image-source"))
+        assert source.parent.name == "7" and source.is_relative_to(tmp_path / "home" / "samples" / "digits")
+        with Image.open(source) as original:
+            assert page.evaluate("[document.getElementById('image-full').naturalWidth, "
+                                 "document.getElementById('image-full').naturalHeight]") == list(original.size)
+        expect(page.locator("#image-note")).to_contain_text(f"The source at full size: {original.width}×{original.height} px")
+        shot("03b-dataset-image")
+        page.click("#image-close")
+        expect(page.locator("#image-dialog")).to_be_hidden()
 
         # A model: a tiny LeNet run (3 short epochs); the schedule preview follows the policy.
         page.click("text=New model on this dataset")
@@ -151,14 +166,24 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         expect(page.locator("#eval-split option")).to_have_count(2)  # val and train: the sample has no test split
         shot("06-model-done")
 
-        # Classify one uploaded image, with its heat-map.
+        # Classify one uploaded image, with its heat-map and its layers.
         digit = sorted((tmp_path / "home" / "samples" / "digits" / "7").glob("*.png"))[0]
         page.set_input_files("#classify-file", str(digit))
+        page.check("#classify-layers")
         page.click("#classify-button")
         expect(page.locator("#classify-body tr")).to_have_count(5)
         expect(page.locator("#heatmap-figure")).to_be_visible()
+        bundle = shoal.load(tmp_path / "home" / "models" / "digits-lenet" / "bundle")
+        layers = bundle.layers(digit)  # what 'shoal classify --layers' computes
+        expect(page.locator("#layers-body tr")).to_have_count(len(layers.layers))
+        expect(page.locator("#layers-summary")).to_contain_text(f"{layers.total_parameters:,} parameters")
+        expect(page.locator("#layers-weights-caption")).to_contain_text(f"({layers.first_conv})")
+        expect(page.locator("#layers-body .hist").first).to_be_visible()
+        page.wait_for_function("[...document.querySelectorAll('#layers-body img, #layers-weights')]"
+                               ".every(i => i.complete && i.naturalWidth > 0)")
+        assert page.locator("#layers-body img").count() == sum(len(layer.shape) == 4 for layer in layers.layers)
         label = page.get_attribute("#classify-result", "data-label")
-        expected = shoal.load(tmp_path / "home" / "models" / "digits-lenet" / "bundle").predict(digit)
+        expected = bundle.predict(digit)
         assert label == expected.label
         expect(page.locator("#classify-verdict")).to_contain_text(
             "It looks like none of the training images: its probabilities say little." if expected.unfamiliar
@@ -189,6 +214,19 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
         saved = tmp_path / "digits-lenet.shoal"
         download.value.save_as(saved)
         assert shoal.load(saved).predict(digit).to_dict() == expected.to_dict()
+
+        # The dataset page classifies a list file on the server (DIGITS' "classify many"), digits with their class.
+        listed = sorted((tmp_path / "home" / "samples" / "digits" / "3").glob("*.png"))[:4]
+        (tmp_path / "three.txt").write_text("".join(f"{p} 3\n" for p in listed) + "missing.png 3\n")
+        page.goto(server + "/datasets/digits")
+        expect(page.locator("#list-button")).to_be_enabled()
+        page.fill("#list-file", str(tmp_path / "three.txt"))
+        page.click("#list-button")
+        expect(page.locator("#list-body tr")).to_have_count(5)
+        right = sum(bundle.predict(p).label == "3" for p in listed)
+        expect(page.locator("#list-stats")).to_contain_text(f"{100 * right / 4:.1f} %")
+        expect(page.locator("#list-body tr").last).to_contain_text("file not found (line 5 of three.txt)")
+        shot("08b-dataset-classify-list")
 
         # Abort, then Resume, without a reload: a long run of the same network.
         page.goto(server + "/models/new?clone=digits-lenet")
@@ -228,19 +266,39 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
 
         # Every page fits a phone (390 px): nothing scrolls sideways. Screenshots at 390 and 1280 px.
         pages = {"home": "/", "new-dataset": "/datasets/new", "dataset": "/datasets/digits",
-                 "new-model": "/models/new", "model": "/models/digits-lenet", "pretrained": "/pretrained"}
+                 "new-model": "/models/new", "model": "/models/digits-lenet", "pretrained": "/pretrained",
+                 "not-found": NOT_FOUND}
         for width in (390, 1280):
             page.set_viewport_size({"width": width, "height": 844 if width == 390 else 900})
-            for name, path in pages.items():
-                page.goto(server + path)
-                page.wait_for_load_state("load")
-                if name == "model":  # the evaluation's tables and thumbnails too
-                    page.click("#eval-button")
-                    expect(page.locator("#eval-result")).to_be_visible()
-                    page.wait_for_function("(document.getElementById('reliability-chart').data || []).length === 3")
+
+            def fits(name: str) -> None:
                 wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 assert wide <= 0, f"{name} scrolls sideways by {wide} px at {width} px"
                 page.screenshot(path=str(SHOTS / f"w{width}-{name}.png"), full_page=True)
+
+            for name, path in pages.items():
+                page.goto(server + path)
+                page.wait_for_load_state("load")
+                if name == "dataset":  # the list's results too
+                    page.fill("#list-file", str(tmp_path / "three.txt"))
+                    expect(page.locator("#list-button")).to_be_enabled()
+                    page.click("#list-button")
+                    expect(page.locator("#list-body tr")).to_have_count(5)
+                if name == "model":  # the layers, and the evaluation's tables and thumbnails
+                    page.set_input_files("#classify-file", str(digit))
+                    page.check("#classify-layers")
+                    page.click("#classify-button")
+                    expect(page.locator("#layers-body tr")).to_have_count(len(layers.layers))
+                    page.click("#eval-button")
+                    expect(page.locator("#eval-result")).to_be_visible()
+                    page.wait_for_function("(document.getElementById('reliability-chart').data || []).length === 3")
+                fits(name)
+                if name == "dataset":  # and one image at full size
+                    page.click("#thumbs .thumb >> nth=0")
+                    expect(page.locator("#image-dialog")).to_have_attribute("data-loaded", "source")
+                    wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                    assert wide <= 0, f"the image dialog scrolls sideways by {wide} px at {width} px"
+                    page.screenshot(path=str(SHOTS / f"w{width}-dataset-image.png"))  # the dialog where it is seen
         browser.close()
     # The one error expected: the browser's note that the deliberate 404 page answered 404.
     deliberate = ("console: Failed to load resource: the server responded with a status of 404 (Not Found) "

@@ -369,6 +369,40 @@ def test_list_file_paths_are_relative_to_it(tmp_path, image_folder_factory):
     assert reasons[1] == "line 10 is 'only-one-word', expected 'path label'"
 
 
+def test_an_image_list_to_classify_keeps_its_order_labels_and_refusals(tmp_path, image_folder_factory):
+    from shoal.data.scan import read_image_list
+
+    root = image_folder_factory(["x", "y"], 2, name="listed")
+    spaced = root / "x" / "with space.png"
+    (root / "x" / "x_000.png").rename(spaced)
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes((root / "y" / "y_000.png").read_bytes())
+    (root / "y" / "link.png").symlink_to(outside)
+    (root / "list.txt").write_text("\n".join([
+        "# DIGITS' classify many: paths, with or without a class", "",
+        "y/y_001.png", "x/with space.png", "x/x_001.png 0", f"{root / 'y' / 'y_000.png'} y",
+        "gone.png", str(outside), "y/link.png", "x",
+    ]) + "\n")
+    found = read_image_list(root / "list.txt", within=[root])
+    assert [(i.path, i.label, i.line) for i in found.images] == [
+        (root / "y" / "y_001.png", None, 3), (spaced, None, 4), (root / "x" / "x_001.png", "0", 5),
+        (root / "y" / "y_000.png", "y", 6)]
+    assert [(s.path, s.reason) for s in found.skipped] == [
+        (str(root / "gone.png"), "file not found (line 7 of list.txt)"),
+        (str(outside), "outside the folders this server may read: copy the image into one (line 8 of list.txt)"),
+        (str(root / "y" / "link.png"), "a symbolic link to a file outside the folders this server may read: copy "
+                                       "the image in instead (line 9 of list.txt)"),
+        (str(root / "x"), "not a regular file (line 10 of list.txt)")]
+    assert len(read_image_list(root / "list.txt").images) == 6  # no roots: every file that exists
+    with pytest.raises(DatasetError, match=r"lists more than 3 images: classify at most 3 at a time"):
+        read_image_list(root / "list.txt", limit=3)
+    (root / "empty.txt").write_text("# nothing\n\n")
+    with pytest.raises(DatasetError, match="lists no images: write one image path per line"):
+        read_image_list(root / "empty.txt")
+    with pytest.raises(DatasetError, match="is not a regular file"):  # the bounded reader refuses folders
+        read_image_list(root)
+
+
 # -- building datasets --------------------------------------------------------------------------
 def test_tiny_dataset_layout(tiny_dataset):
     ds = tiny_dataset

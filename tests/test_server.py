@@ -733,6 +733,58 @@ def test_classify_many_reports_accuracy_against_class_folders(toy_client: TestCl
     assert empty.status_code == 400 and empty.json()["detail"].startswith("no images to classify")
 
 
+def test_classify_a_server_side_list_of_images(toy_client: TestClient, toy: ToyModel, roots: Path) -> None:
+    (roots / "imgs").mkdir()
+    a, b, c = first_image(toy, "circle"), first_image(toy, "square"), first_image(toy, "triangle")
+    for source, name in ((a, "a.png"), (b, "b.png"), (c, "c d.png")):
+        (roots / "imgs" / name).write_bytes(source.read_bytes())
+    listing = roots / "list.txt"
+    listing.write_text(f"imgs/a.png circle\nimgs/b.png {toy.labels.index('square')}\nimgs/c d.png\n"
+                       f"imgs/gone.png circle\n{a} circle\n")
+    answer = toy_client.post(f"/api/models/{toy.name}/classify-list", json={"list_file": "list.txt", "top": 2},
+                             headers=CSRF)
+    assert answer.status_code == 200, answer.text
+    out = answer.json()
+    assert out["list_file"] == str(listing)
+    rows = out["results"]
+    assert [(r["source"], r["truth"]) for r in rows] == [
+        (str(roots / "imgs" / "a.png"), "circle"), (str(roots / "imgs" / "b.png"), "square"),  # an index, as DIGITS
+        (str(roots / "imgs" / "c d.png"), None), (str(roots / "imgs" / "gone.png"), None), (str(a), None)]
+    model = shoal.load(toy.bundle)
+    for row, path in zip(rows[:3], (a, b, c)):
+        assert row["error"] is None and len(row["predictions"]) == 2
+        assert row["predictions"][0]["label"] == model.predict(path).label
+    assert rows[3]["error"] == "file not found (line 4 of list.txt)" and rows[3]["predictions"] == []
+    assert rows[4]["error"].startswith("outside the folders this server may read")  # as a dataset build refuses it
+    assert out["summary"]["images"] == 5 and out["summary"]["errors"] == 2 and out["summary"]["with_truth"] == 2
+    outside = toy_client.post(f"/api/models/{toy.name}/classify-list", json={"list_file": str(toy.images)},
+                              headers=CSRF)
+    assert outside.status_code == 400 and "is outside the folders this server may read" in outside.json()["detail"]
+    (roots / "folder").mkdir()
+    folder = toy_client.post(f"/api/models/{toy.name}/classify-list", json={"list_file": "folder"}, headers=CSRF)
+    assert folder.status_code == 400 and "is not a regular file" in folder.json()["detail"]
+
+
+def test_a_dataset_image_opens_at_full_size_with_its_source(toy: ToyModel, roots: Path) -> None:
+    base = f"/api/datasets/{toy.dataset}/images/train/0"
+    with TestClient(create_app(Settings(home=toy.home, roots=(roots,), run_jobs=False)), base_url=LOCAL) as c:
+        info = c.get(base).json()
+        source = Path(info["source"])
+        assert source.is_relative_to(toy.images) and source.parent.name == info["label"]
+        assert info["stored_size"] == [32, 32]
+        assert info["original"] is False and "is outside the folders this server may read" in info["original_reason"]
+        refused = c.get(base + "/source.png")
+        assert refused.status_code == 400 and "is outside the folders this server may read" in refused.json()["detail"]
+        assert c.get(f"/api/datasets/{toy.dataset}/images/train/100000").status_code == 400
+    with TestClient(create_app(Settings(home=toy.home, roots=(toy.images,), run_jobs=False)), base_url=LOCAL) as c:
+        assert c.get(base).json()["original"] is True
+        full = c.get(base + "/source.png")
+        assert full.status_code == 200 and full.headers["content-type"] == "image/png"
+        with Image.open(source) as original:
+            assert Image.open(io.BytesIO(full.content)).size == original.size != (32, 32)
+        assert c.get(f"/api/datasets/{toy.dataset}/images/train/0.png").status_code == 200  # the stored one still
+
+
 def test_without_a_detector_every_prediction_says_why_the_verdict_is_unknown(toy: ToyModel, roots: Path,
                                                                              tmp_path: Path) -> None:
     import shutil

@@ -246,11 +246,12 @@ def read_list_file(path: Path, *, shown: str, limit: int | None = None) -> bytes
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise DatasetError(f"list file '{shown}' does not exist: give a text file of 'path label' lines") from None
+    info = os.fstat(fd)  # before fdopen, which refuses a folder with an OSError of its own
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise DatasetError(f"list file '{shown}' is not a regular file (a folder, device or pipe): give a text "
+                           "file of 'path label' lines")
     with os.fdopen(fd, "rb") as stream:
-        info = os.fstat(stream.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise DatasetError(f"list file '{shown}' is not a regular file (a folder, device or pipe): give a text "
-                               "file of 'path label' lines")
         too_large = DatasetError(f"list file '{shown}' is larger than {limit // (1024 * 1024)} MiB: split it, or "
                                  "arrange the images in one sub-folder per class instead")
         if info.st_size > limit:
@@ -274,42 +275,122 @@ def scan_list(list_file: str | os.PathLike[str], *, base: str | os.PathLike[str]
         DatasetError: the file cannot be read as text, is not a regular file, is larger than
             :data:`MAX_LIST_BYTES`, or has no ``path label`` lines.
     """
-    path = Path(list_file).expanduser()
-    try:
-        text = read_list_file(path, shown=str(list_file)).decode("utf-8-sig")
-    except (UnicodeDecodeError, OSError) as exc:
-        raise DatasetError(
-            f"list file '{list_file}' cannot be read as UTF-8 text ({exc}): give a text file of 'path label' lines, "
-            "or a folder with one sub-folder per class"
-        ) from None
+    path, text = _list_text(list_file, expected="'path label' lines", alternative="or a folder with one sub-folder per class")
     root = Path(base).expanduser() if base is not None else path.parent
     roots = _roots(within)
     by_class: dict[str, list[Path]] = {}
     skipped: list[Skipped] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for number, line in _list_lines(text):
         parts = line.rsplit(None, 1)
         if len(parts) != 2:
             skipped.append(Skipped(f"{path}:{number}", f"line {number} is {line!r}, expected 'path label'"))
             continue
         name, label = parts
-        image = Path(name).expanduser()
-        image = image if image.is_absolute() else root / image
-        target = _stat(str(image))
-        if target is None:
-            skipped.append(Skipped(str(image), f"file not found (line {number} of {path.name})"))
-        elif not stat.S_ISREG(target.st_mode):
-            skipped.append(Skipped(str(image), f"not a regular file (line {number} of {path.name})"))
-        elif roots is not None and _outside(str(image), roots):
-            skipped.append(Skipped(str(image), f"{OUTSIDE_ROOTS} (line {number} of {path.name})"))
+        image = _listed(name, root)
+        refused = _refusal(image, roots, number, path.name)
+        if refused is not None:
+            skipped.append(refused)
         else:
             by_class.setdefault(label, []).append(image)
     if not by_class and not skipped:
         raise DatasetError(f"list file '{list_file}' has no 'path label' lines: write one image path and its class per line")
     files = {label: tuple(by_class[label]) for label in sorted(by_class, key=_class_key)}
     return Scan(root=path, kind="list", files=files, skipped=tuple(skipped))
+
+
+@dataclass(frozen=True)
+class ListedImage:
+    """One line of an image list: the image's path and, when the line gives one, its class."""
+
+    path: Path
+    label: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """The images of a list file to classify, in the file's order, and the lines left out (with reasons)."""
+
+    source: Path
+    images: tuple[ListedImage, ...]
+    skipped: tuple[Skipped, ...] = field(default=())
+
+
+def read_image_list(list_file: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
+                    within: Sequence[str | os.PathLike[str]] | None = None, limit: int | None = None) -> ImageList:
+    """Read a list of images to classify: one ``path`` or ``path label`` per line (DIGITS' "classify many").
+
+    A line that names an existing file as a whole is a path without a label (so paths may
+    contain spaces); otherwise its last word is the label, as in :func:`scan_list` (a
+    DIGITS ``val.txt`` of ``path index`` lines works: the caller maps indices to classes).
+    Blank lines and ``#`` comments are ignored, relative paths start from ``base`` (default:
+    the list file's folder), and with ``within`` images outside those folders (links
+    resolved) are skipped with the reason, as in a dataset build.
+
+    Raises:
+        DatasetError: the file cannot be read as UTF-8 text, is not a regular file, is larger
+            than :data:`MAX_LIST_BYTES`, has no image lines, or lists more than ``limit`` images.
+    """
+    path, text = _list_text(list_file, expected="image paths, one per line", alternative="or upload the images")
+    root = Path(base).expanduser() if base is not None else path.parent
+    roots = _roots(within)
+    images: list[ListedImage] = []
+    skipped: list[Skipped] = []
+    for number, line in _list_lines(text):
+        whole = _listed(line, root)
+        parts = line.rsplit(None, 1)
+        if _stat(str(whole)) is not None or len(parts) == 1:
+            image, label = whole, None
+        else:
+            image, label = _listed(parts[0], root), parts[1]
+        refused = _refusal(image, roots, number, path.name)
+        if refused is not None:
+            skipped.append(refused)
+        else:
+            images.append(ListedImage(image, label, number))
+        if limit is not None and len(images) + len(skipped) > limit:
+            raise DatasetError(f"list file '{list_file}' lists more than {limit:,} images: classify at most "
+                               f"{limit:,} at a time (split the list), or build a dataset of them and evaluate on it")
+    if not images and not skipped:
+        raise DatasetError(f"list file '{list_file}' lists no images: write one image path per line "
+                           "(optionally followed by its class)")
+    return ImageList(source=path, images=tuple(images), skipped=tuple(skipped))
+
+
+def _list_text(list_file: str | os.PathLike[str], *, expected: str, alternative: str) -> tuple[Path, str]:
+    """The list file's path and text, read through :func:`read_list_file` (bounded, regular files only)."""
+    path = Path(list_file).expanduser()
+    try:
+        return path, read_list_file(path, shown=str(list_file)).decode("utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DatasetError(
+            f"list file '{list_file}' cannot be read as UTF-8 text ({exc}): give a text file of {expected}, {alternative}"
+        ) from None
+
+
+def _list_lines(text: str) -> list[tuple[int, str]]:
+    """The list's lines that say something, numbered from 1: no blanks, no ``#`` comments."""
+    stripped = ((number, raw.strip()) for number, raw in enumerate(text.splitlines(), start=1))
+    return [(number, line) for number, line in stripped if line and not line.startswith("#")]
+
+
+def _listed(name: str, root: Path) -> Path:
+    image = Path(name).expanduser()
+    return image if image.is_absolute() else root / image
+
+
+def _refusal(image: Path, roots: tuple[str, ...] | None, number: int, list_name: str) -> Skipped | None:
+    """Why a listed image cannot be read (missing, not a file, outside ``roots``), or ``None`` when it can."""
+    target = _stat(str(image))
+    if target is None:
+        return Skipped(str(image), f"file not found (line {number} of {list_name})")
+    if not stat.S_ISREG(target.st_mode):
+        return Skipped(str(image), f"not a regular file (line {number} of {list_name})")
+    if roots is not None and _outside(str(image), roots):
+        linked = not _outside(os.path.dirname(os.path.abspath(image)), roots)  # the entry is inside, its target not
+        reason = OUTSIDE_ROOTS if linked else "outside the folders this server may read: copy the image into one"
+        return Skipped(str(image), f"{reason} (line {number} of {list_name})")
+    return None
 
 
 # -- splitting ----------------------------------------------------------------------------------

@@ -124,6 +124,19 @@ class ImagePage(BaseModel):
     items: list[dict[str, Any]]
 
 
+class DatasetImageOut(BaseModel):
+    """One stored image of a dataset and where it came from."""
+
+    split: str
+    index: int
+    label: str
+    source: str = Field(description="the path of the file the image was made from")
+    stored_size: list[int] = Field(description="[width, height] as stored in the dataset")
+    original: bool = Field(description="whether the source can be shown at full size "
+                                       "(GET .../images/{split}/{index}/source.png)")
+    original_reason: str | None = Field(description="why it cannot: gone, or outside the folders this server may read")
+
+
 class ModelSummary(BaseModel):
     name: str
     status: Status
@@ -202,6 +215,7 @@ class ClassifyManyOut(BaseModel):
     summary: dict[str, Any]
     per_class: list[dict[str, Any]]
     results: list[dict[str, Any]]
+    list_file: str | None = Field(None, description="the list file read (classify-list only)")
 
 
 class LayerOut(BaseModel):
@@ -226,6 +240,15 @@ class LayersOut(BaseModel):
     first_conv_weights: str | None = Field(description="its filters as a PNG data: URI")
     predictions: list[Prediction]
     layers: list[LayerOut]
+
+
+class ClassifyListIn(BaseModel):
+    """Classify the images a server-side list file names (DIGITS' "classify many" from a list)."""
+
+    list_file: str = Field(description="a text file on the server, inside the allowed folders: one image path per line, "
+                                       "optionally followed by its class (name or index); relative paths start from "
+                                       "the list file's folder")
+    top: int = Field(5, ge=1, le=100, description="how many classes to return per image, most probable first")
 
 
 class JudgedImage(BaseModel):

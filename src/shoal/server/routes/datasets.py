@@ -16,7 +16,8 @@ from shoal.errors import ConfigError
 from shoal.server import services
 from shoal.server.routes import accepted
 from shoal.server.deps import RunnerDep, SettingsDep, StoreDep
-from shoal.server.schemas import DataOptions, DatasetCreate, DatasetOut, DatasetSummary, ImagePage, JobAccepted
+from shoal.server.schemas import (DataOptions, DatasetCreate, DatasetImageOut, DatasetOut, DatasetSummary, ImagePage,
+                                  JobAccepted)
 from shoal.server.security import save_upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -90,6 +91,20 @@ def list_images(name: str, store: StoreDep, split: str = "train", label: str | N
             responses={200: {"content": {"image/png": {}}}}, summary="One stored image (resized) as PNG")
 def image_png(name: str, split: str, index: int, store: StoreDep) -> Response:
     return Response(services.dataset_image_png(store, name, split, index), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/{name}/images/{split}/{index}", response_model=DatasetImageOut,
+            summary="One stored image: its class and source path, and whether the source can be shown")
+def image_info(name: str, split: str, index: int, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    return services.dataset_image(store, settings, name, split, index)
+
+
+@router.get("/{name}/images/{split}/{index}/source.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}},
+            summary="The source file of a stored image at full size, as PNG (inside the allowed folders only)")
+def source_png(name: str, split: str, index: int, store: StoreDep, settings: SettingsDep) -> Response:
+    return Response(services.dataset_source_png(store, settings, name, split, index), media_type="image/png",
                     headers={"Cache-Control": "private, max-age=300"})
 
 

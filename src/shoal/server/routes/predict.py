@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from shoal.errors import InputError
 from shoal.server import services
 from shoal.server.deps import ClassifiersDep, SettingsDep, StoreDep
-from shoal.server.schemas import ClassifyManyOut, ClassifyOut, EvaluationOut, LayersOut
+from shoal.server.schemas import ClassifyListIn, ClassifyManyOut, ClassifyOut, EvaluationOut, LayersOut
 from shoal.server.security import check_image, read_upload, save_upload
 
 router = APIRouter(prefix="/models", tags=["predict"])
@@ -57,6 +57,17 @@ async def classify_many(name: str, store: StoreDep, settings: SettingsDep, class
         await save_upload(archive, path, limit=settings.max_zip_bytes, what="zip")
         return await run_in_threadpool(services.classify_many, classifiers, store, settings, name, files=images,
                                        archive=path, top=top)
+
+
+@router.post("/{name}/classify-list", response_model=ClassifyManyOut,
+             summary="Classify the images a server-side list file names (with accuracy when lines give classes)")
+async def classify_list(name: str, body: ClassifyListIn, store: StoreDep, settings: SettingsDep,
+                        classifiers: ClassifiersDep) -> dict[str, Any]:
+    """The list file and every image it names must lie inside the folders the server may read
+    (``shoal serve --roots``), as for a dataset build; lines it cannot use come back as rows with an ``error``.
+    Answers as ``classify-many``, plus ``list_file``."""
+    return await run_in_threadpool(services.classify_list, classifiers, store, settings, name,
+                                   list_file=body.list_file, top=body.top)
 
 
 @router.post("/{name}/heatmap", response_class=Response, responses={200: {"content": {"image/png": {}}}},

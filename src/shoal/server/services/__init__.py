@@ -14,9 +14,11 @@ One module per area, as the routers are: :mod:`.datasets`, :mod:`.models`,
 from shoal.server.services.assets import save_network_file, save_pretrained, upload_dir
 from shoal.server.services.caches import Classifiers, NetworkCatalog
 from shoal.server.services.datasets import (
+    dataset_image,
     dataset_image_png,
     dataset_images,
     dataset_mean_path,
+    dataset_source_png,
     dataset_view,
     delete_dataset,
     list_datasets,
@@ -36,13 +38,13 @@ from shoal.server.services.models import (
     resume_model,
     submit_models,
 )
-from shoal.server.services.predict import classify, classify_many, evaluation, heatmap_png
+from shoal.server.services.predict import classify, classify_list, classify_many, evaluation, heatmap_png
 
 __all__ = [
-    "Classifiers", "NetworkCatalog", "abort_job", "abort_model", "bundle_path", "classify", "classify_many",
-    "clone_source", "dataset_image_png", "dataset_images", "dataset_mean_path", "dataset_view", "delete_dataset",
-    "delete_model", "download_file", "evaluation", "heatmap_png", "job_view", "layers_view", "list_datasets",
-    "list_folders",
-    "list_jobs", "list_models", "model_events", "model_view", "resume_model", "save_network_file",
-    "save_pretrained", "submit_dataset", "submit_dataset_zip", "submit_models", "upload_dir",
+    "Classifiers", "NetworkCatalog", "abort_job", "abort_model", "bundle_path", "classify", "classify_list",
+    "classify_many", "clone_source", "dataset_image", "dataset_image_png", "dataset_images", "dataset_mean_path",
+    "dataset_source_png", "dataset_view", "delete_dataset", "delete_model", "download_file", "evaluation",
+    "heatmap_png", "job_view", "layers_view", "list_datasets", "list_folders", "list_jobs", "list_models",
+    "model_events", "model_view", "resume_model", "save_network_file", "save_pretrained", "submit_dataset",
+    "submit_dataset_zip", "submit_models", "upload_dir",
 ]

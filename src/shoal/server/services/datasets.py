@@ -170,6 +170,57 @@ def dataset_image_png(store: Store, name: str, split: str, index: int) -> bytes:
     return buffer.getvalue()
 
 
+def dataset_image(store: Store, settings: Settings, name: str, split: str, index: int) -> dict[str, Any]:
+    """One stored image: its class, its source path, and whether the source can be shown at full size.
+
+    The source is shown only when it still exists inside the folders this server may read
+    (the allowed roots, or the store's built-in sample); ``original_reason`` says why not.
+    """
+    from shoal import datasets
+
+    ds = datasets.load(name, store=store)
+    image = ds.image(split, index)  # checks the split and the index
+    source = ds.sources(split)[index]
+    out = {"split": split, "index": index, "label": ds.classes[int(ds.labels(split)[index])], "source": source,
+           "stored_size": list(image.size), "original": True, "original_reason": None}
+    try:
+        _readable_source(store, settings, source)
+    except InputError as exc:
+        out.update(original=False, original_reason=str(exc))
+    return out
+
+
+def dataset_source_png(store: Store, settings: Settings, name: str, split: str, index: int) -> bytes:
+    """The source file of a stored image at full size, decoded safely and sent as PNG.
+
+    Raises:
+        InputError: the source is gone, or lies outside the folders this server may read.
+        ImageError: it no longer decodes.
+    """
+    import io
+
+    from shoal import datasets
+    from shoal.data.imageops import open_image
+
+    ds = datasets.load(name, store=store)
+    ds.image(split, index)  # checks the split and the index
+    path = _readable_source(store, settings, ds.sources(split)[index])
+    buffer = io.BytesIO()
+    open_image(path).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _readable_source(store: Store, settings: Settings, source: str) -> Path:
+    """``source`` resolved, if it is a file inside the allowed roots or the store's built-in sample."""
+    from shoal.data.sample import sample_folder
+
+    roots = (*settings.roots, sample_folder(store).resolve())
+    path = confine(source, roots, what="source image")
+    if not path.is_file():
+        raise InputError(f"source image {source!r} is not a file")
+    return path
+
+
 def dataset_mean_path(store: Store, name: str) -> Path:
     from shoal import datasets
 

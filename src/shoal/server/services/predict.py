@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from shoal.errors import InputError
 from shoal.server.config import Settings
-from shoal.server.security import fetch_image, require_code_allowed, safe_extract
+from shoal.server.security import confine, fetch_image, require_code_allowed, safe_extract
 from shoal.server.services.assets import upload_dir
 from shoal.server.services.caches import Classifiers
 from shoal.server.services.downloads import bundle_path
@@ -68,9 +69,43 @@ def classify_many(classifiers: Classifiers, store: Store, settings: Settings, na
     return _many(classifier, name, items, results, top=top)
 
 
-def _many(classifier: Any, name: str, items: list[tuple[str, Any, str | None]], results: list[Any], *,
-          top: int) -> dict[str, Any]:
-    """The answer of classify-many: a row per image; with ground truth, the scores of
+MAX_LIST_IMAGES = 5000
+"""The most images one list file may send through :func:`classify_list` (one request classifies them all)."""
+
+
+def classify_list(classifiers: Classifiers, store: Store, settings: Settings, name: str, *, list_file: str,
+                  top: int) -> dict[str, Any]:
+    """Classify the images a server-side list file names (DIGITS' "classify many" from a list).
+
+    The list file must lie inside the allowed folders, and so must every image it lists (links
+    resolved), as for a dataset build; it is read through the bounded list reader. A line may
+    end in the image's class, by name or by index (a DIGITS ``val.txt``), which becomes the
+    ground truth. Lines that cannot be classified come back as rows with their ``error``.
+    The answer is :func:`classify_many`'s, plus ``list_file``.
+    """
+    from shoal.data.scan import read_image_list
+
+    path = confine(list_file, settings.roots, what="list file")
+    classifier = classifiers.get(bundle_path(store, name), bulk=True)
+    listed = read_image_list(path, within=[str(r) for r in settings.roots], limit=MAX_LIST_IMAGES)
+    labels = list(classifier.labels)
+
+    def truth(label: str | None) -> str | None:
+        if label is None or label in labels or not label.isdigit() or int(label) >= len(labels):
+            return label
+        return labels[int(label)]  # DIGITS' lists give the class's index in labels.txt
+
+    items = [(str(i.path), i.path, truth(i.label)) for i in listed.images]
+    results = classifier.predict([payload for _, payload, _ in items], top=None) if items else []
+    out = _many(classifier, name, items, results, top=top,
+                refused=[(s.path, s.reason) for s in listed.skipped])
+    out["list_file"] = str(path)
+    return out
+
+
+def _many(classifier: Any, name: str, items: list[tuple[str, Any, str | None]], results: list[Any], *, top: int,
+          refused: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The answer of classify-many: a row per image (and per refused one); with ground truth, the scores of
     :func:`shoal.evaluate.score` over the images of the model's classes (one of another class counts as missed).
 
     ``results`` hold every class's probability (``predict(..., top=None)``); the rows show the ``top`` first.
@@ -99,6 +134,7 @@ def _many(classifier: Any, name: str, items: list[tuple[str, Any, str | None]], 
             else:
                 others[truth] = others.get(truth, 0) + 1
         rows.append(row)
+    rows += [{"source": shown, "truth": None, "error": reason, "predictions": []} for shown, reason in refused]
     judged = len(scored) + sum(others.values())
     summary: dict[str, Any] = {"images": len(rows), "errors": sum(1 for r in rows if r["error"]),
                                "with_truth": judged, "unfamiliar": None}

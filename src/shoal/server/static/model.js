@@ -449,13 +449,13 @@
       return el("div", { class: "hist", title: `${num(layer.edges[0])} … ${num(layer.edges[layer.edges.length - 1])}` },
         ...layer.histogram.map((n) => el("i", { style: `height:${(100 * n / peak).toFixed(1)}%` })));
     };
+    // Three columns, so that a phone shows a whole row: the layer, its values, its activations.
     document.getElementById("layers-body").replaceChildren(...report.layers.map((layer) => el("tr", {},
-      el("td", {}, el("div", { class: "mono", text: layer.name }), el("div", { class: "muted small", text: layer.kind })),
-      el("td", { class: "mono", text: layer.shape.join("×") }),
-      el("td", { class: "num", text: num(layer.mean) }),
-      el("td", { class: "num", text: num(layer.std) }),
-      el("td", {}, histogram(layer)),
-      el("td", { class: "num", text: count(layer.parameters) }),
+      el("td", {}, el("div", { class: "mono", text: layer.name }),
+        el("div", { class: "muted small", text: `${layer.kind} · ${layer.shape.join("×")}` }),
+        el("div", { class: "muted small", text: `${count(layer.parameters)} parameters` })),
+      el("td", { class: "small" }, el("div", { class: "mono", text: `mean ${num(layer.mean)}` }),
+        el("div", { class: "mono", text: `std ${num(layer.std)}` }), histogram(layer)),
       el("td", {}, layer.image ? el("img", { class: "activations", src: layer.image, alt: `activations of ${layer.name}` }) : el("span", { class: "muted", text: "–" })))));
     document.getElementById("layers-result").hidden = false;
   }
