@@ -224,7 +224,7 @@ class Store:
             raise self._index_error(exc) from None
         try:
             try:
-                con.execute("PRAGMA journal_mode=WAL")
+                _wal(con)
                 version = con.execute("PRAGMA user_version").fetchone()[0]
                 if version != INDEX_FORMAT:
                     self._upgrade(con, version)
@@ -687,3 +687,21 @@ def _job(row: tuple[Any, ...]) -> Job:
     id_, kind, target, lane, status, params, progress, error, pid, created, started, finished = row
     return Job(id_, kind, target, lane, status, _json_dict(params), _json_dict(progress), error, pid,
                created, started, finished)
+
+
+def _wal(con: sqlite3.Connection, *, attempts: int = 600) -> None:
+    """Put the index in WAL mode (once per file: it persists).
+
+    Switching needs the file to itself and SQLite reports a busy file at once instead of waiting
+    for it (two commands opening a new store together hit this), so wait here, up to ~30 s.
+    """
+    for _ in range(attempts):
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.05)
+    con.execute("PRAGMA journal_mode=WAL")
