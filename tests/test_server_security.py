@@ -138,7 +138,7 @@ def test_training_with_a_network_file_needs_allow_code(tmp_path: Path) -> None:
         (store.folder("model", "old") / "state.pt").write_bytes(b"state")
         resumed = c.post("/api/models/old/resume", headers=CSRF)
         assert resumed.status_code == 403 and "resuming model 'old'" in resumed.json()["detail"]
-        exported = c.get("/api/models/old/download", params={"epoch": "last"})
+        exported = c.post("/api/models/old/export", params={"epoch": "last"}, headers=CSRF)
         assert exported.status_code == 403 and "exporting model 'old'" in exported.json()["detail"]
         assert store.list_jobs() == []
 

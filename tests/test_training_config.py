@@ -45,7 +45,7 @@ def test_defaults_differ_between_scratch_and_finetune():
     ("freeze", "head", "freeze must be 'none', 'backbone' or an int >= 0 (how many leading stages to freeze), got 'head'"),
     ("freeze", "bakcbone", "got 'bakcbone'; did you mean 'backbone'?"),
     ("momentum", 2.0, "momentum must be a number from 0 to 1, got 2.0"),
-    ("device", "tpu", "device must be one of auto, cpu, cuda, mps, got 'tpu'"),
+    ("device", "tpu", "device must be one of auto, cpu, cuda, cuda:N (the GPU numbered N), mps, got 'tpu'"),
 ])
 def test_bad_values_name_the_option(option, value, message):
     with pytest.raises(ConfigError) as info:
