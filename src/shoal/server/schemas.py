@@ -289,7 +289,7 @@ class EvaluationOut(BaseModel):
     calibration: CalibrationOut
     labels: list[str]
     confusion_matrix: list[list[int]] = Field(description="rows: true class, columns: predicted, in labels order")
-    per_class: list[dict[str, Any]] = Field(description="label, precision, recall, f1, support")
+    per_class: list[dict[str, Any]] = Field(description="label, precision, recall, f1, support, top5")
     confidently_wrong: list[JudgedImage]
     most_confident: dict[str, list[JudgedImage]] = Field(
         description="per class, the images predicted as it, surest first; a truth other than the class means wrong")
