@@ -360,6 +360,8 @@ def settle(name: str, *, store: Store | None = None) -> Status:
 def _merge(name: str, entry: Entry | None, job: Job | None) -> Status:
     """The one place where an entry, its latest job and the liveness of its process make a status."""
     active = job is not None and job.status in ACTIVE
+    if active and job is not None and job.params.get("cli") and not pid_alive(job.pid):
+        active = False  # a CLI training killed outright: its row still says running
     if entry is None:
         if job is None:
             raise ValueError(f"model {name!r} has neither an entry nor a job")

@@ -24,7 +24,7 @@ import socket
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -532,6 +532,29 @@ class Store:
             cur = con.execute(
                 "INSERT INTO jobs (kind, target, lane, status, params, created) VALUES (?, ?, ?, 'queued', ?, ?)",
                 (kind, target, lane, json.dumps(params or {}), time.time()),
+            )
+            job_id = int(cur.lastrowid or 0)
+        return self.get_job(job_id)
+
+    def add_running_job(self, kind: str, target: str, *, lane: str, pid: int, params: dict[str, Any] | None = None,
+                        claim: Callable[[list[Job]], dict[str, Any] | None]) -> Job | None:
+        """Record a job that runs at once in process ``pid`` (a CLI training), if ``claim`` allows it.
+
+        ``claim`` sees the running jobs inside the same write transaction and returns the job's
+        first progress (what it holds, e.g. ``{"gpus": [...]}``), or None while its lane is busy;
+        then nothing is recorded and None is returned. Two processes never both get a busy lane.
+        """
+        with self._db(write=True) as con:
+            con.execute(_JOBS_SCHEMA)
+            rows = con.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'running' ORDER BY id").fetchall()
+            progress = claim([_job(r) for r in rows])
+            if progress is None:
+                return None
+            now = time.time()
+            cur = con.execute(
+                "INSERT INTO jobs (kind, target, lane, status, params, progress, pid, created, started) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                (kind, target, lane, json.dumps(params or {}), json.dumps(progress), pid, now, now),
             )
             job_id = int(cur.lastrowid or 0)
         return self.get_job(job_id)

@@ -128,7 +128,9 @@ def train(
     handler = _Progress(tensorboard=tensorboard)
     try:
         if resume:
-            result = resume_run(resume, on_event=handler, epochs=epochs)
+            with _device_lane("resume", resume, _stored_device(resume), here=here) as held:
+                result = resume_run(resume, on_event=handler, epochs=epochs)
+                held.status = "aborted" if result.status == "aborted" else "done"
         else:
             if dataset is None and config_file is None:
                 raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")
@@ -140,7 +142,9 @@ def train(
                 freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter, label_smoothing=label_smoothing, mean=mean, seed=seed,
                 snapshot_every=snapshot_every, val_every=val_every, early_stop=early_stop, device=device,
                 threads=threads, precision=precision, log_every=log_every, sync_bn=sync_bn)
-            result = train_run(config, on_event=handler)
+            with _device_lane("train", config.resolved().name or "", config.device, here=here) as held:
+                result = train_run(config, on_event=handler)
+                held.status = "aborted" if result.status == "aborted" else "done"
     except KeyboardInterrupt:
         handler.close()
         err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {handler.name}",
@@ -215,26 +219,53 @@ def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: An
     if not resume and store.exists("model", name):
         raise ConfigError(f"a model named {name!r} exists: resume it (--resume {name}), delete it ('shoal model "
                           f"delete {name}'), or choose another --name", options=("name",))
-    err.print(f"Starting {nproc} training processes (torch.distributed, "
-              f"{'nccl' if config.device != 'cpu' and distributed.gpus() else 'gloo'}) …", highlight=False)
-    try:
-        distributed.launch(args, nproc=nproc)
-    except KeyboardInterrupt:
-        models.settle(name, store=store)
-        err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {name} "
-                  f"--nproc {nproc}", soft_wrap=True, highlight=False)
-        raise typer.Exit(130) from None
-    except distributed.LaunchFailed as exc:
-        if not store.exists("model", name):
-            raise TrainingError(f"{exc} before model {name!r} was registered (its error is above)") from None
-        entry = store.get("model", name)
-        if exc.killed and entry.status in ("queued", "running", "failed"):
-            store.update("model", name, status="interrupted", summary={"error": str(exc)})
-        status = models.settle(name, store=store).status
-        if status == "interrupted":
-            raise TrainingError(f"{exc}: model {name!r} is interrupted at its last saved epoch; resume it with "
-                                f"'shoal train --resume {name} --nproc {nproc}'") from None
-        raise TrainingError(f"{exc}: model {name!r} {status} (its error is above)") from None
+    with _device_lane("resume" if resume else "train", name or "", config.device, nproc=nproc,
+                      here=distributed.world(), store=store) as held:
+        err.print(f"Starting {nproc} training processes (torch.distributed, "
+                  f"{'nccl' if config.device != 'cpu' and distributed.gpus() else 'gloo'}) …", highlight=False)
+        try:
+            distributed.launch(args, nproc=nproc)
+        except KeyboardInterrupt:
+            held.status = "interrupted"
+            models.settle(name, store=store)
+            err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {name} "
+                      f"--nproc {nproc}", soft_wrap=True, highlight=False)
+            raise typer.Exit(130) from None
+        except distributed.LaunchFailed as exc:
+            if not store.exists("model", name):
+                raise TrainingError(f"{exc} before model {name!r} was registered (its error is above)") from None
+            entry = store.get("model", name)
+            if exc.killed and entry.status in ("queued", "running", "failed"):
+                store.update("model", name, status="interrupted", summary={"error": str(exc)})
+            status = models.settle(name, store=store).status
+            if status == "interrupted":
+                held.status = "interrupted"
+                raise TrainingError(f"{exc}: model {name!r} is interrupted at its last saved epoch; resume it with "
+                                    f"'shoal train --resume {name} --nproc {nproc}'") from None
+            raise TrainingError(f"{exc}: model {name!r} {status} (its error is above)") from None
+        held.status = "aborted" if models.status(name, store=store).status == "aborted" else "done"
+
+
+def _device_lane(kind: str, name: str, device: str, *, here: Any, nproc: int = 1, store: Any = None) -> Any:
+    """Hold the device's lane in the store while this command trains, as the web app's jobs do (it shows
+    the run, and starts no job there meanwhile); say on stderr while waiting for it. A process of a
+    data-parallel run holds nothing: the command that started the processes holds the lane for them."""
+    import contextlib
+
+    from shoal import lanes
+
+    if here.size > 1:
+        return contextlib.nullcontext(lanes.Held(None))
+    return lanes.hold(kind, name, device=device, nproc=nproc, store=store,
+                      on_wait=lambda ahead, what: err.print(lanes.describe_wait(ahead, what), soft_wrap=True,
+                                                            highlight=False))
+
+
+def _stored_device(name: str) -> str:
+    """The device a stored model trains on (its resolved configuration's)."""
+    from shoal.models import ModelFolder
+
+    return str(ModelFolder.of(name).read_config().get("device", "auto"))
 
 
 def _child_args(ctx: Any) -> list[str]:

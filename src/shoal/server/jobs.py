@@ -8,7 +8,9 @@ time: ``data`` for dataset builds, one per device (``cpu``, ``mps``) for trainin
 training waits for the first. GPUs are lanes each: a training on ``cuda`` takes any free GPU,
 ``cuda:N`` that one, ``cuda*N`` (``--nproc N``) N of them at once, and waits until they are free;
 GPU jobs start in the order they were queued. The worker sees only its GPUs
-(``CUDA_VISIBLE_DEVICES``), and the job's ``progress["gpus"]`` records which.
+(``CUDA_VISIBLE_DEVICES``), and the job's ``progress["gpus"]`` records which. A CLI training
+holds its lane the same way (:func:`shoal.lanes.hold`: a running job with its pid), so the
+runner starts nothing there until it ends; the lane rules live in :mod:`shoal.lanes`.
 
 After a restart, :meth:`Runner.recover` marks the jobs and models whose process is gone as
 ``interrupted``; a model stays resumable from its last saved epoch.
@@ -18,63 +20,25 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from shoal import models
 from shoal.errors import NotFoundError
+from shoal.lanes import alive, device_lane, gpus_wanted, held_gpus, visible_gpus
 from shoal.models import TRAIN_KINDS
 from shoal.store import Job, Store
+
+__all__ = ["DATA_LANE", "Runner", "device_lane", "gpus_wanted", "visible_gpus"]  # the lane rules: shoal.lanes
 
 logger = logging.getLogger("shoal.server")
 
 DATA_LANE = "data"
 STOP_GRACE_S = 15.0  # how long a worker may take to save its state after being interrupted
-
-
-def visible_gpus() -> list[str]:
-    """The ids of the GPUs this machine lets us use, without torch: ``CUDA_VISIBLE_DEVICES`` when set,
-    else the ``/dev/nvidiaN`` devices."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [g.strip() for g in listed.split(",") if g.strip() and not g.strip().startswith("-")]
-    found = [p.name[len("nvidia"):] for p in Path("/dev").glob("nvidia[0-9]*")]
-    return sorted((g for g in found if g.isdigit()), key=int)
-
-
-def device_lane(device: str, *, nproc: int = 1) -> str:
-    """The lane a training on ``device`` in ``nproc`` processes runs in (``auto`` resolved without torch).
-
-    ``cuda`` is any one GPU, ``cuda*N`` any N GPUs, ``cuda:N`` the GPU numbered N.
-    """
-    if device == "auto":
-        if visible_gpus() or Path("/dev/nvidiactl").exists():
-            device = "cuda"
-        elif sys.platform == "darwin" and platform.machine() == "arm64":
-            device = "mps"
-        else:
-            device = "cpu"
-    if device == "cuda" and nproc > 1:
-        return f"cuda*{nproc}"
-    return device
-
-
-def gpus_wanted(lane: str) -> tuple[int, int | None] | None:
-    """How many GPUs a lane's job takes, and which one when it names it: ``cuda`` (1, None),
-    ``cuda*N`` (N, None), ``cuda:N`` (1, N); None for a lane that is no GPU's."""
-    if lane == "cuda":
-        return 1, None
-    if lane.startswith("cuda*") and lane[5:].isdigit():
-        return int(lane[5:]), None
-    if lane.startswith("cuda:") and lane[5:].isdigit():
-        return 1, int(lane[5:])
-    return None
 
 
 class Runner:
@@ -185,8 +149,7 @@ class Runner:
         running = self.store.list_jobs(status="running")
         busy, held = set(), set()
         for job in running:
-            if job.id in self._procs or models.pid_alive(job.pid) or job.started is None \
-                    or time.time() - job.started <= 5:
+            if job.id in self._procs or alive(job):  # its process lives, or is being started
                 busy.add(job.lane)
                 held.update(self._held(job))
             else:  # started elsewhere and gone
@@ -212,13 +175,7 @@ class Runner:
 
     def _held(self, job: Job) -> list[str]:
         """The GPUs a running job holds: those it was given, or (started by an older runner) its lane's."""
-        if "gpus" in job.progress:
-            return list(job.progress["gpus"])
-        wanted = gpus_wanted(job.lane)
-        if wanted is None:
-            return []
-        count, index = wanted
-        return [self.gpus[index]] if index is not None and index < len(self.gpus) else self.gpus[:count]
+        return held_gpus(job, self.gpus)
 
     def _pick(self, wanted: tuple[int, int | None], held: set[str]) -> list[str] | None:
         """Free GPUs for a job wanting them, or None while they are busy."""
@@ -271,7 +228,9 @@ class Runner:
                 self._finish_dead(job, proc.returncode)
 
     def _finish_dead(self, job: Job, returncode: int | None) -> None:
-        if returncode is not None and returncode < 0:
+        if job.params.get("cli"):  # a CLI training's process, killed before it could say how it ended
+            status, error = "interrupted", f"the shoal command (pid {job.pid}) ended without finishing"
+        elif returncode is not None and returncode < 0:
             status, error = "interrupted", f"the worker process was stopped by signal {-returncode}"
         else:
             status = "failed"
