@@ -172,7 +172,7 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
                                         gamma=config.gamma, power=config.power)
     state = {"epoch": 0, "best": None, "history": [], "elapsed": 0.0, "stale": 0}
     if saved is not None:
-        state = snapshots.restore(saved, folder, model, optimizer, generator)
+        state = snapshots.restore(saved, folder, model, optimizer, generator, scaler)
         if here.rank:  # rank 0's augmentation stream was saved; the others draw their own
             generator.manual_seed(config.seed + 1_000_003 * here.rank + state["epoch"])
     emit({"type": "start", "name": config.name, "classes": classes, "cached_features": cached, "resumed": resume,
@@ -228,7 +228,7 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
         if main:
             if config.snapshot_every and epoch % config.snapshot_every == 0:
                 save_weights(folder.snapshot(epoch), model, epoch=epoch)
-            snapshots.save_state(folder, model, optimizer, generator, state)
+            snapshots.save_state(folder, model, optimizer, generator, state, scaler)
             best = _best(state)
             store.update("model", config.name, summary={"epoch": epoch, "best_epoch": state["best"],
                                                          "val_accuracy": best["val_accuracy"] if best else None,

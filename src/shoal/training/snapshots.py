@@ -18,7 +18,7 @@ from shoal.models import ModelFolder
 
 
 def save_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               generator: torch.Generator, state: dict[str, Any]) -> None:
+               generator: torch.Generator, state: dict[str, Any], scaler: Any = None) -> None:
     """Write the resume point atomically.
 
     Args:
@@ -27,6 +27,7 @@ def save_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
         optimizer: its optimizer.
         generator: the run's data-order generator.
         state: the run counters (epoch, best epoch, history, elapsed time, epochs without improvement).
+        scaler: the fp16 run's ``GradScaler``: its loss scale, learned over the epochs, is kept too.
     """
     tmp = folder.state_path.with_name(folder.state_path.name + ".tmp")
     try:
@@ -36,6 +37,7 @@ def save_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "state": state,
+            "scaler": scaler.state_dict() if scaler is not None else {},
         }, tmp)
         os.replace(tmp, folder.state_path)
     except BaseException:  # a full disk, say: the previous resume point stays, no half-written file does
@@ -82,8 +84,9 @@ def read_state(folder: ModelFolder) -> dict[str, Any]:
 
 
 def restore(saved: dict[str, Any], folder: ModelFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator) -> dict[str, Any]:
-    """Put a resume point read by :func:`read_state` into the model, optimizer and RNGs; return its counters."""
+            generator: torch.Generator, scaler: Any = None) -> dict[str, Any]:
+    """Put a resume point read by :func:`read_state` into the model, optimizer, RNGs (and the fp16
+    run's ``GradScaler``, where one was saved); return its counters."""
     try:
         model.load_state_dict(saved["model"])
     except RuntimeError as exc:
@@ -92,6 +95,8 @@ def restore(saved: dict[str, Any], folder: ModelFolder, model: torch.nn.Module, 
     optimizer.load_state_dict(saved["optimizer"])
     generator.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
+    if scaler is not None and saved.get("scaler"):  # resume points before fp16, and float32 runs, have none
+        scaler.load_state_dict(saved["scaler"])
     return saved["state"]
 
 

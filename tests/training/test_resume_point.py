@@ -1,0 +1,44 @@
+"""The resume point keeps what a resumed run needs to continue as if it had not stopped."""
+
+from __future__ import annotations
+
+import torch
+
+from shoal.models import ModelFolder
+from shoal.training import snapshots
+
+
+class _Scaler:
+    """Stands in for an fp16 run's GradScaler (which needs CUDA): its state is the loss scale it has learned."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def state_dict(self) -> dict[str, float]:
+        return {"scale": self.scale, "growth_tracker": 7}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.scale = state["scale"]
+
+
+def _parts() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Generator]:
+    model = torch.nn.Linear(3, 2)
+    return model, torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(0)
+
+
+def test_the_fp16_loss_scale_survives_a_resume(tmp_path):
+    folder = ModelFolder(tmp_path)
+    model, optimizer, generator = _parts()
+    snapshots.save_state(folder, model, optimizer, generator, {"epoch": 3}, _Scaler(512.0))
+
+    resumed = _Scaler(65536.0)  # a fresh scaler starts high and would waste steps finding its scale again
+    state = snapshots.restore(snapshots.read_state(folder), folder, *_parts(), resumed)
+    assert state == {"epoch": 3} and resumed.scale == 512.0
+
+
+def test_a_resume_point_without_a_scaler_leaves_a_fresh_one_alone(tmp_path):
+    folder = ModelFolder(tmp_path)
+    snapshots.save_state(folder, *_parts(), {"epoch": 1})  # float32 or bf16: no scaler
+    fresh = _Scaler(65536.0)
+    snapshots.restore(snapshots.read_state(folder), folder, *_parts(), fresh)
+    assert fresh.scale == 65536.0
