@@ -13,12 +13,13 @@ import dataclasses
 from typing import Any
 from urllib.parse import quote
 
-from shoal import assets, models
+from shoal import models
 from shoal.config import to_dict
 from shoal.errors import AlreadyExistsError, ConfigError
 from shoal.server.config import Settings
 from shoal.server.jobs import Runner, device_lane
 from shoal.server.security import require_code_allowed
+from shoal.server.services import models as models_service
 from shoal.server.services.jobs import active_job
 from shoal.store import Job, Store
 from shoal.trust import is_network_file
@@ -90,12 +91,7 @@ def submit_lr_find(store: Store, runner: Runner, *, dataset: str, network: str, 
             raise ConfigError(f"the learning-rate finder tries one configuration: give one {key}, got {value}")
     if "step_values" in options:
         options["step_values"] = tuple(options["step_values"])
-    start: bool | str = bool(pretrained)
-    if weights:
-        info = assets.pretrained_info(store, weights)
-        start = info["path"]
-        if network == "auto":
-            network = info["architecture"]
+    network, start = models_service.starting_point(store, network=network, pretrained=pretrained, weights=weights)
     config = TrainConfig(dataset=dataset, network=network, pretrained=start, **options)
     if config.resolved().head == "fit":
         raise ConfigError("a fitted head has no learning rate to find (its strength is cross-validated); "

@@ -61,6 +61,15 @@ def list_models(store: Store, runner: Runner) -> list[dict[str, Any]]:
     return out
 
 
+def starting_point(store: Store, *, network: str, pretrained: bool, weights: str | None) -> tuple[str, bool | str]:
+    """The network and the weights a form's training starts from: the network's own pretrained weights
+    (``True``), an uploaded weights file (its path; its architecture when the network is ``auto``), or none."""
+    if not weights:
+        return network, bool(pretrained)
+    info = assets.pretrained_info(store, weights)
+    return (info["architecture"] if network == "auto" else network), info["path"]
+
+
 def submit_models(store: Store, runner: Runner, settings: Settings, catalog: NetworkCatalog, *, dataset: str,
                   name: str | None, network: str, network_file: str | None, pretrained: bool, weights: str | None,
                   previous: str | None, previous_epoch: str, options: dict[str, Any]) -> list[Job]:
@@ -85,12 +94,7 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
     elif is_network_file(network):
         raise ConfigError("a network file must be uploaded first (POST /api/networks/files) and named with "
                           "network_file; server-side .py paths are not accepted")
-    start: bool | str = bool(pretrained)
-    if weights:
-        info = assets.pretrained_info(store, weights)
-        start = info["path"]
-        if network == "auto":
-            network = info["architecture"]
+    network, start = starting_point(store, network=network, pretrained=pretrained, weights=weights)
     if previous:  # a model trained here or imported (its layers: network): its network, its weights, a new head
         begin = model_start(previous, previous_epoch, store=store)
         network, start = begin.network_for(network) or network, str(begin.weights)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,23 +159,35 @@ def _many(classifier: Any, name: str, items: list[tuple[str, Any, str | None]], 
             "results": rows}
 
 
+def torch_view(classifiers: Classifiers, store: Store, settings: Settings, name: str, *, data: bytes | None,
+               filename: str | None, url: str | None, what: str, view: Callable[[Any, Any], Any]) -> Any:
+    """Look inside the torch network at one image (a heat-map, the layers): ``view(classifier, image)``.
+
+    Raises:
+        InputError: not exactly one image was sent, or it cannot be read (named as it was sent).
+        HTTPException: 403 when the network is a ``.py`` file and the server does not run code.
+    """
+    if bool(url) == (data is not None):
+        raise InputError("send one image: either a file in the 'file' field or an address in the 'url' field")
+    classifier = classifiers.get(bundle_path(store, name))
+    if is_network_file(classifier.manifest.get("architecture")):
+        require_code_allowed(settings, f"{what} of model {name!r} (its network is "
+                                       f"{classifier.manifest['architecture']!r})")
+    source = url or filename or "upload"
+    with classifiers.torch_lock:  # the hooks go on the shared torch model: one image at a time
+        try:
+            return view(classifier, fetch_image(url, settings) if url else data)
+        except InputError as exc:
+            raise InputError(str(exc).replace("<bytes>", source, 1)) from None
+
+
 def heatmap_png(classifiers: Classifiers, store: Store, settings: Settings, name: str, *, data: bytes | None,
                 filename: str | None, url: str | None, target: str | None) -> tuple[bytes, str, float]:
     """Grad-CAM overlay of one image (PNG bytes), the class it explains and its probability."""
     import io
 
-    if bool(url) == (data is not None):
-        raise InputError("send one image: either a file in the 'file' field or an address in the 'url' field")
-    classifier = classifiers.get(bundle_path(store, name))
-    if is_network_file(classifier.manifest.get("architecture")):
-        require_code_allowed(settings, f"a heat-map of model {name!r} (its network is "
-                                       f"{classifier.manifest['architecture']!r})")
-    source = url or filename or "upload"
-    with classifiers.torch_lock:  # Grad-CAM hooks the shared torch model: one image at a time
-        try:
-            heat = classifier.heatmap(fetch_image(url, settings) if url else data, target)
-        except InputError as exc:
-            raise InputError(str(exc).replace("<bytes>", source, 1)) from None
+    heat = torch_view(classifiers, store, settings, name, data=data, filename=filename, url=url,
+                      what="a heat-map", view=lambda classifier, image: classifier.heatmap(image, target))
     buffer = io.BytesIO()
     image = heat.image
     if max(image.size) < 224:  # small inputs (LeNet's 28 px) are enlarged to be seen
