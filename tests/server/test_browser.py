@@ -24,7 +24,7 @@ from shoal.server import Settings, create_app
 from waiting import GENEROUS_MS, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[1] / "out" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "out" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu",
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a camera that needs no one
 NOT_FOUND = "/no/such/page"  # the one page that answers 404 on purpose

@@ -23,7 +23,7 @@ from shoal.errors import AlreadyExistsError, ConfigError, DatasetError, InputErr
 from shoal.store import Store
 from waiting import GENEROUS_S
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dolphins-and-seahorses"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "dolphins-and-seahorses"
 
 
 def _stored(path: Path) -> Image.Image:

@@ -26,7 +26,7 @@ from inference_fixtures import ToyModel
 from shoal.data.imageops import prepare
 from waiting import GENEROUS_S
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node"
 NODE = shutil.which("node")
 
 pytestmark = [
@@ -36,7 +36,7 @@ pytestmark = [
 ]
 
 
-PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dolphins-and-seahorses"
+PHOTOS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "dolphins-and-seahorses"
 UNFAMILIAR = "UNFAMILIAR (like none of the training images)"
 
 
@@ -211,7 +211,7 @@ def test_node_classifies_an_imported_caffe_model(tmp_path, monkeypatch):
     mean image, so Node feeds it as any bundle; its probabilities are Python's, and it has no unfamiliar verdict."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parent / "importers"))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "importers"))
     from test_caffe_finetune import _caffe_net
 
     from shoal.importers.caffe import import_caffe
