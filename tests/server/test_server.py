@@ -40,13 +40,6 @@ def toy(rgb: ToyModel) -> ToyModel:
 
 
 @pytest.fixture()
-def roots(tmp_path: Path) -> Path:
-    root = tmp_path / "allowed"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture()
 def settings(tmp_path: Path, roots: Path) -> Settings:
     return Settings(home=tmp_path / "home", roots=(roots,), run_jobs=False)
 

@@ -60,13 +60,6 @@ def _dead_pid() -> int:
 
 
 @pytest.fixture()
-def roots(tmp_path: Path) -> Path:
-    root = tmp_path / "allowed"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture()
 def client(tmp_path: Path, roots: Path) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(home=tmp_path / "home", roots=(roots,), run_jobs=False)), base_url=LOCAL) as c:
         yield c
