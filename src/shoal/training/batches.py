@@ -7,6 +7,7 @@ uint8 tensors, driven by the run's own ``torch.Generator`` so a resumed run draw
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -27,10 +28,11 @@ class _Batches:
     """
 
     def __init__(self, labels: torch.Tensor, *, batch_size: int, train: bool,
-                 generator: torch.Generator | None, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
+                 generator: torch.Generator | None, seed: int = 0, shard: tuple[int, int] = (0, 1),
+                 prefetch: bool = False) -> None:
         self.labels, self.batch_size, self.train, self.generator = labels, batch_size, train, generator
         self.seed, (self.rank, self.world) = seed, shard
-        self.epoch = 0
+        self.epoch, self.prefetch = 0, prefetch
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the order of the pass of ``epoch`` next (the same on every rank)."""
@@ -55,9 +57,22 @@ class _Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()
         self.epoch += 1
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
-            yield self._inputs(index), self.labels[index]
+        chunks = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        if not self.prefetch:
+            for index in chunks:
+                yield self._inputs(index), self.labels[index]
+            return
+        # The next batch is read from the memory-mapped arrays and augmented in a background thread
+        # while the GPU trains on this one. One thread, in order, draws from the generator exactly as
+        # the plain loop does: runs stay reproducible. Not on the CPU, where the thread only takes
+        # cores from the network (LeNet on 2 cores: 10,200 images/s plain, 5,000 with it; AlexNet: equal).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-batches") as pool:
+            pending = pool.submit(self._inputs, chunks[0]) if chunks else None
+            for i, index in enumerate(chunks):
+                inputs = pending.result()  # type: ignore[union-attr]
+                if i + 1 < len(chunks):
+                    pending = pool.submit(self._inputs, chunks[i + 1])
+                yield inputs, self.labels[index]
 
     def _inputs(self, index: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -77,13 +92,15 @@ class PixelBatches(_Batches):
         flip: mirror half the images at random (train only).
         color_jitter: brightness/contrast/saturation jitter strength (train only).
         generator: the run's random source for augmentation.
+        prefetch: prepare the next batch in a background thread (worth it when a GPU trains).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, crop: tuple[int, int] | None,
                  train: bool, flip: bool = False, color_jitter: float = 0.0,
-                 generator: torch.Generator | None = None, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
+                 generator: torch.Generator | None = None, seed: int = 0, shard: tuple[int, int] = (0, 1),
+                 prefetch: bool = False) -> None:
         super().__init__(torch.from_numpy(np.asarray(labels, dtype=np.int64)), batch_size=batch_size, train=train,
-                         generator=generator, seed=seed, shard=shard)
+                         generator=generator, seed=seed, shard=shard, prefetch=prefetch)
         self.images, self.crop, self.flip = images, crop, flip
         self.jitter: Callable[[torch.Tensor], torch.Tensor] | None = None
         if train and color_jitter > 0:

@@ -147,7 +147,8 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     else:
         amp = amp_dtype(config.precision, device)
         train_batches = PixelBatches(train_x, train_y, batch_size=batch, crop=crop, train=True, flip=config.flip,
-                                     color_jitter=config.color_jitter, generator=generator, seed=config.seed, shard=shard)
+                                     color_jitter=config.color_jitter, generator=generator, seed=config.seed, shard=shard,
+                                     prefetch=device.type == "cuda")
         val_batches = PixelBatches(val_x, val_y, batch_size=batch, crop=crop, train=False, shard=shard)
         forward = model
         if config.finetune and not resume and isinstance(head, torch.nn.Linear) and main:  # DDP copies rank 0's head
