@@ -14,7 +14,6 @@ float32 ``N×classes`` softmax probabilities; ``run()`` also returns the unfamil
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
