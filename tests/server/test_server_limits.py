@@ -269,12 +269,17 @@ def live(rgb: ToyModel, tmp_path: Path) -> Iterator[tuple[str, str]]:
     thread.join(timeout=60)
 
 
-def _get(url: str) -> tuple[int, bytes]:
+def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method, headers={"X-Shoal-CSRF": "1"})
     try:
-        with urllib.request.urlopen(url, timeout=GENEROUS_S) as response:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(request, timeout=GENEROUS_S) as response:  # noqa: S310 - loopback test server
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def _post(url: str) -> tuple[int, bytes]:
+    return _get(url, "POST")
 
 
 def test_six_parallel_downloads_of_one_bundle_all_succeed(live: tuple[str, str], tmp_path: Path) -> None:
@@ -285,15 +290,6 @@ def test_six_parallel_downloads_of_one_bundle_all_succeed(live: tuple[str, str],
     assert len({body for _, body in results}) == 1
     with zipfile.ZipFile(io.BytesIO(results[0][1])) as z:
         assert z.testzip() is None and "shoal.json" in z.namelist()
-
-
-def _post(url: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, method="POST", headers={"X-Shoal-CSRF": "1"})
-    try:
-        with urllib.request.urlopen(request, timeout=GENEROUS_S) as response:  # noqa: S310 - loopback test server
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def test_parallel_exports_of_one_epoch_queue_one_job(live: tuple[str, str], tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitte
     emit({"type": "export", "message": "writing the bundle (ONNX graph checked against the fitted head)"})
     out = write_bundle(folder.bundle_path, name=config.name, card=card, graph=backbone.graph_path(dataset.channels, *size),
                        weights=weights, head=head, detector=detector, config=to_dict(config), history=[record],
-                       check=(pixels, head.probabilities(val_f[:16])))
+                       check=(pixels, probabilities[:16]))
     emit({"type": "done", "bundle": str(out), "best_epoch": 1, "elapsed_s": time.perf_counter() - started})
     return TrainResult(config.name, "done", folder.path, out, [record], 1)
 
