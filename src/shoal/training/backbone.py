@@ -153,13 +153,17 @@ class FeatureGraph:
         size: the ``(h, w)`` the graph takes.
         mean, scale: the model's normalisation (``(x - mean) * scale``), broadcastable to ``C×h×w``.
         batch_size: images per run of the graph.
+        threads: ONNX Runtime's threads (``None``: one per core).
     """
 
     def __init__(self, backbone: Backbone, *, channels: int, crop: tuple[int, int] | None, size: tuple[int, int],
-                 mean: np.ndarray, scale: np.ndarray, batch_size: int = 32) -> None:
+                 mean: np.ndarray, scale: np.ndarray, batch_size: int = 32, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(str(backbone.graph_path(channels, *size)),
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(backbone.graph_path(channels, *size)), options,
                                             providers=["CPUExecutionProvider"])
         self.crop, self.batch_size, self.dim = crop, batch_size, backbone.feature_dim
         self.mean, self.scale = np.asarray(mean, np.float32), np.asarray(scale, np.float32)

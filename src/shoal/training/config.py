@@ -81,7 +81,7 @@ class TrainConfig:
     val_every: int = 1                  # validate every N epochs
     early_stop: int | None = None       # stop after this many validations without improvement
     device: str = "auto"                # auto | cpu | cuda | cuda:N (that GPU) | mps
-    threads: int | None = None          # CPU threads for torch; default all cores
+    threads: int | None = None          # CPU threads (torch, or ONNX Runtime for a fitted head); default all cores
     precision: str = "auto"             # float32, bf16 or fp16 autocast (fp16 on CUDA, with a GradScaler); auto: bf16 where the chip has it, fp16 on older GPUs
     log_every: int = 0                  # iterations between live progress events; 0 = about ten per epoch
     sync_bn: bool = False               # with several processes (--nproc), batch-norm statistics of the global batch, not each process's share (CUDA)

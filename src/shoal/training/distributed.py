@@ -20,10 +20,13 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from shoal.errors import ConfigError, TrainingError
+
+T = TypeVar("T")
 
 # How long a rank waits for the others at a collective before giving up. A dead rank is noticed
 # sooner (its connections close, and the launcher stops the rest); this bounds a rank that hangs.
@@ -41,6 +44,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # the processes of the run on this machine
 
     @property
     def main(self) -> bool:
@@ -54,27 +58,26 @@ def world() -> World:
         size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
     except ValueError as exc:
         raise ConfigError(f"the launcher's RANK, WORLD_SIZE or LOCAL_RANK is not a number ({exc})") from None
     if size <= 1:
         return World()
     if not 0 <= rank < size:
         raise ConfigError(f"RANK {rank} is outside WORLD_SIZE {size}; start the processes with torchrun")
-    return World(rank, size, local)
+    return World(rank, size, local, max(1, local_size))
 
 
 def check(config: Any, size: int) -> None:
     """Refuse, in one line and before anything starts, a configuration ``size`` processes cannot train.
 
+    A fitted head spreads only its features over the processes (rank 0 fits it): any batch size works.
+
     Raises:
-        ConfigError: a fitted head (it has no loop to spread), or a batch that does not split evenly.
+        ConfigError: the training loop's global batch does not split evenly.
     """
-    if size <= 1:
+    if size <= 1 or config.head == "fit":
         return
-    if config.head == "fit":
-        raise ConfigError(f"a fitted head (the default fine-tune) has no training loop to spread over {size} "
-                          "processes: it fits in one, in seconds; drop --nproc, or train the head with the loop "
-                          "(--head sgd) or end to end (--freeze none)")
     if config.batch_size % size:
         raise ConfigError(f"batch_size is the global batch and must split evenly over {size} processes, got "
                           f"{config.batch_size}; use a multiple of {size}, e.g. {config.batch_size // size * size or size}",
@@ -130,6 +133,23 @@ class Group:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def gather(self, rows: Any) -> Any:
+        """Every rank's ``rows`` (a NumPy array) concatenated in rank order, on rank 0; ``None`` on the others."""
+        if self.size == 1:
+            return rows
+        import numpy as np
+        import torch.distributed as dist
+
+        parts: list[Any] | None = [None] * self.size if self.world.main else None
+        dist.gather_object(rows, parts, dst=0)
+        return np.concatenate(parts) if parts is not None else None
+
+    def shard(self, count: int) -> slice:
+        """This rank's contiguous share of ``count`` items (the shares in rank order make up all of them)."""
+        per, extra = divmod(count, self.size)
+        start = self.world.rank * per + min(self.world.rank, extra)
+        return slice(start, start + per + (self.world.rank < extra))
+
     def agree(self, flag: bool) -> bool:
         """True on every rank when any rank says so (a stop asked of rank 0 stops them all at the same step)."""
         return flag if self.size == 1 else self.sum([float(flag)])[0] > 0
@@ -147,14 +167,37 @@ class Group:
 
     def close(self) -> None:
         if self.size > 1:
+            import gc
+
             import torch.distributed as dist
 
+            # DDP's reducer keeps the group alive; when a reference cycle holds it (an abort's traceback
+            # does), it would be freed at interpreter exit, where gloo's threads abort the process.
+            gc.collect()
             if dist.is_initialized():
                 dist.destroy_process_group()
 
     def _collective_device(self) -> Any:
         cuda = self.device is not None and self.device.type == "cuda"
         return self.device if cuda else "cpu"  # nccl reduces on the GPU, gloo on the CPU
+
+
+def in_group(run: Callable[[Group], T]) -> T:
+    """``run(group)`` in this process's group, joined here and left after (nothing to join alone).
+
+    Raises:
+        RankLost: a collective failed because another process of the run is gone.
+    """
+    group = Group(world())
+    try:
+        return run(group)
+    except Exception as exc:
+        if group.size > 1 and lost_rank(exc):
+            raise RankLost(f"another process of this {group.size}-process run stopped ({exc}); the run "
+                           "is interrupted at its last saved epoch") from exc
+        raise
+    finally:
+        group.close()
 
 
 def lost_rank(exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ Torch is imported only the first time a backbone is used (to export it); see
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from shoal.models import ModelFolder
 from shoal.preprocess import to_network_input
 from shoal.store import Store
 from shoal.training import backbone as backbones
+from shoal.training import distributed
 from shoal.training.card import model_card
 from shoal.training.config import TrainConfig
 from shoal.training.head import FittedHead, fit_head
@@ -49,11 +51,37 @@ def check(config: TrainConfig, dataset: Any, *, store: Store, on_event: EventHan
 
 
 def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter) -> TrainResult:
-    """Fit the head of ``config``'s frozen backbone on its dataset, and write the bundle."""
+    """Fit the head of ``config``'s frozen backbone on its dataset, and write the bundle.
+
+    In a data-parallel run (``--nproc``) every process computes the features of its share of the
+    images; rank 0 gathers them, fits the head and writes. The other ranks call :func:`follow`.
+    """
+    return distributed.in_group(lambda ranks: _fit(config, folder, store, emit, ranks))
+
+
+def follow(store: Store) -> TrainResult:
+    """The part of a rank other than 0: rank 0's configuration, then the features of this rank's share."""
+    def run(ranks: distributed.Group) -> TrainResult:
+        config = ranks.share(None)
+        dataset = datasets.load(config.dataset, store=store)
+        folder = store.folder("model", config.name)  # rank 0's: never written, nor read here
+        try:
+            _features(config, dataset, _prepare(config, dataset, store, lambda message: None), ranks,
+                      abort_requested=lambda: False, on_progress=lambda done, total: None)
+        except Aborted:  # rank 0 records it; this rank ends as cleanly
+            return TrainResult(config.name, "aborted", folder, None)
+        return TrainResult(config.name, "done", folder, None)
+
+    return distributed.in_group(run)
+
+
+def _fit(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, ranks: distributed.Group
+         ) -> TrainResult:
     started = time.perf_counter()
+    ranks.share(config)  # the others wait for it: they start once the run is registered
     dataset = datasets.load(config.dataset, store=store)
-    backbone, card, mean, scale, size = _prepare(config, dataset, store,
-                                                 lambda message: emit({"type": "prepare", "message": message}))
+    prepared = _prepare(config, dataset, store, lambda message: emit({"type": "prepare", "message": message}))
+    backbone, card, mean, scale, size = prepared
     folder.write_card(card)
     train_x, val_x = dataset.images("train"), dataset.images("val")
     train_y, val_y = dataset.labels("train"), dataset.labels("val")
@@ -61,21 +89,12 @@ def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitte
         raise TrainingError(f"dataset {dataset.name!r} needs images in both train and val splits "
                             f"(has {len(train_y)} and {len(val_y)}); rebuild it with a larger --val")
     emit({"type": "start", "name": config.name, "classes": dataset.classes, "head": "fit", "resumed": False,
-          "epoch": 0, "epochs": 1, "train_images": len(train_y), "val_images": len(val_y), "device": "cpu (onnxruntime)"})
-
-    # -- features -------------------------------------------------------------------------------
-    graph = backbones.FeatureGraph(backbone, channels=dataset.channels, crop=card.input.crop_hw, size=size,
-                                   mean=mean, scale=scale, batch_size=max(config.batch_size, 32))
-    views = [(train_x, False)] + ([(train_x, True)] if config.flip else []) + [(val_x, False)]
-    total, done = sum(len(x) for x, _ in views), 0
-    computed = []
-    for images, flip in views:
-        if folder.abort_requested():
-            raise Aborted
-        computed.append(graph(images, flip=flip, on_batch=lambda n, before=done: emit(
-            {"type": "features", "done": before + n, "total": total, "elapsed_s": time.perf_counter() - started})))
-        done += len(images)
-    train_f, *flipped, val_f = computed
+          "epoch": 0, "epochs": 1, "train_images": len(train_y), "val_images": len(val_y),
+          "device": "cpu (onnxruntime)", "world_size": ranks.size})
+    train_f, *flipped, val_f = _features(
+        config, dataset, prepared, ranks, abort_requested=folder.abort_requested,
+        on_progress=lambda done, total: emit({"type": "features", "done": done, "total": total,
+                                              "elapsed_s": time.perf_counter() - started}))
 
     # -- fit ------------------------------------------------------------------------------------
     if folder.abort_requested():
@@ -107,6 +126,31 @@ def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitte
                        check=(pixels, probabilities[:16]))
     emit({"type": "done", "bundle": str(out), "best_epoch": 1, "elapsed_s": time.perf_counter() - started})
     return TrainResult(config.name, "done", folder.path, out, [record], 1)
+
+
+def _features(config: TrainConfig, dataset: Any, prepared: tuple[Any, ...], ranks: distributed.Group, *,
+              abort_requested: Callable[[], bool], on_progress: Callable[[int, int], None]) -> list[Any]:
+    """The features of each view (the training images, their mirror images with ``flip``, the validation
+    images), every process computing its share; on rank 0 whole, elsewhere ``None``."""
+    backbone, card, mean, scale, size = prepared
+    # Processes sharing a machine share its cores: one ONNX Runtime thread pool each would oversubscribe them.
+    threads = config.threads or ((os.cpu_count() or 1) // ranks.world.local_size if ranks.size > 1 else None)
+    graph = backbones.FeatureGraph(backbone, channels=dataset.channels, crop=card.input.crop_hw, size=size,
+                                   mean=mean, scale=scale, batch_size=max(config.batch_size, 32), threads=threads)
+    train_x = dataset.images("train")
+    views = [(train_x, False)] + ([(train_x, True)] if config.flip else []) + [(dataset.images("val"), False)]
+    total, done = sum(len(x) for x, _ in views), 0
+    computed = []
+    for images, flip in views:
+        if ranks.agree(abort_requested()):  # a stop asked of rank 0 stops every rank here
+            raise Aborted
+        share = ranks.shard(len(images))
+        # Rank 0 reports for all, its share standing for each rank's (the shares differ by one image at most).
+        part = graph(images[share], flip=flip, on_batch=lambda n, before=done, count=len(images): on_progress(
+            before + min(count, n * ranks.size), total))
+        computed.append(ranks.gather(part))
+        done += len(images)
+    return computed
 
 
 def validation_metrics(probabilities: np.ndarray, truth: np.ndarray) -> dict[str, float]:

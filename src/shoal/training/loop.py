@@ -77,17 +77,11 @@ def follow(store: Store) -> TrainResult:
 
 
 def _in_group(run: Callable[[distributed.Group], TrainResult]) -> TrainResult:
-    group = distributed.Group(distributed.world())
-    try:
+    def seeded(group: distributed.Group) -> TrainResult:
         with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, restore it after
             return run(group)
-    except Exception as exc:
-        if group.size > 1 and distributed.lost_rank(exc):
-            raise distributed.RankLost(f"another process of this {group.size}-process run stopped ({exc}); the run "
-                                       "is interrupted at its last saved epoch") from exc
-        raise
-    finally:
-        group.close()
+
+    return distributed.in_group(seeded)
 
 
 def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *, resume: bool,

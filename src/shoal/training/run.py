@@ -117,6 +117,8 @@ def train(config: TrainConfig, *, store: Store | None = None, on_event: EventHan
     if config.head == "fit":
         from shoal.training import fitted
 
+        if not distributed.world().main:  # rank 0 prepares the backbone, registers the run, then sends the others it
+            return fitted.follow(store)
         fitted.check(config, dataset, store=store, on_event=on_event)
     else:
         from shoal.training import loop
