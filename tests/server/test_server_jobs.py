@@ -177,3 +177,36 @@ def test_one_training_per_device_abort_restart_and_resume(settings: Settings) ->
             model = c.get(f"/api/models/{name}").json()
             epochs = [h["epoch"] for h in model["history"]]
             assert epochs == list(range(1, len(epochs) + 1)) and model["bundle"]
+
+
+def test_a_training_in_two_processes_from_the_web_app(settings: Settings) -> None:
+    """processes=2 runs 'shoal train --nproc 2' in the worker: the job follows rank 0's epochs, the web app's
+    abort stops both processes, and the model resumes in one."""
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
+        c.post("/api/datasets", json={"name": "shapes", "folder": "shapes", "options": {"size": 16}}, headers=CSRF)
+        wait_for("the build", lambda: finished(c, "datasets", "shapes"))
+        uneven = c.post("/api/models", headers=CSRF, json={
+            "dataset": "shapes", "network": "lenet", "processes": 2, "options": {"batch_size": 7}})
+        assert uneven.status_code == 400 and "must split evenly over 2 processes" in uneven.json()["detail"], uneven.text
+        answer = c.post("/api/models", headers=CSRF, json={
+            "dataset": "shapes", "network": "lenet", "name": "pair", "processes": 2,
+            "options": {"epochs": 100000, "batch_size": 8, "snapshot_every": 0, "device": "cpu"}})
+        assert answer.status_code == 202, answer.text
+        job = c.get("/api/models/pair").json()["job"]
+        assert job["lane"] == "cpu"
+        wait_for("the job to follow rank 0's epochs", lambda: (
+            c.get("/api/models/pair").json()["job"]["progress"].get("epoch", 0) >= 1))
+        start = next(e for e in c.get("/api/models/pair/events").json()["events"] if e["type"] == "start")
+        assert start["world_size"] == 2
+        assert c.post("/api/models/pair/abort", headers=CSRF).status_code == 200
+        assert wait_for("both processes to stop", lambda: ended_job(c, "models", "pair")) == "aborted"
+        assert status_of(c, "models", "pair") == "aborted"
+
+        done = len(c.get("/api/models/pair").json()["history"])
+        answer = c.post("/api/models/pair/resume", json={"epochs": done + 1, "processes": 1}, headers=CSRF)
+        assert answer.status_code == 202, answer.text
+        assert wait_for("the resumed run", lambda: finished(c, "models", "pair")) == "done"
+        model = c.get("/api/models/pair").json()
+        assert [h["epoch"] for h in model["history"]] == list(range(1, done + 2)) and model["bundle"]
+        starts = [e for e in c.get("/api/models/pair/events").json()["events"] if e["type"] == "start"]
+        assert [e["world_size"] for e in starts] == [2, 1]

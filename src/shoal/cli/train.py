@@ -201,7 +201,7 @@ def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: An
     from shoal.errors import ConfigError, TrainingError
     from shoal.models import ModelFolder
     from shoal.store import Store
-    from shoal.training import distributed, loop
+    from shoal.training import distributed
 
     if resume:
         config = from_dict(TrainConfig, ModelFolder.of(resume).read_config())
@@ -209,11 +209,7 @@ def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: An
         if build_config is None:
             raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")
         config = build_config().resolved()
-    distributed.check(config, nproc)
-    loop.check(config)
-    if config.device in ("auto", "cuda") and 0 < distributed.gpus() < nproc:
-        raise ConfigError(f"--nproc {nproc} asks for one process per GPU, but {distributed.gpus()} are visible; use "
-                          f"--nproc {distributed.gpus()}, or --device cpu for gloo processes", options=("device",))
+    distributed.check_processes(config, nproc)
     name = resume or config.name
     store = Store()
     if not resume and store.exists("model", name):
@@ -224,26 +220,16 @@ def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: An
         err.print(f"Starting {nproc} training processes (torch.distributed, "
                   f"{'nccl' if config.device != 'cpu' and distributed.gpus() else 'gloo'}) …", highlight=False)
         try:
-            distributed.launch(args, nproc=nproc)
+            held.status = distributed.train_processes(args, nproc=nproc, name=name, store=store)
         except KeyboardInterrupt:
             held.status = "interrupted"
-            models.settle(name, store=store)
             err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {name} "
                       f"--nproc {nproc}", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
-        except distributed.LaunchFailed as exc:
-            if not store.exists("model", name):
-                raise TrainingError(f"{exc} before model {name!r} was registered (its error is above)") from None
-            entry = store.get("model", name)
-            if exc.killed and entry.status in ("queued", "running", "failed"):
-                store.update("model", name, status="interrupted", summary={"error": str(exc)})
-            status = models.settle(name, store=store).status
-            if status == "interrupted":
+        except TrainingError:
+            if models.status(name, store=store).status == "interrupted":
                 held.status = "interrupted"
-                raise TrainingError(f"{exc}: model {name!r} is interrupted at its last saved epoch; resume it with "
-                                    f"'shoal train --resume {name} --nproc {nproc}'") from None
-            raise TrainingError(f"{exc}: model {name!r} {status} (its error is above)") from None
-        held.status = "aborted" if models.status(name, store=store).status == "aborted" else "done"
+            raise
 
 
 def _device_lane(kind: str, name: str, device: str, *, here: Any, nproc: int = 1, store: Any = None) -> Any:

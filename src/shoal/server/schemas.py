@@ -46,10 +46,15 @@ class ModelCreate(_Strict):
     previous: str | None = Field(None, description="start from the weights of this trained model")
     previous_epoch: str = Field("best", description="with previous: 'best' or a snapshot's epoch")
     options: TrainOptions = Field(default_factory=TrainOptions)  # type: ignore[valid-type]
+    processes: int = Field(1, ge=1, le=1024, description="train data-parallel in this many processes "
+                           "(torch.distributed): one per GPU on CUDA, gloo processes on a CPU; batch_size stays "
+                           "the global batch")
 
 
 class ModelResume(_Strict):
     epochs: int | None = Field(None, description="a new total number of epochs (to train longer)")
+    processes: int | None = Field(None, ge=1, le=1024, description="data-parallel processes; default: as many "
+                                  "as the run last used")
 
 
 # -- responses ------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``python -m shoal.server.worker --home HOME --job ID`` is started by the
 :class:`~shoal.server.jobs.Runner`; it is never imported by the web server itself. It
 reads the job's parameters from the store, calls :func:`shoal.datasets.create`,
-:func:`shoal.training.train`, :func:`shoal.training.resume`,
+:func:`shoal.training.train`, :func:`shoal.training.resume` (or, in ``nproc`` processes,
+:func:`shoal.training.distributed.train_processes`),
 :func:`shoal.training.lr_find.lr_find` or :func:`shoal.bundle.export` (a download's
 export), turns progress into the job row, and ends with the job ``done``, ``failed`` (with the error's message), ``aborted``
 or ``interrupted`` (on SIGINT, after the run saved its last epoch).
@@ -12,16 +13,22 @@ or ``interrupted`` (on SIGINT, after the run saved its last epoch).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
 from shoal.store import Job, Store
+
+if TYPE_CHECKING:
+    from shoal.models import ModelFolder
 
 PROGRESS_EVERY_S = 0.5
 
@@ -82,12 +89,59 @@ def run_training(store: Store, job: Job, progress: _Progress) -> str:
     from shoal.config import from_dict
     from shoal.training import TrainConfig
 
+    if job.params.get("nproc", 1) > 1:
+        return run_processes(store, job, progress)
     if job.kind == "resume":
         result = training.resume(job.target, store=store, on_event=progress.event, epochs=job.params.get("epochs"))
     else:
         config = from_dict(TrainConfig, job.params["config"])
         result = training.train(config, store=store, on_event=progress.event)
     return "aborted" if result.status == "aborted" else "done"
+
+
+def run_processes(store: Store, job: Job, progress: _Progress) -> str:
+    """A data-parallel training (``nproc`` processes), started as ``shoal train --nproc`` starts one; rank 0's
+    events are followed from the model's ``metrics.jsonl`` into the job's progress."""
+    from shoal.config import from_dict
+    from shoal.models import ModelFolder
+    from shoal.training import TrainConfig, distributed
+
+    nproc = int(job.params["nproc"])
+    if job.kind == "resume":
+        folder = ModelFolder.of(job.target, store=store)
+        config = from_dict(TrainConfig, folder.read_config())
+        epochs = job.params.get("epochs")
+        args = ["train", "--resume", job.target, *(["--epochs", str(epochs)] if epochs else [])]
+    else:
+        folder = ModelFolder(store.folder("model", job.target))
+        config = from_dict(TrainConfig, job.params["config"])
+        options = store.home / "jobs" / f"{job.id}.config.json"
+        options.parent.mkdir(parents=True, exist_ok=True)
+        options.write_text(json.dumps(job.params["config"]), encoding="utf-8")
+        args = ["train", "--config", str(options)]
+    distributed.check_processes(config, nproc)
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(folder, progress.event, stop),
+                                kwargs={"seen": len(folder.events()) if job.kind == "resume" else 0}, daemon=True)
+    follower.start()
+    try:
+        return distributed.train_processes(args, nproc=nproc, name=job.target, store=store)
+    finally:
+        stop.set()
+        follower.join()
+
+
+def _follow(folder: ModelFolder, handler: Callable[[dict[str, Any]], None], stop: threading.Event, *,
+            seen: int) -> None:
+    """Pass the run's new events to ``handler`` every PROGRESS_EVERY_S until ``stop``, then the last ones."""
+    while True:
+        ending = stop.wait(PROGRESS_EVERY_S)
+        events = folder.events()
+        for event in events[seen:]:
+            handler(event)
+        seen = len(events)
+        if ending:
+            return
 
 
 def run_lr_find(store: Store, job: Job, progress: _Progress) -> str:

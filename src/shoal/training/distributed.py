@@ -246,6 +246,60 @@ def launch(args: list[str], *, nproc: int) -> None:
         raise LaunchFailed(exc.failures) from None
 
 
+def check_processes(config: Any, nproc: int) -> None:
+    """Refuse, before any process starts, a training ``nproc`` processes cannot run: the rules of
+    :func:`check`, the loop's own checks, and one process per GPU on CUDA.
+
+    Raises:
+        ConfigError, TrainingError: naming the option to change.
+    """
+    from shoal.training import loop
+
+    check(config, nproc)
+    loop.check(config)
+    if config.device in ("auto", "cuda") and 0 < gpus() < nproc:
+        raise ConfigError(f"--nproc {nproc} asks for one process per GPU, but {gpus()} are visible; use "
+                          f"--nproc {gpus()}, or --device cpu for gloo processes", options=("device",))
+
+
+def train_processes(args: list[str], *, nproc: int, name: str, store: Any) -> str:
+    """Run the training command line ``shoal <args>`` of model ``name`` in ``nproc`` processes on this
+    machine (:func:`launch`, with ``store`` as their ``SHOAL_HOME``); return how it ended, ``done`` or
+    ``aborted``. The CLI's ``--nproc`` and the web app's jobs both run here.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C or a stop by signal: every process stopped, the model is interrupted.
+        TrainingError: a process failed; when one was killed the model is interrupted, and the message
+            says how to resume it.
+    """
+    from shoal import models
+
+    previous = os.environ.get("SHOAL_HOME")
+    os.environ["SHOAL_HOME"] = str(store.home)  # the processes inherit this process's environment
+    try:
+        launch(args, nproc=nproc)
+    except KeyboardInterrupt:
+        models.settle(name, store=store)
+        raise
+    except LaunchFailed as exc:
+        if not store.exists("model", name):
+            raise TrainingError(f"{exc} before model {name!r} was registered (its error is above)") from None
+        entry = store.get("model", name)
+        if exc.killed and entry.status in ("queued", "running", "failed"):
+            store.update("model", name, status="interrupted", summary={"error": str(exc)})
+        status = models.settle(name, store=store).status
+        if status == "interrupted":
+            raise TrainingError(f"{exc}: model {name!r} is interrupted at its last saved epoch; resume it with "
+                                f"'shoal train --resume {name} --nproc {nproc}'") from None
+        raise TrainingError(f"{exc}: model {name!r} {status} (its error is above)") from None
+    finally:
+        if previous is None:
+            os.environ.pop("SHOAL_HOME", None)
+        else:
+            os.environ["SHOAL_HOME"] = previous
+    return "aborted" if models.status(name, store=store).status == "aborted" else "done"
+
+
 class LaunchFailed(TrainingError):
     """A process of a data-parallel run failed or was killed."""
 

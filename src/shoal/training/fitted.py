@@ -111,7 +111,8 @@ def _fit(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, 
               **validation_metrics(probabilities, val_y),
               "val_unfamiliar": float((detector.scores(val_f) > detector.threshold).mean()) if detector else None,
               "elapsed_s": time.perf_counter() - started}
-    store.update("model", config.name, summary={"epoch": 1, "best_epoch": 1, "val_accuracy": record["val_accuracy"]})
+    store.update("model", config.name, summary={"epoch": 1, "best_epoch": 1, "val_accuracy": record["val_accuracy"],
+                                                "world_size": ranks.size})
     emit({"type": "epoch", **record})
 
     # -- bundle ---------------------------------------------------------------------------------

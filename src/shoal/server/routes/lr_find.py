@@ -18,7 +18,7 @@ router = APIRouter(prefix="/lr-find", tags=["training"])
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
              summary="Find a learning rate: the range test for this training (a queued job)")
 def find_lr(body: ModelCreate, store: StoreDep, runner: RunnerDep) -> dict[str, Any]:
-    """Takes the body of ``POST /api/models`` (``lr`` and ``name`` are ignored). The test trains for up to
+    """Takes the body of ``POST /api/models`` (``lr``, ``name`` and ``processes`` are ignored). The test trains for up to
     100 steps, so it waits in the device's lane like a training; follow it with ``GET /api/jobs/{id}``:
     when done, ``progress.finding`` holds the curve (``lrs``, ``smoothed``), the ``suggestion`` and why."""
     if body.previous or body.network_file:

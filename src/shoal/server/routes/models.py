@@ -35,7 +35,7 @@ def create_models(body: ModelCreate, request: Request, store: StoreDep, runner: 
     jobs = services.submit_models(
         store, runner, settings, catalog, dataset=body.dataset, name=body.name, network=body.network,
         network_file=body.network_file, pretrained=body.pretrained, weights=body.weights, previous=body.previous,
-        previous_epoch=body.previous_epoch, options=body.options.model_dump())
+        previous_epoch=body.previous_epoch, options=body.options.model_dump(), processes=body.processes)
     return {"models": [accepted(request, runner, job, "model_page") for job in jobs]}
 
 
@@ -84,7 +84,8 @@ def abort_model(name: str, store: StoreDep, runner: RunnerDep) -> dict[str, Any]
              summary="Continue an interrupted, aborted or failed training from its last saved epoch")
 def resume_model(name: str, request: Request, store: StoreDep, runner: RunnerDep, settings: SettingsDep,
                  body: ModelResume | None = None) -> dict[str, Any]:
-    job = services.resume_model(store, runner, settings, name, epochs=body.epochs if body else None)
+    job = services.resume_model(store, runner, settings, name, epochs=body.epochs if body else None,
+                                processes=body.processes if body else None)
     return accepted(request, runner, job, "model_page")
 
 

@@ -72,11 +72,13 @@ def starting_point(store: Store, *, network: str, pretrained: bool, weights: str
 
 def submit_models(store: Store, runner: Runner, settings: Settings, catalog: NetworkCatalog, *, dataset: str,
                   name: str | None, network: str, network_file: str | None, pretrained: bool, weights: str | None,
-                  previous: str | None, previous_epoch: str, options: dict[str, Any]) -> list[Job]:
-    """Queue one training, or one per combination of the listed learning rates and batch sizes (a sweep).
+                  previous: str | None, previous_epoch: str, options: dict[str, Any], processes: int = 1) -> list[Job]:
+    """Queue one training, or one per combination of the listed learning rates and batch sizes (a sweep),
+    each in ``processes`` data-parallel processes (``shoal train --nproc``: on CUDA it waits for as many GPUs).
 
     Every configuration is checked before anything is queued, so a bad value queues nothing.
     """
+    from shoal.training import distributed
     from shoal.training.sweep import sweep
 
     if not store.exists("dataset", dataset):
@@ -101,18 +103,25 @@ def submit_models(store: Store, runner: Runner, settings: Settings, catalog: Net
     if is_network_file(network):  # a previous model's or uploaded weights' own network file
         require_code_allowed(settings, f"training the network {network!r}")
     configs = sweep(dataset=dataset, network=network, pretrained=start, name=name, **options)
-    names = [c.name for c in configs]
-    for model_name in names:
-        if store.exists("model", model_name) or active_job(store, model_name, models.TRAIN_KINDS):
-            raise AlreadyExistsError(f"a model named {model_name!r} already exists or is queued: choose another "
+    for config in configs:
+        distributed.check(config, processes)
+        if store.exists("model", config.name or "") or active_job(store, config.name or "", models.TRAIN_KINDS):
+            raise AlreadyExistsError(f"a model named {config.name!r} already exists or is queued: choose another "
                                      "name, or delete it first")
-    return [runner.submit("train", c.name or "", lane=device_lane(c.device), params={"config": to_dict(c)})
-            for c in configs]
+    return [runner.submit("train", c.name or "", lane=device_lane(c.device, nproc=processes),
+                          params={"config": to_dict(c), **_processes(processes)}) for c in configs]
 
 
-def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *, epochs: int | None) -> Job:
-    """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch
-    (a training aborted while it waited starts as it was asked for)."""
+def _processes(count: int) -> dict[str, int]:
+    """A training job's ``nproc`` parameter (left out for one process)."""
+    return {"nproc": count} if count > 1 else {}
+
+
+def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *, epochs: int | None,
+                 processes: int | None = None) -> Job:
+    """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch, in
+    ``processes`` data-parallel processes (default: as many as it last used); a training aborted while it
+    waited starts as it was asked for."""
     found = models.status(name, store=store)
     if found.entry is None and found.job is not None and models.never_started(found.job):
         network = found.job.params.get("config", {}).get("network")
@@ -133,8 +142,10 @@ def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *,
         from shoal.config import check_int
 
         check_int("epochs", epochs, minimum=1, maximum=100_000)
-    job = runner.submit("resume", name, lane=device_lane(folder.read_config().get("device", "auto")),
-                        params={"epochs": epochs})
+    if processes is None:
+        processes = int(found.entry.summary.get("world_size", 1)) if found.entry is not None else 1
+    job = runner.submit("resume", name, lane=device_lane(folder.read_config().get("device", "auto"), nproc=processes),
+                        params={"epochs": epochs, **_processes(processes)})
     folder.abort_path.unlink(missing_ok=True)
     store.update("model", name, status="queued")
     return job

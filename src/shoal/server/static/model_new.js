@@ -100,6 +100,8 @@
     const body = { dataset: field("dataset").value, options: shoalForms.options(document.getElementById("options")) };
     const name = field("name").value.trim();
     if (name) body.name = name;
+    const processes = document.getElementById("f-processes").value.trim();
+    if (processes) body.processes = /^\d+$/.test(processes) ? Number(processes) : processes;  // the server names a bad value
     if (network.value === "__upload__") {
       const file = document.getElementById("f-network-file").files[0];
       if (!file) throw new Error("Choose the network file (.py) to upload.");
