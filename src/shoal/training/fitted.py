@@ -135,7 +135,7 @@ def _features(config: TrainConfig, dataset: Any, prepared: tuple[Any, ...], rank
     images), every process computing its share; on rank 0 whole, elsewhere ``None``."""
     backbone, card, mean, scale, size = prepared
     # Processes sharing a machine share its cores: one ONNX Runtime thread pool each would oversubscribe them.
-    threads = config.threads or ((os.cpu_count() or 1) // ranks.world.local_size if ranks.size > 1 else None)
+    threads = config.threads or (max(1, (os.cpu_count() or 1) // ranks.world.local_size) if ranks.size > 1 else None)
     graph = backbones.FeatureGraph(backbone, channels=dataset.channels, crop=card.input.crop_hw, size=size,
                                    mean=mean, scale=scale, batch_size=max(config.batch_size, 32), threads=threads)
     train_x = dataset.images("train")
