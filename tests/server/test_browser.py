@@ -405,7 +405,7 @@ def test_review_relabel_exclude_apply_retrain_and_find_the_learning_rate(server:
         expect(cards.first).to_be_visible()
         assert cards.count() >= 2
         expect(page.locator("#review-message")).to_contain_text("images reviewed; flagged")
-        assert page.evaluate("[...document.querySelectorAll('.suspect img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function("[...document.querySelectorAll('.suspect img')].every(i => i.complete && i.naturalWidth > 0)")
         for i in range(cards.count()):
             cards.nth(i).locator('input[value="keep"]').check()
         expect(page.locator("#apply")).to_be_disabled()  # nothing to change yet
