@@ -6,6 +6,8 @@ One training runs per device at a time and the rest wait in order; abort, a serv
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from fastapi.testclient import TestClient
 import shoal
 from shoal.server import Settings, create_app
 from shoal.store import Store
+from ranks import process_of_rank
 from waiting import wait_for
 
 LOCAL = "http://127.0.0.1"  # the server answers to loopback names only (TestClient's default is 'testserver')
@@ -181,7 +184,7 @@ def test_one_training_per_device_abort_restart_and_resume(settings: Settings) ->
 
 def test_a_training_in_two_processes_from_the_web_app(settings: Settings) -> None:
     """processes=2 runs 'shoal train --nproc 2' in the worker: the job follows rank 0's epochs, the web app's
-    abort stops both processes, and the model resumes in one."""
+    abort stops both processes, the model resumes in one; a killed process leaves the model interrupted."""
     with TestClient(create_app(settings), base_url=LOCAL) as c:
         c.post("/api/datasets", json={"name": "shapes", "folder": "shapes", "options": {"size": 16}}, headers=CSRF)
         wait_for("the build", lambda: finished(c, "datasets", "shapes"))
@@ -210,3 +213,14 @@ def test_a_training_in_two_processes_from_the_web_app(settings: Settings) -> Non
         assert [h["epoch"] for h in model["history"]] == list(range(1, done + 2)) and model["bundle"]
         starts = [e for e in c.get("/api/models/pair/events").json()["events"] if e["type"] == "start"]
         assert [e["world_size"] for e in starts] == [2, 1]
+
+        c.post("/api/models", headers=CSRF, json={
+            "dataset": "shapes", "network": "lenet", "name": "cut", "processes": 2,
+            "options": {"epochs": 100000, "batch_size": 8, "snapshot_every": 0, "device": "cpu"}})
+        wait_for("cut's first epoch", lambda: bool(c.get("/api/models/cut").json()["history"]))
+        worker = c.get("/api/models/cut").json()["job"]["pid"]
+        os.kill(wait_for("rank 1's process", lambda: process_of_rank(worker, 1)), signal.SIGKILL)
+        assert wait_for("the run to end", lambda: ended_job(c, "models", "cut")) == "interrupted"
+        model = c.get("/api/models/cut").json()
+        assert model["status"] == "interrupted" and model["can_resume"] is True
+        assert "rank 1 was killed (SIGKILL)" in model["job"]["error"]

@@ -20,6 +20,7 @@ from shoal.models import describe
 from shoal.store import Store
 from shoal.training import TrainConfig, train
 from shoal.training.batches import PixelBatches
+from ranks import process_of_rank
 from waiting import GENEROUS_S, wait_for
 
 # Deterministic: no crop, no flip, float32, plain SGD; 36 training images = 3 global batches of 12.
@@ -148,7 +149,7 @@ def test_a_killed_rank_ends_the_run_as_interrupted_and_resume_finishes_it(even, 
         wait_for("the first epoch of the 2-process run", lambda: proc.poll() is not None or (
             (shoal_home / "models" / "cut" / "state.pt").exists()), every=0.1)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        rank1 = wait_for("rank 1's process", lambda: _process_of_rank(proc.pid, 1))
+        rank1 = wait_for("rank 1's process", lambda: process_of_rank(proc.pid, 1))
         os.kill(rank1, signal.SIGKILL)
         out, err = proc.communicate(timeout=GENEROUS_S)  # the launcher stops rank 0: no hang
     finally:
@@ -200,7 +201,7 @@ def test_abort_and_ctrl_c_stop_every_rank(even, shoal_home):
     assert interrupted.returncode == 130, err[-3000:]
     assert "Resume with: shoal train --resume interrupted --nproc 2" in err
     assert describe("interrupted", store=store)["status"] == "interrupted"
-    assert _process_of_rank(interrupted.pid, 1) is None
+    assert process_of_rank(interrupted.pid, 1) is None
 
 
 def test_nproc_2_trains_the_digits_sample_through_the_cli(shoal_home):
@@ -257,29 +258,3 @@ def test_nproc_is_refused_in_one_line_where_it_cannot_work(even, shoal_home):
     with pytest.raises(ConfigError, match="sync_bn must be true or false"):
         TrainConfig(dataset="even", sync_bn="yes")
     assert not Store(shoal_home).exists("model", "even-lenet")
-
-
-def _process_of_rank(launcher: int, rank: int) -> int | None:
-    """The pid of the training process of ``rank`` under the launcher ``launcher`` (Linux /proc)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in environ and f"TORCHELASTIC_RUN_ID".encode() in b"".join(environ) \
-                and _descends_from(int(entry.name), launcher):
-            return int(entry.name)
-    return None
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            return False
-    return False

@@ -196,9 +196,8 @@ def _find_lr(config: TrainConfig) -> float:
 def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: Any) -> None:
     """``shoal train ... --nproc N``: check the run here, then start N copies of this command (without
     ``--nproc``) through torch.distributed's launcher; the copies' rank 0 prints the progress and result."""
-    from shoal import models
     from shoal.config import from_dict
-    from shoal.errors import ConfigError, TrainingError
+    from shoal.errors import ConfigError
     from shoal.models import ModelFolder
     from shoal.store import Store
     from shoal.training import distributed
@@ -226,9 +225,8 @@ def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: An
             err.print(f"Interrupted: the last finished epoch is saved. Resume with: shoal train --resume {name} "
                       f"--nproc {nproc}", soft_wrap=True, highlight=False)
             raise typer.Exit(130) from None
-        except TrainingError:
-            if models.status(name, store=store).status == "interrupted":
-                held.status = "interrupted"
+        except distributed.RankLost:
+            held.status = "interrupted"
             raise
 
 

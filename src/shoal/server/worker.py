@@ -126,6 +126,9 @@ def run_processes(store: Store, job: Job, progress: _Progress) -> str:
     follower.start()
     try:
         return distributed.train_processes(args, nproc=nproc, name=job.target, store=store)
+    except distributed.RankLost as exc:  # a process was killed: resumable, as after a server stop
+        store.update_job(job.id, error=str(exc))
+        return "interrupted"
     finally:
         stop.set()
         follower.join()

@@ -269,8 +269,9 @@ def train_processes(args: list[str], *, nproc: int, name: str, store: Any) -> st
 
     Raises:
         KeyboardInterrupt: Ctrl-C or a stop by signal: every process stopped, the model is interrupted.
-        TrainingError: a process failed; when one was killed the model is interrupted, and the message
-            says how to resume it.
+        RankLost: a process was killed: the others were stopped, the model is interrupted, and the
+            message says how to resume it.
+        TrainingError: a process failed (its error is above, on stderr).
     """
     from shoal import models
 
@@ -289,8 +290,8 @@ def train_processes(args: list[str], *, nproc: int, name: str, store: Any) -> st
             store.update("model", name, status="interrupted", summary={"error": str(exc)})
         status = models.settle(name, store=store).status
         if status == "interrupted":
-            raise TrainingError(f"{exc}: model {name!r} is interrupted at its last saved epoch; resume it with "
-                                f"'shoal train --resume {name} --nproc {nproc}'") from None
+            raise RankLost(f"{exc}: model {name!r} is interrupted at its last saved epoch; resume it with "
+                           f"'shoal train --resume {name} --nproc {nproc}'") from None
         raise TrainingError(f"{exc}: model {name!r} {status} (its error is above)") from None
     finally:
         if previous is None:
