@@ -307,7 +307,8 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
 
 
 def test_a_fitted_head_shows_its_cross_validation_and_the_form_turns_the_loop_off(server: str, tmp_path: Path) -> None:
-    """No training here: a model folder as a fitted head leaves it, and a stub dataset for the form."""
+    """No training here: a model folder as a fitted head leaves it (its features computed in 2 processes), and
+    a stub dataset for the form."""
     import json
 
     from playwright.sync_api import expect, sync_playwright
@@ -323,7 +324,7 @@ def test_a_fitted_head_shows_its_cross_validation_and_the_form_turns_the_loop_of
     model.write_config({"dataset": "ds", "network": "efficientnet_lite0", "pretrained": True, "head": "fit"})
     curve = [{"C": c, "log_loss": loss, "accuracy": acc}
              for c, loss, acc in ((0.01, 0.6, 0.7), (0.1, 0.3, 0.9), (1.0, 0.2, 0.95), (10.0, 0.25, 0.95))]
-    events = [{"type": "start", "head": "fit", "epoch": 0, "epochs": 1},
+    events = [{"type": "start", "head": "fit", "epoch": 0, "epochs": 1, "device": "cpu (onnxruntime)", "world_size": 2},
               {"type": "fit", "method": "logistic_regression", "strength": 1.0, "folds": 5, "curve": curve},
               {"type": "epoch", "epoch": 1, "train_loss": 0.1, "val_loss": 0.25, "val_accuracy": 0.9,
                "val_unfamiliar": 0.05, "elapsed_s": 1.7},
@@ -347,6 +348,7 @@ def test_a_fitted_head_shows_its_cross_validation_and_the_form_turns_the_loop_of
         expect(page.locator("#fit-text")).to_contain_text("C = 1 predicted the held-out images best "
                                                           "(log-loss 0.2000, accuracy 95.0 %)")
         expect(page.locator("#epoch-text")).to_have_text("fitted")
+        expect(page.locator("#run-device")).to_have_text("cpu (onnxruntime), 2 data-parallel processes")
         expect(page.locator("#resume")).to_be_hidden()
         page.screenshot(path=str(SHOTS / "12-fitted-model.png"), full_page=True)
 

@@ -16,10 +16,12 @@
   const colours = { train: "#1f63b5", val: "#d9822b", acc: "#1d7a46", top5: "#7aa874", lr: "#0b6e79" };
 
   let fit = model.fit || null;  // what fitting the head did (the run's "fit" event)
-  const run = { device: null, bf16: null, started: null, finished: null, last: null };  // what the run really used
+  const run = { device: null, bf16: null, processes: 1, started: null, finished: null, last: null };  // what the run really used
   function addEvents(events) {
     for (const e of events) {
-      if (e.type === "start") { run.device = e.device; run.bf16 = e.bf16; run.started = e.time; run.finished = null; }
+      if (e.type === "start") {
+        Object.assign(run, { device: e.device, bf16: e.bf16, processes: e.world_size || 1, started: e.time, finished: null });
+      }
       if (e.type === "done" || e.type === "stopped") run.finished = e.time;
       if (e.elapsed_s !== undefined) run.last = e;
       if (e.type === "fit") {
@@ -116,7 +118,9 @@
   function renderRun() {
     const job = model.job;
     const text = (id, value) => { document.getElementById(id).textContent = value; };
-    text("run-device", run.device || (job && job.progress && job.progress.device) || (live(model.status) ? "not started yet" : "–"));
+    const processes = run.processes > 1 ? `, ${run.processes} data-parallel processes` : "";
+    text("run-device", run.device ? run.device + processes
+      : (job && job.progress && job.progress.device) || (live(model.status) ? "not started yet" : "–"));
     text("run-precision", run.device === null ? "–" : fitted ? "float32 (onnxruntime)" : run.bf16 ? "bfloat16 (autocast)" : "float32");
     let eta = null;
     const last = run.last;
