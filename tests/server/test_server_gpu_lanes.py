@@ -112,3 +112,16 @@ def test_cpu_and_data_lanes_are_not_held_up_by_gpus(runner):
     runner.tick()
     state = _state(runner)
     assert state[wide][0] == state[cpu][0] == state[build][0] == "running"
+
+
+def test_the_queue_position_counts_every_older_gpu_job(runner):
+    ids = [runner.submit("train", f"m{i}", lane=lane, params={}).id
+           for i, lane in enumerate(["cuda", "cuda:1", "cuda*2", "cuda:0", "cpu", "cuda"])]
+    runner.tick()  # the first two start; the 2-GPU job waits for two free GPUs, and the rest behind it
+    state = _state(runner)
+    assert [state[i][0] for i in ids] == ["running", "running", "queued", "queued", "running", "queued"]
+    jobs_ = {j.id: j for j in runner.store.list_jobs()}
+    assert [runner.position(jobs_[i]) for i in ids[2:4]] == [2, 3]  # all GPU lanes are one queue
+    assert runner.position(jobs_[ids[5]]) == 4  # not counting the cpu job, whatever its id
+    cpu_later = runner.store.get_job(runner.submit("train", "c2", lane="cpu", params={}).id)
+    assert runner.position(cpu_later) == 1  # a cpu job counts only its own lane

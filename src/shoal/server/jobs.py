@@ -107,8 +107,14 @@ class Runner:
         return job
 
     def position(self, job: Job) -> int:
-        """How many jobs run or wait before ``job`` in its lane (0 = it is running or next)."""
-        ahead = self.store.list_jobs(status=("queued", "running"), lane=job.lane)
+        """How many jobs run or wait before ``job`` in its lane (0 = it is running or next).
+
+        The GPU lanes (``cuda``, ``cuda:N``, ``cuda*N``) are one queue (:meth:`tick` starts their jobs in
+        order): for a GPU job, every older running or queued GPU job counts."""
+        if gpus_wanted(job.lane) is None:
+            ahead = self.store.list_jobs(status=("queued", "running"), lane=job.lane)
+        else:
+            ahead = [j for j in self.store.list_jobs(status=("queued", "running")) if gpus_wanted(j.lane) is not None]
         return sum(1 for j in ahead if j.id < job.id)
 
     def abort(self, job: Job) -> Job:
@@ -151,7 +157,7 @@ class Runner:
         for job in running:
             if job.id in self._procs or alive(job):  # its process lives, or is being started
                 busy.add(job.lane)
-                held.update(self._held(job))
+                held.update(held_gpus(job, self.gpus))  # those it was given, or (an older runner's) its lane's
             else:  # started elsewhere and gone
                 self._finish_dead(job, None)
         gpu_queue_blocked = False
@@ -172,10 +178,6 @@ class Runner:
                 continue
             held.update(picked)
             self._launch(job, gpus=picked)
-
-    def _held(self, job: Job) -> list[str]:
-        """The GPUs a running job holds: those it was given, or (started by an older runner) its lane's."""
-        return held_gpus(job, self.gpus)
 
     def _pick(self, wanted: tuple[int, int | None], held: set[str]) -> list[str] | None:
         """Free GPUs for a job wanting them, or None while they are busy."""
