@@ -179,6 +179,30 @@ def test_eta_from_progress() -> None:
     assert monitor.eta_s(Job(**{**job.__dict__, "status": "queued"}), now=160.0) is None
 
 
+def test_eta_of_a_resumed_training_counts_from_its_first_epoch() -> None:
+    from shoal.store import Job
+
+    job = Job(id=1, kind="resume", target="m", lane="cpu", status="running", params={},
+              progress={"epoch": 12, "epochs": 20, "first_epoch": 10}, error=None, pid=None, created=0.0,
+              started=100.0, finished=None)
+    assert monitor.eta_s(job, now=160.0) == pytest.approx(240.0)  # 2 of its 10 epochs in 60 s: 8 left
+
+
+def test_the_worker_progress_forgets_an_earlier_stage_at_the_start(tmp_path: Path) -> None:
+    from shoal.server.worker import _Progress
+
+    store = Store(tmp_path / "home")
+    job = store.add_job("resume", "m", lane="cpu", params={})
+    progress = _Progress(store, job)
+    progress.event({"type": "features", "done": 5, "total": 5})
+    assert store.get_job(job.id).progress["total_steps"] == 5
+    progress.event({"type": "start", "epoch": 10, "epochs": 20, "device": "cpu", "bf16": False})
+    progress.event({"type": "epoch", "epoch": 11, "train_loss": 0.5})
+    p = store.get_job(job.id).progress
+    assert p["done_steps"] is None and p["total_steps"] is None and p["stage"] == "training"
+    assert (p["epoch"], p["epochs"], p["first_epoch"], p["device"]) == (11, 20, 10, "cpu")
+
+
 def test_a_training_aborted_while_queued_stays_listed_and_can_start(client: TestClient, home: Path) -> None:
     store = Store(home)
     job = store.add_job("train", "waiting", lane="cpu", params={"config": {"dataset": "ds", "network": "lenet"}})

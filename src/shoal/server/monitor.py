@@ -28,13 +28,13 @@ from starlette.requests import Request
 
 from shoal import models
 from shoal.errors import ConfigError
+from shoal.models import ACTIVE
 from shoal.store import Job, Store
 
 STREAM_S = 25.0  # how long one response of a stream lasts; the browser then reconnects with Last-Event-ID
 TICK_S = 0.5  # how often a stream looks for news
 RETRY_MS = 1000  # how long the browser waits before reconnecting
 LOG_CHUNK = 256 * 1024  # the most of a log one answer carries
-ACTIVE = ("queued", "running")
 
 
 # -- server-sent events ---------------------------------------------------------------------------
@@ -138,11 +138,14 @@ def home_snapshot(store: Store, runner: Any) -> dict[str, Any]:
 
 # -- time remaining -------------------------------------------------------------------------------
 def fraction_done(job: Job) -> float | None:
-    """How much of a running job is done (0..1) from its progress, when it says."""
-    p = job.progress or {}
+    """How much of a running job is done (0..1) from its progress, when it says. A resumed training counts
+    from the epoch it started at (``first_epoch``), not from 0."""
+    p = {k: v for k, v in (job.progress or {}).items() if isinstance(v, (int, float))}
     for done, total in (("done", "total"), ("epoch", "epochs"), ("done_steps", "total_steps")):
-        if isinstance(p.get(done), (int, float)) and isinstance(p.get(total), (int, float)) and p[total] > 0:
-            return max(0.0, min(1.0, p[done] / p[total]))
+        if done in p and total in p:
+            first = p.get("first_epoch", 0) if done == "epoch" else 0
+            if p[total] > first:
+                return max(0.0, min(1.0, (p[done] - first) / (p[total] - first)))
     return None
 
 

@@ -34,11 +34,13 @@ PROGRESS_EVERY_S = 0.5
 
 
 class _Progress:
-    """Writes progress into the job row, at most every PROGRESS_EVERY_S (always for epochs)."""
+    """Writes progress into the job row, at most every PROGRESS_EVERY_S (always for epochs).
+
+    The store merges each write into the job's progress, so what the start event says (epochs,
+    device, bf16, the first epoch) stays there for every later write."""
 
     def __init__(self, store: Store, job: Job) -> None:
         self.store, self.job, self.last = store, job, 0.0
-        self.run: dict[str, Any] = {}  # from the start event: epochs, device, bf16
 
     def put(self, values: dict[str, Any], *, force: bool = False) -> None:
         now = time.monotonic()
@@ -52,19 +54,21 @@ class _Progress:
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "prepare":
-            self.put({**self.run, "stage": str(event.get("message", "preparing"))}, force=True)
+            self.put({"stage": str(event.get("message", "preparing"))}, force=True)
         elif kind in ("features", "cross_validation"):
             what = "computing features" if kind == "features" else "cross-validation"
-            self.put({**self.run, "stage": f"{what} {event['done']}/{event['total']}", "done_steps": event["done"],
+            self.put({"stage": f"{what} {event['done']}/{event['total']}", "done_steps": event["done"],
                       "total_steps": event["total"]}, force=event["done"] == event["total"])
         elif kind == "start":
-            # What the run really uses (not "auto"): every later progress carries it.
-            self.run = {k: event[k] for k in ("epochs", "device", "bf16") if k in event}
-            self.put({**self.run, "stage": "training", "epoch": event.get("epoch", 0)}, force=True)
+            # What the run really uses (not "auto"), and the epoch it starts from (a resumed run's is not 0);
+            # an earlier stage's steps are over (the pages show the epochs once they are gone).
+            epoch = event.get("epoch", 0)
+            self.put({**{k: event[k] for k in ("epochs", "device", "bf16") if k in event}, "stage": "training",
+                      "epoch": epoch, "first_epoch": epoch, "done_steps": None, "total_steps": None}, force=True)
         elif kind == "iteration":
-            self.put({**self.run, "epoch": event["epoch"], "train_loss": event["train_loss"], "lr": event["lr"]})
+            self.put({"epoch": event["epoch"], "train_loss": event["train_loss"], "lr": event["lr"]})
         elif kind == "epoch":
-            values = {**self.run, "epoch": event["epoch"], "train_loss": event["train_loss"]}
+            values = {"epoch": event["epoch"], "train_loss": event["train_loss"]}
             if "val_accuracy" in event:
                 values["val_accuracy"] = event["val_accuracy"]
             self.put(values, force=True)
