@@ -206,6 +206,9 @@ def test_a_training_in_two_processes_from_the_web_app(settings: Settings) -> Non
         assert status_of(c, "models", "pair") == "aborted"
 
         done = len(c.get("/api/models/pair").json()["history"])
+        uneven = c.post("/api/models/pair/resume", json={"epochs": done + 1, "processes": 3}, headers=CSRF)
+        assert uneven.status_code == 400 and "must split evenly over 3 processes" in uneven.json()["detail"], uneven.text
+        assert status_of(c, "models", "pair") == "aborted"  # refused at submit: nothing queued
         answer = c.post("/api/models/pair/resume", json={"epochs": done + 1, "processes": 1}, headers=CSRF)
         assert answer.status_code == 202, answer.text
         assert wait_for("the resumed run", lambda: finished(c, "models", "pair")) == "done"

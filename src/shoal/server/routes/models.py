@@ -50,9 +50,7 @@ async def import_model(request: Request, store: StoreDep, settings: SettingsDep,
                        scale: Annotated[float | None, Form(description="the factor after the mean")] = None,
                        ) -> dict[str, Any]:
     """Under the dataset uploads' limits and archive guards; the model is in the store with its bundle when this answers."""
-    uploads = store.home / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=uploads) as tmp:
+    with tempfile.TemporaryDirectory(dir=services.upload_dir(store)) as tmp:
         archive = Path(tmp) / "upload"
         await save_upload(file, archive, limit=settings.max_zip_bytes, what="archive")
         done = await run_in_threadpool(import_upload, store, settings, name=name, archive=archive,
@@ -115,9 +113,9 @@ def export(name: str, request: Request, response: Response, store: StoreDep, run
 @router.get("/{name}/download", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}}},
             summary="Download the model bundle (.shoal) of the best epoch, or of an exported epoch")
-def download(name: str, store: StoreDep, settings: SettingsDep,
+def download(name: str, store: StoreDep,
              epoch: Annotated[str, Query(description="best, last, or a kept snapshot's epoch")] = "best",
              ) -> FileResponse:
     """The best epoch's bundle; any other epoch once ``POST .../export`` has written it (409 before)."""
-    path = services.download_file(store, settings, name, epoch.strip().lower())
+    path = services.download_file(store, name, epoch.strip().lower())
     return FileResponse(path, media_type="application/zip", filename=path.name)

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from shoal.server import services
 from shoal.server.deps import RunnerDep, SettingsDep, StoreDep
+from shoal.server.routes import accepted
 from shoal.server.schemas import JobAccepted
 from shoal.server.services import improve
 
@@ -59,5 +59,4 @@ def apply_review(name: str, body: ReviewApply, store: StoreDep) -> dict[str, Any
 def retrain(name: str, body: Retrain, request: Request, store: StoreDep, runner: RunnerDep,
             settings: SettingsDep) -> dict[str, Any]:
     job = improve.retrain(store, runner, settings, name, dataset=body.dataset)
-    return {"job": services.job_view(runner, job), "name": job.target,
-            "url": str(request.url_for("model_page", name=job.target).path)}
+    return accepted(request, runner, job, "model_page")

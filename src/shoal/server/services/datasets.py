@@ -12,6 +12,7 @@ from shoal.errors import AlreadyExistsError, ConfigError, InputError, NotFoundEr
 from shoal.server.config import Settings
 from shoal.server.jobs import DATA_LANE, Runner
 from shoal.server.security import confine, safe_extract
+from shoal.server.services.assets import upload_dir
 from shoal.server.services.jobs import active_job, job_view
 from shoal.store import Job, Store, check_name
 
@@ -68,9 +69,7 @@ def submit_dataset_zip(store: Store, runner: Runner, settings: Settings, *, name
     """Queue the build of a dataset from an uploaded zip of class folders (extracted safely first)."""
     _check_new_dataset(store, name)
     options = _dataset_options(settings, {k: v for k, v in options.items() if k not in ("val_folder", "list_file")})
-    uploads = store.home / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
-    dest = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=uploads))
+    dest = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=upload_dir(store)))
     dest.rmdir()
     root = safe_extract(archive, dest, settings)
     return runner.submit("dataset", name, lane=DATA_LANE,

@@ -34,7 +34,7 @@ def bundle_path(store: Store, name: str) -> Path:
     return folder.bundle_path
 
 
-def download_file(store: Store, settings: Settings, name: str, epoch: str) -> Path:
+def download_file(store: Store, name: str, epoch: str) -> Path:
     """The ``.shoal`` file of the model at ``epoch`` (best, last, or a kept snapshot), kept in its folder.
 
     The best epoch's written bundle is zipped here; any other epoch must have been exported by

@@ -18,6 +18,7 @@ from typing import Any
 from shoal.errors import AlreadyExistsError, InputError
 from shoal.server.config import Settings
 from shoal.server.security import check_archive_listing, member_parts, safe_extract
+from shoal.server.services.assets import upload_dir
 from shoal.store import Store, check_name
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -73,9 +74,7 @@ def import_upload(store: Store, settings: Settings, *, name: str, archive: Path,
     if store.exists("model", name):
         raise AlreadyExistsError(f"a model named {name!r} already exists: choose another name, or delete it first")
     kind = archive_kind(archive)
-    uploads = store.home / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"import-{name}-", dir=uploads))
+    work = Path(tempfile.mkdtemp(prefix=f"import-{name}-", dir=upload_dir(store)))
     try:
         if kind == "zip":
             root = safe_extract(archive, work / "files", settings)

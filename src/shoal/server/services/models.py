@@ -121,7 +121,10 @@ def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *,
                  processes: int | None = None) -> Job:
     """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch, in
     ``processes`` data-parallel processes (default: as many as it last used); a training aborted while it
-    waited starts as it was asked for."""
+    waited starts as it was asked for. A batch that does not split over the processes is refused here."""
+    from shoal.config import from_dict
+    from shoal.training import TrainConfig, distributed
+
     found = models.status(name, store=store)
     if found.entry is None and found.job is not None and models.never_started(found.job):
         network = found.job.params.get("config", {}).get("network")
@@ -130,7 +133,6 @@ def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *,
         return runner.submit("train", name, lane=found.job.lane, params=found.job.params)
     folder = models.ModelFolder.of(name, store=store)
     require_code_for(store, settings, name, "resuming model")
-    found = models.status(name, store=store)
     if found.active_job is not None or found.busy:
         raise TrainingError(f"model {name!r} is already training or queued")
     if found.status not in RESUMABLE and not (found.status == "done" and epochs):
@@ -144,7 +146,9 @@ def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *,
         check_int("epochs", epochs, minimum=1, maximum=100_000)
     if processes is None:
         processes = int(found.entry.summary.get("world_size", 1)) if found.entry is not None else 1
-    job = runner.submit("resume", name, lane=device_lane(folder.read_config().get("device", "auto"), nproc=processes),
+    config = folder.read_config()
+    distributed.check(from_dict(TrainConfig, config), processes)
+    job = runner.submit("resume", name, lane=device_lane(config.get("device", "auto"), nproc=processes),
                         params={"epochs": epochs, **_processes(processes)})
     folder.abort_path.unlink(missing_ok=True)
     store.update("model", name, status="queued")
