@@ -27,10 +27,9 @@ class _Batches:
     :meth:`set_epoch` each pass takes the next epoch.
     """
 
-    def __init__(self, labels: torch.Tensor, *, batch_size: int, train: bool,
-                 generator: torch.Generator | None, seed: int = 0, shard: tuple[int, int] = (0, 1),
-                 prefetch: bool = False) -> None:
-        self.labels, self.batch_size, self.train, self.generator = labels, batch_size, train, generator
+    def __init__(self, labels: torch.Tensor, *, batch_size: int, train: bool, seed: int = 0,
+                 shard: tuple[int, int] = (0, 1), prefetch: bool = False) -> None:
+        self.labels, self.batch_size, self.train = labels, batch_size, train
         self.seed, (self.rank, self.world) = seed, shard
         self.epoch, self.prefetch = 0, prefetch
 
@@ -100,8 +99,8 @@ class PixelBatches(_Batches):
                  generator: torch.Generator | None = None, seed: int = 0, shard: tuple[int, int] = (0, 1),
                  prefetch: bool = False) -> None:
         super().__init__(torch.from_numpy(np.asarray(labels, dtype=np.int64)), batch_size=batch_size, train=train,
-                         generator=generator, seed=seed, shard=shard, prefetch=prefetch)
-        self.images, self.crop, self.flip = images, crop, flip
+                         seed=seed, shard=shard, prefetch=prefetch)
+        self.images, self.crop, self.flip, self.generator = images, crop, flip, generator
         self.jitter: Callable[[torch.Tensor], torch.Tensor] | None = None
         if train and color_jitter > 0:
             from torchvision.transforms import v2
@@ -127,9 +126,10 @@ class PixelBatches(_Batches):
             mirror = torch.rand(len(pixels), generator=self.generator) < 0.5
             pixels = torch.where(mirror[:, None, None, None], pixels.flip(3), pixels)
         if self.jitter is not None and pixels.shape[1] == 3:
-            # torchvision draws jitter parameters from the global RNG; fork it from ours.
+            # torchvision draws jitter parameters from the global CPU RNG; fork it from ours. Seeding the
+            # CPU generator alone: torch.manual_seed would also reseed the GPUs' (dropout's), from the prefetch thread.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
+                torch.default_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
                 pixels = torch.stack([self.jitter(p) for p in pixels])
         return pixels
 
@@ -138,8 +138,8 @@ class FeatureBatches(_Batches):
     """Shuffled batches of cached backbone features (frozen-backbone fine-tuning)."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int, train: bool,
-                 generator: torch.Generator | None = None, seed: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
-        super().__init__(labels, batch_size=batch_size, train=train, generator=generator, seed=seed, shard=shard)
+                 seed: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
+        super().__init__(labels, batch_size=batch_size, train=train, seed=seed, shard=shard)
         self.features = features
 
     def _inputs(self, index: torch.Tensor) -> torch.Tensor:

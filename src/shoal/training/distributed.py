@@ -144,6 +144,22 @@ class Group:
         dist.gather_object(rows, parts, dst=0)
         return np.concatenate(parts) if parts is not None else None
 
+    def all_gather(self, rows: Any) -> Any:
+        """Every rank's ``rows`` (a tensor; their lengths may differ) concatenated in rank order, on every rank."""
+        if self.size == 1:
+            return rows
+        import torch
+        import torch.distributed as dist
+
+        length = torch.tensor([len(rows)], device=rows.device)
+        lengths = [torch.zeros_like(length) for _ in range(self.size)]
+        dist.all_gather(lengths, length)
+        padded = rows.new_zeros((int(max(lengths)), *rows.shape[1:]))  # all_gather takes equal shapes
+        padded[: len(rows)] = rows
+        parts = [torch.empty_like(padded) for _ in range(self.size)]
+        dist.all_gather(parts, padded)
+        return torch.cat([part[: int(n)] for part, n in zip(parts, lengths)])
+
     def shard(self, count: int) -> slice:
         """This rank's contiguous share of ``count`` items (the shares in rank order make up all of them)."""
         per, extra = divmod(count, self.size)

@@ -50,13 +50,15 @@ def check(config: TrainConfig, dataset: Any, *, store: Store, on_event: EventHan
              if on_event else None)
 
 
-def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter) -> TrainResult:
+def fit_run(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, *,
+            dataset: Any = None) -> TrainResult:
     """Fit the head of ``config``'s frozen backbone on its dataset, and write the bundle.
 
+    ``dataset`` is the stored dataset when the caller has it open already (else it is loaded).
     In a data-parallel run (``--nproc``) every process computes the features of its share of the
     images; rank 0 gathers them, fits the head and writes. The other ranks call :func:`follow`.
     """
-    return distributed.in_group(lambda ranks: _fit(config, folder, store, emit, ranks))
+    return distributed.in_group(lambda ranks: _fit(config, folder, store, emit, ranks, dataset))
 
 
 def follow(store: Store) -> TrainResult:
@@ -75,11 +77,12 @@ def follow(store: Store) -> TrainResult:
     return distributed.in_group(run)
 
 
-def _fit(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, ranks: distributed.Group
-         ) -> TrainResult:
+def _fit(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter, ranks: distributed.Group,
+         dataset: Any) -> TrainResult:
     started = time.perf_counter()
     ranks.share(config)  # the others wait for it: they start once the run is registered
-    dataset = datasets.load(config.dataset, store=store)
+    if dataset is None:
+        dataset = datasets.load(config.dataset, store=store)
     prepared = _prepare(config, dataset, store, lambda message: emit({"type": "prepare", "message": message}))
     backbone, card, mean, scale, size = prepared
     folder.write_card(card)

@@ -41,7 +41,6 @@ def check(config: TrainConfig) -> None:
     """Refuse, before a model is registered, a network, weights file or device that cannot work."""
     networks.get_spec(config.network)
     here = distributed.world()
-    distributed.check(config, here.size)
     if isinstance(config.pretrained, str):
         check_weights_path(config.pretrained)
     elif config.pretrained is True:
@@ -133,7 +132,7 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
         features = _FeatureCache(model, crop, device, config.batch_size, group=ranks,
                                  on_batch=lambda done: emit({"type": "features", "done": done, "total": total}))
         train_batches: Any = FeatureBatches(*features.of(train_x, train_y, flip=config.flip), batch_size=batch,
-                                            train=True, generator=generator, seed=config.seed, shard=shard)
+                                            train=True, seed=config.seed, shard=shard)
         val_batches: Any = FeatureBatches(*features.of(val_x, val_y, flip=False), batch_size=batch, train=False,
                                           shard=shard)
         forward: Callable[[torch.Tensor], torch.Tensor] = head
@@ -145,18 +144,13 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
                                      prefetch=device.type == "cuda")
         val_batches = PixelBatches(val_x, val_y, batch_size=batch, crop=crop, train=False, shard=shard)
         forward = model
-        if config.finetune and not resume and isinstance(head, torch.nn.Linear) and main:  # DDP copies rank 0's head
+        if config.finetune and not resume and isinstance(head, torch.nn.Linear):
             emit({"type": "prepare", "message": "fitting the head on the pretrained features first"})
-            _fit_head_first(model, head, train_x, train_y, crop, device, config, len(classes))
+            _fit_head_first(model, head, train_x, train_y, crop, device, config, len(classes), group=ranks)
 
     # -- optimizer ------------------------------------------------------------------------------
-    # End to end from pretrained weights, the backbone learns at a tenth of the head's rate.
-    head_ids = {id(p) for p in head.parameters()}
-    groups = [{"params": [p for p in trainable if id(p) not in head_ids],
-               "lr_scale": backbone_scale(config) if not head_only else 1.0},
-              {"params": [p for p in trainable if id(p) in head_ids], "lr_scale": 1.0}]
     forward = ranks.wrap(forward, sync_bn=config.sync_bn)  # DDP: gradients all-reduced over the ranks
-    optimizer = make_optimizer(config.solver, [g for g in groups if g["params"]], lr=config.lr,
+    optimizer = make_optimizer(config.solver, param_groups(model, head, config), lr=config.lr,
                                momentum=config.momentum, weight_decay=config.weight_decay)
     # Mixed precision: autocast to bf16 or fp16; fp16 gradients underflow, so a GradScaler scales the
     # loss (a no-op pass-through for bf16 and float32).
@@ -329,6 +323,18 @@ def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
+def param_groups(model: torch.nn.Module, head: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups, each with its ``lr_scale``: end to end from pretrained
+    weights, the backbone learns at a fraction of the head's rate (:func:`backbone_scale`)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    head_ids = {id(p) for p in head.parameters()}
+    head_only = {id(p) for p in trainable} <= head_ids
+    groups = [{"params": [p for p in trainable if id(p) not in head_ids],
+               "lr_scale": backbone_scale(config) if not head_only else 1.0},
+              {"params": [p for p in trainable if id(p) in head_ids], "lr_scale": 1.0}]
+    return [g for g in groups if g["params"]]
+
+
 def _loss(output: Any, target: torch.Tensor, *, smoothing: float = 0.0) -> torch.Tensor:
     # GoogLeNet in training mode also returns its two auxiliary heads, weighted 0.3 as in the paper.
     if isinstance(output, tuple):
@@ -339,13 +345,17 @@ def _loss(output: Any, target: torch.Tensor, *, smoothing: float = 0.0) -> torch
 
 
 def _fit_head_first(model: NormalizedNet, head: torch.nn.Linear, images: Any, labels: Any,
-                    crop: tuple[int, int] | None, device: torch.device, config: TrainConfig, num_classes: int) -> None:
+                    crop: tuple[int, int] | None, device: torch.device, config: TrainConfig, num_classes: int, *,
+                    group: distributed.Group | None = None) -> None:
     """Start end-to-end fine-tuning from the fitted head on the pretrained features (linear probe,
     then fine-tune: Kumar et al., 2022), not from a random head whose gradients would first
-    scramble the backbone."""
+    scramble the backbone. In a data-parallel run every rank computes its share of the features
+    and rank 0 fits the head (DDP gives the others rank 0's weights)."""
     from shoal.training.head import fit_head
 
-    features, targets = _FeatureCache(model, crop, device, config.batch_size).of(images, labels, flip=False)
+    features, targets = _FeatureCache(model, crop, device, config.batch_size, group=group).of(images, labels, flip=False)
+    if group is not None and not group.world.main:
+        return
     fitted = fit_head(features.float().cpu().numpy(), targets.numpy(), num_classes=num_classes, seed=config.seed)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(fitted.weight))
@@ -425,26 +435,13 @@ class _FeatureCache:
         self.model.eval()
         if self.group is None or self.group.size == 1:
             return self._views(images, labels, flip=flip)
-        import torch.distributed as dist
-
-        size, rank, n = self.group.size, self.group.world.rank, len(labels)
-        share = -(-n // size)
-        bounds = [(min(r * share, n), min((r + 1) * share, n)) for r in range(size)]
-        lo, hi = bounds[rank]
-        features, targets = self._views(images[lo:hi] if hi > lo else images[:1], labels[lo:hi] if hi > lo else labels[:1],
-                                        flip=flip)
-        if hi == lo:  # nothing left for this rank: no rows, of the right width
+        share = self.group.shard(len(labels))
+        empty = share.start == share.stop  # more ranks than images: one image, for the features' width
+        features, targets = self._views(images[slice(0, 1) if empty else share],
+                                        labels[slice(0, 1) if empty else share], flip=flip)
+        if empty:
             features, targets = features[:0], targets[:0]
-        views = 2 if flip else 1
-        rows = share * views
-        gathered = []
-        for mine in (features, targets.to(features.device)):  # each rank's rows padded to the same length
-            padded = torch.zeros((rows, *mine.shape[1:]), dtype=mine.dtype, device=mine.device)
-            padded[: len(mine)] = mine
-            parts = [torch.empty_like(padded) for _ in range(size)]
-            dist.all_gather(parts, padded)
-            gathered.append(torch.cat([part[: (b - a) * views] for part, (a, b) in zip(parts, bounds)]))
-        return gathered[0], gathered[1].cpu()
+        return self.group.all_gather(features), self.group.all_gather(targets.to(features.device)).cpu()
 
     def _views(self, images: Any, labels: Any, *, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         views, targets = [], []

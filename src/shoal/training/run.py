@@ -175,7 +175,7 @@ def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: Event
         if config.head == "fit":
             from shoal.training.fitted import fit_run
 
-            result = fit_run(config, folder, store, emit)
+            result = fit_run(config, folder, store, emit, dataset=dataset)
         else:
             from shoal.training.loop import loop_run
 

@@ -45,25 +45,6 @@ def save_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
         raise
 
 
-def load_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               generator: torch.Generator) -> dict[str, Any]:
-    """Restore model, optimizer and RNGs from the resume point.
-
-    Args:
-        folder: the model's folder.
-        model: a network of the shape the config builds.
-        optimizer: its optimizer.
-        generator: the run's data-order generator.
-
-    Returns:
-        The run counters :func:`save_state` was given.
-
-    Raises:
-        TrainingError: if the resume point is damaged, or its weights do not fit the model the config builds.
-    """
-    return restore(read_state(folder), folder, model, optimizer, generator)
-
-
 def read_state(folder: ModelFolder) -> dict[str, Any]:
     """The resume point as saved (what rank 0 of a data-parallel run sends to the others).
 
