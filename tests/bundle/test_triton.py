@@ -131,6 +131,15 @@ def test_a_graph_of_probabilities_only(rgb, tmp_path):
     assert [t["name"] for t in config["output"]] == ["probabilities"]
 
 
+def test_a_model_named_like_a_bundle_file_is_still_a_folder(rgb, tmp_path):
+    """A model name may end in .shoal: its Triton model is a folder all the same (not a zipped bundle),
+    and nothing else is left in the repository."""
+    model_dir = write_repository(open_bundle(rgb.bundle), tmp_path / "repo", name="m.shoal")
+    assert model_dir.is_dir() and (model_dir / "1" / ONNX_FILE).is_file()
+    assert [p.name for p in (tmp_path / "repo").iterdir()] == ["m.shoal"]
+    check_against_graph(model_dir, list(rgb.labels))
+
+
 def test_a_shoal_file_is_refused_as_a_repository(rgb, monkeypatch, tmp_path):
     monkeypatch.setenv("SHOAL_HOME", str(rgb.home))
     result = runner.invoke(app, ["export", rgb.name, "--format", "triton", "--out", str(tmp_path / "m.shoal")])

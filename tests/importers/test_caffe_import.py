@@ -91,6 +91,12 @@ def test_prototxt_errors_name_the_line() -> None:
         parse_prototxt("[ext.x]: 1")
 
 
+@pytest.mark.parametrize("text", ["dim: inf", "dim: nan", "dim: -inf", "dim: 2.5"])
+def test_integers_refuse_non_integers_with_a_caffe_error(text: str) -> None:
+    with pytest.raises(CaffeError, match="should hold integers"):
+        parse_prototxt(text).integers("dim")
+
+
 def test_lrn_k_follows_caffe_formula() -> None:
     """Caffe: x·(k + α/n·Σx²)^−β. (OpenCV 4.x ignores k, so the oracle tests keep k = 1.)"""
     torch = pytest.importorskip("torch")
@@ -310,3 +316,34 @@ def test_refuses_unfaithful_parameters(tmp_path: Path, shoal_home: Path) -> None
     layers[2] = Layer("pool1", "Pooling", ["conv1"], ["pool1"], "pooling_param { pool: MAX kernel_size: 1 stride: 4 }")
     (tmp_path / "m" / "deploy.prototxt").write_text(prototxt("n", (1, 3, 12, 12), layers))
     _refused(tmp_path / "m" / "deploy.prototxt", "wholly outside the input")
+
+
+@pytest.mark.parametrize(("text", "scale"), [
+    # exclude { phase: TRAIN } is the TEST-phase layer, though the TRAIN one comes first
+    ('layer { name: "t" type: "Data" include { phase: TRAIN } transform_param { scale: 2 } }\n'
+     'layer { name: "v" type: "Data" exclude { phase: TRAIN } transform_param { scale: 3 } }\n', 3.0),
+    # a V1 net names its types by enum
+    ('layers { name: "t" type: DATA include { phase: TRAIN } transform_param { scale: 2 } }\n'
+     'layers { name: "v" type: IMAGE_DATA include { phase: TEST } transform_param { scale: 3 } }\n', 3.0),
+    # no TEST-phase data layer: the first one there is
+    ('layer { name: "t" type: "Data" include { phase: TRAIN } transform_param { scale: 2 } }\n', 2.0),
+])
+def test_train_val_transform_is_the_test_phase_data_layers(tmp_path: Path, text: str, scale: float) -> None:
+    from shoal.importers.caffe import _transform
+    from shoal.importers.caffe.sources import ModelFiles
+
+    (tmp_path / "train_val.prototxt").write_text(text)
+    files = ModelFiles(tmp_path / "deploy.prototxt", tmp_path / "w.caffemodel", train_val=tmp_path / "train_val.prototxt")
+    transform = _transform(files)
+    assert transform is not None and transform.number("scale") == scale
+
+
+def test_an_onnx_graph_that_disagrees_with_torch_is_a_caffe_error(tmp_path: Path, shoal_home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    import shoal.bundle.writer
+
+    folder, _layers, _mean = _digits_folder(tmp_path / "job", np.random.default_rng(0))
+    monkeypatch.setattr(shoal.bundle.writer, "ONNX_TOLERANCE", -1.0)  # any difference is too much
+    with pytest.raises(CaffeError, match="differs from the torch model"):
+        import_caffe(folder, name="disagrees")

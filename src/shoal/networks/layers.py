@@ -256,14 +256,12 @@ class LayerNet(nn.Module):
             return _Scale(entry["channels"], entry["multiply"], entry["bias"])
         return None
 
-    def run(self, x: torch.Tensor, until: str | None = None) -> dict[str, torch.Tensor]:
-        """Every blob after the forward pass (or up to the layer named ``until``, not run)."""
+    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every blob after the forward pass."""
         if self.bgr:
             x = x[:, [2, 1, 0]]
         blobs = {self.input_blob: x}
         for entry, step in self.steps:
-            if entry["name"] == until:
-                break
             out = step(*[blobs[b] for b in entry["bottom"]])
             for top in entry["top"]:
                 blobs[top] = out

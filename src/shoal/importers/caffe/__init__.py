@@ -19,7 +19,6 @@ An imported model has no training images: its ``unfamiliar`` verdict is null, wi
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -31,7 +30,7 @@ import numpy as np
 
 from shoal.bundle.card import InputSpec, ModelCard, Normalization
 from shoal.importers.caffe.errors import CaffeError
-from shoal.importers.caffe.net import Converted, convert
+from shoal.importers.caffe.net import Converted, _included, _layers, _type, convert
 from shoal.importers.caffe.sources import ModelFiles, find
 from shoal.importers.caffe.text import Message, parse_prototxt
 from shoal.importers.caffe.wire import parse_blob, parse_caffemodel
@@ -104,16 +103,11 @@ def _transform(files: ModelFiles) -> Message | None:
     if files.train_val is None:
         return None
     net = parse_prototxt(_read_text(files.train_val), files.train_val.name)
-    layers = net.all("layer") or net.all("layers")
-    data = []
-    for layer in layers:
-        kind = str(layer.one("type", ""))
-        if kind not in ("Data", "DATA", "ImageData", "IMAGE_DATA"):
-            continue
-        phases = [r.enum("phase", ("TRAIN", "TEST"), "") for r in layer.all("include")]
-        data.append((phases, layer.message("transform_param")))
-    chosen = [t for phases, t in data if "TEST" in phases] or [t for _, t in data]
-    return chosen[0] if chosen else None
+    layers, v1 = _layers(net, files.train_val.name)
+    data = [layer for layer in layers if _type(layer, v1) in ("Data", "ImageData")]
+    # The one Caffe runs in the TEST phase (by its include/exclude rules), else the first there is.
+    chosen = [layer for layer in data if _included(layer, ())] or data
+    return chosen[0].message("transform_param") if chosen else None
 
 
 def _mean_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -300,7 +294,7 @@ def _store_model(store: Any, name: str, files: ModelFiles, converted: Converted,
     with store.staging("model", name, summary=summary) as tmp:
         folder = ModelFolder(Path(tmp))
         folder.write_card(card)
-        folder.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        folder.write_config(config)
         diff = write_bundle(folder.bundle_path, name, card, converted.tensors, mean_rgb, config)
     final = ModelFolder.of(name, store=store)
     return Imported(name, final.bundle_path, card, notes, diff)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,13 @@ import torch
 from shoal import networks
 from shoal.bundle import LABELS_FILE, MANIFEST, ONNX_FILE, WEIGHTS_FILE, manifest, staged
 from shoal.bundle.card import ModelCard
-from shoal.bundle.compose import INPUT, PROBABILITIES
-from shoal.errors import NetworkError
+from shoal.bundle.compose import INPUT
+from shoal.bundle.writer import OPSET, _compare_onnx, _export_onnx
+from shoal.errors import BundleError
 from shoal.importers.caffe.errors import CaffeError
-from shoal.networks.normalized import NormalizedNet, Probabilities
+from shoal.networks.normalized import NormalizedNet
 from shoal.networks.weights import save_weights
 
-OPSET = 17
-ONNX_TOLERANCE = 1e-4
 CHECK_IMAGES = 4
 
 
@@ -48,7 +46,7 @@ def write_bundle(out: Path, name: str, card: ModelCard, tensors: dict[str, np.nd
     """Write the bundle of an imported model into ``out``; return the ONNX-vs-torch difference.
 
     Raises:
-        CaffeError: the ONNX graph disagrees with torch beyond 1e-4.
+        CaffeError: the ONNX graph disagrees with torch beyond the bundle writer's tolerance (1e-4).
     """
     model = build(card, tensors, mean_rgb)
     spec = card.input
@@ -56,15 +54,15 @@ def write_bundle(out: Path, name: str, card: ModelCard, tensors: dict[str, np.nd
                                               ).astype(np.float32)
     with staged(out) as staging:
         save_weights(staging / WEIGHTS_FILE, model, epoch=0)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(Probabilities(model).eval(), (torch.from_numpy(pixels[:1]),), str(staging / ONNX_FILE),
-                              opset_version=OPSET, input_names=[INPUT], output_names=[PROBABILITIES],
-                              dynamic_axes={INPUT: {0: "batch"}, PROBABILITIES: {0: "batch"}}, dynamo=False)
-        diff = _compare(model, staging / ONNX_FILE, pixels)
+        # The bundle writer's export and check, as for a trained model without an unfamiliar detector.
+        outputs = _export_onnx(model, staging / ONNX_FILE, pixels[:1], None)
+        try:
+            diff = _compare_onnx(model, staging / ONNX_FILE, pixels, None)
+        except BundleError as exc:
+            raise CaffeError(str(exc)) from None
         (staging / LABELS_FILE).write_text("\n".join(card.labels) + "\n", encoding="utf-8")
         document = manifest(name, card, epoch=0, history=[], training=config,
-                            onnx={"opset": OPSET, "input": INPUT, "outputs": [PROBABILITIES],
+                            onnx={"opset": OPSET, "input": INPUT, "outputs": outputs,
                                   "check": {"against": "torch", "images": len(pixels), "max_abs_diff": diff}},
                             unfamiliar={"reason": _reason()}, versions={"torch": torch.__version__})
         document["source"] = config.get("imported")
@@ -78,18 +76,4 @@ def _reason() -> str:
     return NO_UNFAMILIAR
 
 
-def _compare(model: NormalizedNet, path: Path, pixels: np.ndarray) -> float:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run([PROBABILITIES], {INPUT: pixels})
-    with torch.no_grad():
-        want = torch.softmax(model(torch.from_numpy(pixels)), dim=1).numpy()
-    diff = float(np.abs(got - want).max())
-    if not np.isfinite(got).all() or diff > ONNX_TOLERANCE:
-        raise CaffeError(f"the exported ONNX graph differs from the torch model by {diff:.2e} (allowed "
-                         f"{ONNX_TOLERANCE:.0e}); please report this with the prototxt")
-    return diff
-
-
-__all__ = ["NetworkError", "build", "write_bundle"]
+__all__ = ["build", "write_bundle"]

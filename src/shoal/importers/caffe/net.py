@@ -21,7 +21,7 @@ import numpy as np
 
 from shoal.importers.caffe.errors import CaffeError
 from shoal.importers.caffe.text import Message
-from shoal.importers.caffe.wire import V1_LAYER_TYPES, Blob, LayerWeights
+from shoal.importers.caffe.wire import V1_LAYER_TYPES, LayerWeights
 
 SPEC_FORMAT = 1
 
@@ -140,9 +140,8 @@ def caffe_pool_size(size: int, kernel: int, stride: int, pad: int, *, ceil: bool
 
 
 class _Builder:
-    def __init__(self, weights: dict[str, LayerWeights], where: str) -> None:
+    def __init__(self, weights: dict[str, LayerWeights]) -> None:
         self.weights = weights
-        self.where = where
         self.shapes: dict[str, Shape] = {}
         self.layers: list[dict[str, Any]] = []
         self.tensors: dict[str, np.ndarray] = {}
@@ -505,7 +504,7 @@ def convert(net: Message, weights: dict[str, LayerWeights], *, where: str = "the
     if shape[0] not in (1, 3):
         raise CaffeError(f"{where}: the input has {shape[0]} channels; shoal imports 1-channel (grayscale) "
                          "or 3-channel (colour) image nets")
-    builder = _Builder(weights, where)
+    builder = _Builder(weights)
     builder.shapes[blob] = shape
     for msg, kind in rest:
         builder.layer(msg, kind)
@@ -549,8 +548,3 @@ def convert(net: Message, weights: dict[str, LayerWeights], *, where: str = "the
             "input": {"blob": blob, "shape": list(shape), "bgr": shape[0] == 3},
             "layers": layers, "output": output, "num_outputs": int(np.prod(out_shape)), "head": head}
     return Converted(spec, builder.tensors, builder.notes)
-
-
-def blob_summary(blob: Blob) -> str:
-    """``"shape (source)"`` for messages."""
-    return f"{list(blob.shape)} ({blob.source})"

@@ -71,8 +71,6 @@ class Message:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, Ident) and value.lower() in ("inf", "infinity", "nan", "-inf"):
-                return float(value)
             raise CaffeError(f"field {name!r} should be a number, got {value!r}")
         return value
 
@@ -87,7 +85,8 @@ class Message:
     def integers(self, name: str) -> list[int]:
         out = []
         for value in self.all(name):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or isinstance(value, float) and not value.is_integer()):
                 raise CaffeError(f"field {name!r} should hold integers, got {value!r}")
             out.append(int(value))
         return out
@@ -106,10 +105,6 @@ class Message:
             return default
         if isinstance(value, bool):
             return value
-        if isinstance(value, Ident) and value in ("true", "True", "t"):
-            return True
-        if isinstance(value, Ident) and value in ("false", "False", "f"):
-            return False
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise CaffeError(f"field {name!r} should be true or false, got {value!r}")
