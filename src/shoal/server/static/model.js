@@ -7,6 +7,8 @@
   const base = `/api/models/${enc(model.name)}`;
   const live = (status) => status === "queued" || status === "running";
   const fitted = model.config.head === "fit";
+  // The events the progress card shows (renderLive): the latest of these among new events.
+  const LIVE_TYPES = fitted ? ["features", "cross_validation", "fit", "epoch"] : ["prepare", "features", "iteration", "epoch"];
   const manyClasses = () => ((model.card && model.card.labels) || []).length > 5;  // top-5 says something
 
   // -- charts -----------------------------------------------------------------------------------------
@@ -107,8 +109,7 @@
     if (found.events.length) {
       addEvents(found.events);
       drawCharts();
-      const shown = fitted ? ["features", "cross_validation", "fit", "epoch"] : ["prepare", "features", "iteration", "epoch"];
-      const last = [...found.events].reverse().find((e) => shown.includes(e.type));
+      const last = [...found.events].reverse().find((e) => LIVE_TYPES.includes(e.type));
       if (last) renderLive(last);
     }
     return found.status;
@@ -383,7 +384,12 @@
     }
   }
 
-  // -- classify one -------------------------------------------------------------------------------------
+  // -- classify one (its rows: probabilityRows, the camera's too) --------------------------------------
+  function probabilityRows(predictions) {
+    return predictions.map((p, i) => el("tr", { class: i === 0 ? "top" : "" },
+      el("td", {}, i === 0 ? el("strong", { text: p.label }) : p.label),
+      el("td", {}, el("div", { class: "bar" }, el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * p.probability).toFixed(1)}%` })), el("span", { class: "mono", text: pct(p.probability) })))));
+  }
   const classifyForm = document.getElementById("classify-form");
   classifyForm.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -402,9 +408,7 @@
       const result = await api("POST", `${base}/classify`, form);
       const image = document.getElementById("classify-image");
       image.src = file && !url ? URL.createObjectURL(file) : url;
-      document.getElementById("classify-body").replaceChildren(...result.predictions.map((p, i) => el("tr", { class: i === 0 ? "top" : "" },
-        el("td", {}, i === 0 ? el("strong", { text: p.label }) : p.label),
-        el("td", {}, el("div", { class: "bar" }, el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * p.probability).toFixed(1)}%` })), el("span", { class: "mono", text: pct(p.probability) }))))));
+      document.getElementById("classify-body").replaceChildren(...probabilityRows(result.predictions));
       renderVerdict(document.getElementById("classify-verdict"), result);
       document.getElementById("classify-result").hidden = false;
       document.getElementById("classify-result").dataset.label = result.predictions[0].label;
@@ -466,11 +470,6 @@
 
   // -- the camera: classify its frames live, one request at a time (the rate the server sustains) ---------------
   let camera = null;
-  function probabilityRows(predictions) {
-    return predictions.map((p, i) => el("tr", { class: i === 0 ? "top" : "" },
-      el("td", {}, i === 0 ? el("strong", { text: p.label }) : p.label),
-      el("td", {}, el("div", { class: "bar" }, el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * p.probability).toFixed(1)}%` })), el("span", { class: "mono", text: pct(p.probability) })))));
-  }
   async function cameraLoop(state) {
     const video = document.getElementById("camera-video");
     const canvas = document.createElement("canvas");
@@ -677,8 +676,7 @@
     if (!events.length) return;
     addEvents(events);
     drawCharts();
-    const shown = fitted ? ["features", "cross_validation", "fit", "epoch"] : ["prepare", "features", "iteration", "epoch"];
-    const last = [...events].reverse().find((e) => shown.includes(e.type));
+    const last = [...events].reverse().find((e) => LIVE_TYPES.includes(e.type));
     if (last) renderLive(last);
     renderRun();
     refreshLog();
