@@ -415,10 +415,8 @@ class Classifier {
 
 // `shoal classify`'s line: `photo.jpg  dolphin 97.12%  seahorse 2.88%`, then UNFAMILIAR when so.
 function formatLine(result) {
-  const percent = (p) => {
-    const text = `${(p * 100).toFixed(2)}%`;
-    return text === "0.00%" && p > 0 ? "<0.01%" : text;
-  };
+  // as shoal's _percent: anything that would print as 0.00% (a true zero too) is <0.01%, one form for all
+  const percent = (p) => (p * 100 < 0.005 ? "<0.01%" : `${(p * 100).toFixed(2)}%`);
   const parts = [result.source, ...result.predictions.map((r) => `${r.label} ${percent(r.probability)}`)];
   if (result.unfamiliar) parts.push(UNFAMILIAR);
   return parts.join("  ");

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from shoal.bundle.card import UnfamiliarSpec
 from shoal.bundle.unfamiliar import K as UNFAMILIAR_K, fit_unfamiliar, kth_distance, unit
 from shoal.errors import BundleError, DatasetError, TrainingError
 from shoal.store import Store
@@ -174,6 +175,7 @@ def review(model: str, *, top: int | None = 50, store: Store | None = None,
     store = Store() if store is None else store
     say = on_progress or (lambda message: None)
     bundle = open_bundle(resolve(model))
+    threshold = UnfamiliarSpec.from_manifest(bundle.manifest, str(bundle.path)).threshold
     training = bundle.manifest.get("training") or {}
     name = training.get("dataset")
     if not isinstance(name, str):
@@ -247,7 +249,6 @@ def review(model: str, *, top: int | None = 50, store: Store | None = None,
         keep, drop = (j, i) if splits[i] == "train" and splits[j] != "train" else (i, j)
         flag(drop, "duplicate", similarity, duplicate_of=sources[keep])
 
-    threshold = (bundle.manifest.get("unfamiliar") or {}).get("threshold")
     if threshold is None:
         detector = fit_unfamiliar(train_f, train_y, seed=seed)
         threshold = detector.threshold if detector is not None else None

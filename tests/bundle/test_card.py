@@ -79,3 +79,24 @@ def test_the_card_is_frozen():
     card = ModelCard.from_dict(TODAY, "model.json")
     with pytest.raises(AttributeError):
         card.input.width = 10  # type: ignore[misc]
+
+
+def test_the_unfamiliar_section_is_read_once_and_checked():
+    from shoal.bundle.card import UnfamiliarSpec
+
+    found = UnfamiliarSpec.from_manifest({"unfamiliar": {"method": "knn_cosine", "k": 3, "threshold": 0.25}}, "x")
+    assert found == UnfamiliarSpec(threshold=0.25, k=3, reason=None)
+    assert UnfamiliarSpec.from_manifest({"unfamiliar": {"reason": "imported"}}, "x") == UnfamiliarSpec(None, None, "imported")
+    old = UnfamiliarSpec.from_manifest({}, "x")  # a bundle written before the verdict
+    assert old.threshold is None and "written before shoal had the verdict" in old.reason
+    for section, message in [
+        ({"k": 3, "threshold": None}, r"the manifest of 'x' has unfamiliar\.threshold None; expected a number"),
+        ({"k": 3, "threshold": "0.2"}, r"has unfamiliar\.threshold '0\.2'; expected a number"),
+        ({"k": 3, "threshold": True}, r"has unfamiliar\.threshold True; expected a number"),
+        ({"threshold": 0.2}, r"has unfamiliar\.k None; expected an int >= 1"),
+        ({"k": 0, "threshold": 0.2}, r"has unfamiliar\.k 0; expected an int >= 1"),
+        ([], r"has unfamiliar \[\]; expected an object"),
+    ]:
+        with pytest.raises(BundleError, match=message) as caught:
+            UnfamiliarSpec.from_manifest({"unfamiliar": section}, "x")
+        assert "\n" not in str(caught.value)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -61,3 +62,14 @@ def test_the_top_level_help_lists_every_command_in_registry_order():
     listed = [line.strip("│ ").split()[0] for line in result.stdout.splitlines()
               if line.startswith("│ ") and line.strip("│ ").split()[0] in {*COMMANDS, *_defining_modules()}]
     assert listed == list(COMMANDS)
+
+
+def test_import_input_size_is_read_as_every_size_is():
+    from shoal.cli.imports import _size
+    from shoal.errors import ConfigError
+
+    assert _size(None) is None
+    assert _size("320x240") == (320, 240)  # (width, height), as the importer takes it
+    assert _size("227") == (227, 227)  # one number: a square, as --size takes it
+    with pytest.raises(ConfigError, match=r"^--input-size must be one number or WxH, .*got '0x5'$"):
+        _size("0x5")

@@ -98,3 +98,33 @@ def test_cli_edit_from_a_review_and_show_the_versions(tiny_dataset, tmp_path):
     assert [v["name"] for v in data["versions"]] == ["tiny", "tiny@2"] and data["version"]["number"] == 1
     bad = CliRunner().invoke(app, ["dataset", "edit", "tiny", "--relabel", "nothing"])
     assert bad.exit_code == 1 and "Error: --relabel takes PATH=CLASS, got 'nothing'" in bad.output
+
+
+def test_a_damaged_version_keeps_its_number(tiny_dataset):
+    train = tiny_dataset.sources("train")
+    v2 = edit("tiny", exclude=[train[0]])
+    (v2.path / "dataset.json").write_text("{ cut short")
+    assert [v["name"] for v in versions("tiny")] == ["tiny"]  # the damaged one is skipped when listing
+    v3 = edit("tiny", exclude=[train[1]])  # but its number is taken: the next edit is @3, not a clash with @2
+    assert v3.name == "tiny@3" and version_info(v3)["parent"] == "tiny"
+    assert [v["name"] for v in versions("tiny")] == ["tiny", "tiny@3"]
+
+
+def test_a_version_checks_the_free_space_and_reserves_its_blocks(tiny_dataset, monkeypatch):
+    from shoal.data import dataset as dataset_module
+    from shoal.data import versions as versions_module
+    from shoal.errors import NoSpaceError
+    from shoal.store import Store
+
+    train = tiny_dataset.sources("train")
+    with monkeypatch.context() as full:
+        full.setattr(dataset_module, "_free_bytes", lambda folder: 0)
+        with pytest.raises(NoSpaceError, match=r"^no space left on .*: \d+ MB needed to build dataset 'tiny@2'"):
+            edit("tiny", exclude=[train[0]])
+    assert not Store().exists("dataset", "tiny@2") and [p.name for p in Store().tmp_path.iterdir()] == []
+    allocated = []
+    allocate = versions_module.allocate
+    monkeypatch.setattr(versions_module, "allocate", lambda path, shape: (allocated.append(shape), allocate(path, shape)))
+    v2 = edit("tiny", exclude=[train[0]])
+    width, height = tiny_dataset.size
+    assert allocated == [(v2.count(s), height, width, tiny_dataset.channels) for s in ("train", "val", "test")]

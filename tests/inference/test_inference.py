@@ -337,6 +337,26 @@ def test_bad_bundles_and_options_are_refused(rgb, tmp_path):
         shoal.load(broken)
 
 
+def test_a_null_unfamiliar_threshold_is_a_one_line_bundle_error(rgb, tmp_path):
+    broken = tmp_path / "null-threshold"
+    broken.mkdir()
+    for f in rgb.bundle.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((broken / "shoal.json").read_text())
+    manifest["unfamiliar"]["threshold"] = None
+    (broken / "shoal.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"has unfamiliar\.threshold None; expected a number") as caught:
+        shoal.load(broken)
+    assert "\n" not in str(caught.value)
+    from shoal.cli import _register, app
+    from typer.testing import CliRunner
+
+    _register()
+    result = CliRunner().invoke(app, ["classify", str(broken), str(_image(rgb))])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: the manifest of ") and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_loading_and_predicting_never_import_torch(rgb):
     """The default runtime is torch-free: a fresh process loads and classifies with NumPy, Pillow and
     ONNX Runtime only (what ``shoal[runtime]`` installs) — no torch, no CLI or web framework."""

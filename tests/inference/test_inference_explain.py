@@ -76,6 +76,7 @@ def test_classifier_heatmap_explains_a_class(rgb, tmp_path):
                                               abs=1e-5)
     by_index = model.heatmap(_image(rgb, "square"), 2)
     np.testing.assert_allclose(by_index.heat, other.heat, atol=1e-6)
+    assert "detector" not in vars(model._torch)  # a heat-map never reads the unfamiliar bank out of model.onnx
     path = top.save(tmp_path / "heat.png")
     assert Image.open(path).size == (28, 28)
     with pytest.raises(ConfigError, match=r"target must be one of the model's classes \(circle, square, triangle\) "

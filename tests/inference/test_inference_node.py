@@ -224,3 +224,16 @@ def test_node_classifies_an_imported_caffe_model(tmp_path, monkeypatch):
     assert _max_difference(done.bundle, [image], done.card.labels) <= 1e-4
     (got,) = _node_json(done.bundle, [image])
     assert got["unfamiliar"] is None and "imported from Caffe" in got["unfamiliar_reason"]
+
+
+def test_node_prints_percentages_as_shoal_classify_does():
+    from shoal.cli.classify import _percent
+
+    probabilities = [0.9997, 0.5, 0.12345, 0.00005, 0.00004, 0.0]
+    script = ("const c = require('./classify.js'); const ps = JSON.parse(process.argv[1]);"
+              "console.log(c.formatLine({source: 'x', predictions: ps.map((p, i) => ({label: 'c' + i, probability: p}))}));")
+    done = subprocess.run([NODE, "-e", script, json.dumps(probabilities)], capture_output=True, text=True,
+                          timeout=GENEROUS_S, cwd=EXAMPLE)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "  ".join(["x", *(f"c{i} {_percent(p)}" for i, p in enumerate(probabilities))])
+    assert done.stdout.strip().endswith("c4 <0.01%  c5 <0.01%")  # a true zero too, as Python prints it

@@ -8,6 +8,7 @@ carries the same fields at its top level (``architecture``, ``labels``, ``input`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ MEAN_MODES = ("image", "pixel", "network", "none")
 network's own mean, or nothing."""
 
 _REEXPORT = "re-export the bundle with this shoal (shoal export MODEL --out ...)"
+_BEFORE_VERDICT = "its bundle was written before shoal had the verdict; re-export it (shoal export MODEL --out ...)"
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,53 @@ class ModelCard:
         """The card as ``model.json`` stores it (and as the top of ``shoal.json``)."""
         return {"architecture": self.architecture, "labels": list(self.labels), "input": self.input.to_dict(),
                 "normalization": self.normalization.to_dict()}
+
+
+@dataclass(frozen=True)
+class UnfamiliarSpec:
+    """A bundle's ``unfamiliar`` section, checked: the detector's settings, or why it has none.
+
+    The bank itself lives in the ONNX graph (:mod:`shoal.bundle.compose`); this is what the
+    manifest says about it.
+
+    Attributes:
+        threshold: scores above it are unfamiliar; ``None`` when the bundle has no detector.
+        k: the neighbour whose cosine distance is the score (``None`` without a detector).
+        reason: why the bundle has no detector (``None`` when it has one).
+    """
+
+    threshold: float | None
+    k: int | None
+    reason: str | None
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any], where: str) -> UnfamiliarSpec:
+        """Read and check the ``unfamiliar`` section of a bundle's ``shoal.json``.
+
+        No section (a bundle from before the verdict) or one with a ``reason`` and no
+        ``threshold`` is a bundle without a detector; a ``threshold`` must be a finite number
+        and come with ``k``, an int >= 1.
+
+        Raises:
+            BundleError: the section is not an object, or its threshold or k is unusable.
+        """
+        section = manifest.get("unfamiliar")
+        if section is None:
+            return cls(threshold=None, k=None, reason=_BEFORE_VERDICT)
+        if not isinstance(section, Mapping):
+            raise BundleError(f"the manifest of {where!r} has unfamiliar {section!r}; expected an object "
+                              f"(the detector's k and threshold, or the reason it has none); {_REEXPORT}")
+        if "threshold" not in section:
+            reason = str(section["reason"]) if "reason" in section else _BEFORE_VERDICT
+            return cls(threshold=None, k=None, reason=reason)
+        threshold, k = section["threshold"], section.get("k")
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+            raise BundleError(f"the manifest of {where!r} has unfamiliar.threshold {threshold!r}; expected a number "
+                              f"(the score above which an image is unfamiliar); {_REEXPORT}")
+        if not _is_int(k) or k < 1:
+            raise BundleError(f"the manifest of {where!r} has unfamiliar.k {k!r}; expected an int >= 1 "
+                              f"(the neighbour whose distance is the score); {_REEXPORT}")
+        return cls(threshold=float(threshold), k=k, reason=None)
 
 
 def _is_int(value: Any) -> bool:

@@ -28,17 +28,16 @@ Examples:
 
 
 def _size(value: Optional[str]) -> Optional[tuple[int, int]]:
+    """``--input-size``: ``(width, height)``, as the importer takes it; ``WxH`` or one number for a square."""
     if value is None:
         return None
+    from shoal.data.imageops import check_size
     from shoal.errors import ConfigError
 
     try:
-        width, height = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--input-size must be WIDTHxHEIGHT, e.g. 227x227, got {value!r}") from None
-    if width < 1 or height < 1:
-        raise ConfigError(f"--input-size must be positive, got {value!r}")
-    return width, height
+        return check_size(value)
+    except ConfigError as exc:
+        raise ConfigError(exc.naming({"size": "--input-size"})) from None
 
 
 @import_app.command("caffe", epilog=CAFFE_EXAMPLES)
@@ -52,8 +51,8 @@ def caffe(
                                                             "or 'none' (default: what train_val.prototxt says)."),
     scale: Optional[float] = typer.Option(None, "--scale", help="Factor after the mean (default: train_val's "
                                                                 "transform_param.scale, else 1)."),
-    input_size: Optional[str] = typer.Option(None, "--input-size", help="WxH of the network input, when the "
-                                                                        "prototxt does not say it."),
+    input_size: Optional[str] = typer.Option(None, "--input-size", help="WxH of the network input (one number: "
+                                                                        "a square), when the prototxt does not say it."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Import a Caffe / DIGITS image classifier: a model in the store with its bundle (ONNX, safetensors)."""

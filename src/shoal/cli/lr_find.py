@@ -50,8 +50,7 @@ def lr_find_command(
     """
     from shoal.config import build
     from shoal.extras import require
-    from shoal.store import Store
-    from shoal.training.lr_find import lr_find
+    from shoal.training.lr_find import default_folder, lr_find
 
     require("train", "shoal lr-find")
     config = build(TrainConfig, config_file, dataset=dataset, network=network, pretrained=True if pretrained else None, freeze=freeze,
@@ -61,9 +60,7 @@ def lr_find_command(
         finding = lr_find(config, start=start, end=end, iterations=iterations,
                           on_event=lambda e: status.update(f"Trying learning rates: {e['done']}/{e['total']}, "
                                                            f"{e['lr']:.2g} …"))
-    resolved = config.resolved()
-    folder = out or Store().home / "lr-find" / f"{resolved.dataset}-{resolved.network}"
-    data, image = finding.save(folder)
+    data, image = finding.save(out or default_folder(config))
     if as_json:
         typer.echo(json.dumps({**finding.to_dict(), "json": str(data), "png": str(image)}))
         return

@@ -96,33 +96,31 @@ def train(
         from shoal.training.start import resolve_start
 
         network, weights = resolve_start(network, weights)
+    # the options the flags give TrainConfig (None: not given; the --config file or the default decides)
+    options: dict[str, Any] = dict(
+        dataset=dataset, network=network, pretrained=str(weights) if weights else (True if pretrained else None),
+        name=name, epochs=epochs, batch_size=batch_size, solver=solver, lr=None, lr_policy=lr_policy,
+        step_size=step_size, step_values=step_values, gamma=gamma, power=power, weight_decay=weight_decay,
+        momentum=momentum, freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter,
+        label_smoothing=label_smoothing, mean=mean, seed=seed, snapshot_every=snapshot_every, val_every=val_every,
+        early_stop=early_stop, device=device, threads=threads, precision=precision, log_every=log_every,
+        sync_bn=sync_bn)
     lr_value = _learning_rate(lr)
     if lr == "find":
         if resume:
             raise ConfigError("--lr find chooses the rate of a new training; a resumed one keeps its own: drop --lr")
         if dataset is None and config_file is None:
             raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")
-        lr_value = _find_lr(build(
-            TrainConfig, config_file, dataset=dataset, network=network,
-            pretrained=str(weights) if weights else (True if pretrained else None), batch_size=batch_size,
-            solver=solver, weight_decay=weight_decay, momentum=momentum, freeze=freeze, head=head, crop=crop,
-            flip=flip, color_jitter=color_jitter, label_smoothing=label_smoothing, mean=mean, seed=seed,
-            device=device, threads=threads, precision=precision))
+        lr_value = _find_lr(build(TrainConfig, config_file, **{k: options[k] for k in _LR_FIND_OPTIONS}))
         ctx.params["lr"] = f"{lr_value:g}"  # what the processes of a data-parallel run are given
-    lr = lr_value  # type: ignore[assignment]
+    options["lr"] = lr_value
     if nproc > 1:
         if here.size > 1:
             raise ConfigError(f"--nproc starts the processes itself, but this one is already rank {here.rank} of "
                               f"{here.size} (started by torchrun): drop --nproc, torchrun's --nproc-per-node says how many")
         needs_dataset = not resume and dataset is None and config_file is None
-        _launch(nproc, _child_args(ctx), resume=resume, build_config=None if needs_dataset else lambda: build(
-            TrainConfig, config_file, dataset=dataset, network=network,
-            pretrained=str(weights) if weights else (True if pretrained else None), name=name, epochs=epochs,
-            batch_size=batch_size, solver=solver, lr=lr, lr_policy=lr_policy, step_size=step_size,
-            step_values=step_values, gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
-            freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter, label_smoothing=label_smoothing,
-            mean=mean, seed=seed, snapshot_every=snapshot_every, val_every=val_every, early_stop=early_stop,
-            device=device, threads=threads, precision=precision, log_every=log_every, sync_bn=sync_bn))
+        _launch(nproc, _child_args(ctx), resume=resume,
+                build_config=None if needs_dataset else lambda: build(TrainConfig, config_file, **options))
         return
 
     handler = _Progress(tensorboard=tensorboard)
@@ -134,14 +132,7 @@ def train(
         else:
             if dataset is None and config_file is None:
                 raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")
-            config = build(
-                TrainConfig, config_file, dataset=dataset, network=network,
-                pretrained=str(weights) if weights else (True if pretrained else None), name=name, epochs=epochs,
-                batch_size=batch_size, solver=solver, lr=lr, lr_policy=lr_policy, step_size=step_size,
-                step_values=step_values, gamma=gamma, power=power, weight_decay=weight_decay, momentum=momentum,
-                freeze=freeze, head=head, crop=crop, flip=flip, color_jitter=color_jitter, label_smoothing=label_smoothing, mean=mean, seed=seed,
-                snapshot_every=snapshot_every, val_every=val_every, early_stop=early_stop, device=device,
-                threads=threads, precision=precision, log_every=log_every, sync_bn=sync_bn)
+            config = build(TrainConfig, config_file, **options)
             with _device_lane("train", config.resolved().name or "", config.device, here=here) as held:
                 result = train_run(config, on_event=handler)
                 held.status = "aborted" if result.status == "aborted" else "done"
@@ -165,6 +156,12 @@ def train(
         typer.echo(f"Bundle: {result.bundle}")
 
 
+# What the range test of --lr find is given: what shapes the model and its first steps, not the schedule.
+_LR_FIND_OPTIONS = ("dataset", "network", "pretrained", "batch_size", "solver", "weight_decay", "momentum", "freeze",
+                    "head", "crop", "flip", "color_jitter", "label_smoothing", "mean", "seed", "device", "threads",
+                    "precision")
+
+
 def _learning_rate(text: str | None) -> float | None:
     """``--lr``: a number, or ``find`` (``None`` here: :func:`_find_lr` supplies it)."""
     from shoal.errors import ConfigError
@@ -180,14 +177,12 @@ def _learning_rate(text: str | None) -> float | None:
 def _find_lr(config: TrainConfig) -> float:
     """``--lr find``: run the range test for this training and say what it suggests (the curve is saved
     where ``shoal lr-find`` saves it)."""
-    from shoal.store import Store
-    from shoal.training.lr_find import with_found_lr
+    from shoal.training.lr_find import default_folder, with_found_lr
 
     with err.status("Finding the learning rate …") as status:
         found, finding = with_found_lr(config, on_event=lambda e: status.update(
             f"Finding the learning rate: {e['done']}/{e['total']}, {e['lr']:.2g} …"))
-    resolved = found.resolved()
-    _, image = finding.save(Store().home / "lr-find" / f"{resolved.dataset}-{resolved.network}")
+    _, image = finding.save(default_folder(found))
     err.print(f"lr-find suggests {found.lr:g} (valley; steepest descent {finding.steep:.2g}); curve: {image}",
               highlight=False, soft_wrap=True)
     return float(found.lr or 0)

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -31,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from shoal import __version__
-from shoal.data.dataset import Dataset, _write_mean, load, write_meta
+from shoal.data.dataset import Dataset, _check_space, _no_space, _write_mean, load, write_meta
+from shoal.data.decode import allocate
 from shoal.data.scan import SPLITS
 from shoal.errors import ConfigError, DatasetError
 from shoal.store import Store
@@ -140,7 +142,8 @@ def edit(name: str, *, relabel: Mapping[str, str] | None = None, exclude: Iterab
     exclude = list(exclude)
     if not relabel and not exclude:
         raise ConfigError("nothing to change: give --relabel PATH=CLASS, --exclude PATH or --from-review FILE")
-    where = _locator(ds)
+    sources = {s: ds.sources(s) for s in SPLITS}  # each split's file read once
+    where = _locator(ds, sources)
     moves: dict[tuple[str, int], int] = {}
     for path, cls in relabel.items():
         if cls not in ds.classes:
@@ -151,42 +154,33 @@ def edit(name: str, *, relabel: Mapping[str, str] | None = None, exclude: Iterab
     both = dropped & set(moves)
     if both:
         split, row = sorted(both)[0]
-        raise ConfigError(f"{ds.sources(split)[row]!r} is both relabelled and excluded; choose one")
+        raise ConfigError(f"{sources[split][row]!r} is both relabelled and excluded; choose one")
 
     base, _ = split_version(name)
-    number = 1 + max([v["number"] for v in versions(base, store=store)] + [1])
+    # from the names alone: a version whose files are damaged still holds its number
+    taken = [split_version(entry.name) for entry in store.list("dataset")]
+    number = 1 + max([n for b, n in taken if b == base] + [1])
     new_name = f"{base}{SEPARATOR}{number}"
     labels = {s: ds.labels(s).copy() for s in SPLITS}
     relabelled, excluded = [], []
     for (split, row), to in sorted(moves.items()):
         if labels[split][row] != to:
-            relabelled.append({"image": ds.sources(split)[row], "split": split,
+            relabelled.append({"image": sources[split][row], "split": split,
                                "from": ds.classes[labels[split][row]], "to": ds.classes[to]})
             labels[split][row] = to
     for split, row in sorted(dropped):
-        excluded.append({"image": ds.sources(split)[row], "split": split, "label": ds.classes[labels[split][row]]})
+        excluded.append({"image": sources[split][row], "split": split, "label": ds.classes[labels[split][row]]})
     keep = {s: np.array([r for r in range(ds.count(s)) if (s, r) not in dropped], np.int64) for s in SPLITS}
     left = Counter(labels["train"][keep["train"]].tolist())
     empty = [c for i, c in enumerate(ds.classes) if ds.splits["train"].get(c, 0) and not left[i]]
     if empty:
         raise DatasetError(f"the edit leaves class {empty[0]!r} with no training image; keep or relabel some of its images")
 
+    kept_sources = {s: "".join(sources[s][r] + "\n" for r in keep[s].tolist()) for s in SPLITS}
     summary: dict[str, Any] = {}
     with store.staging("dataset", new_name, summary=summary) as build:
-        width, height = ds.size
-        for s in SPLITS:
-            rows = keep[s]
-            out = np.lib.format.open_memmap(build / f"{s}_images.npy", mode="w+", dtype=np.uint8,
-                                            shape=(len(rows), height, width, ds.channels))
-            source = ds.images(s)
-            for start in range(0, len(rows), _CHUNK):
-                out[start:start + _CHUNK] = source[rows[start:start + _CHUNK]]
-            out.flush()
-            del out
-            np.save(build / f"{s}_labels.npy", labels[s][rows].astype(np.int64))
-            kept_sources = [ds.sources(s)[r] for r in rows]
-            (build / f"{s}_sources.txt").write_text("".join(p + "\n" for p in kept_sources), encoding="utf-8")
-        _write_mean(build, ds.config)
+        need = _bytes_needed(ds, keep, kept_sources)
+        _check_space(build, need, new_name)
         meta = json.loads((ds.path / "dataset.json").read_text(encoding="utf-8"))
         splits = {s: {c: int((labels[s][keep[s]] == i).sum()) for i, c in enumerate(ds.classes)} for s in SPLITS}
         meta.update({
@@ -195,7 +189,13 @@ def edit(name: str, *, relabel: Mapping[str, str] | None = None, exclude: Iterab
             "version": {"base": base, "number": number, "parent": name,
                         "relabelled": relabelled, "excluded": excluded},
         })
-        summary.update({**write_meta(build, meta), "version_of": name})
+        try:
+            _copy(ds, keep, labels, kept_sources, build)
+            summary.update({**write_meta(build, meta), "version_of": name})
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _no_space(build, need, new_name) from None
+            raise
     return load(new_name, store=store)
 
 
@@ -208,10 +208,38 @@ def changed_images(a: Dataset, b: Dataset) -> set[str]:
     return {p for p in first.keys() | second.keys() if first.get(p) != second.get(p)}
 
 
-def _locator(ds: Dataset):  # noqa: ANN202 - a closure: path -> (split, row)
+def _bytes_needed(ds: Dataset, keep: Mapping[str, np.ndarray], kept_sources: Mapping[str, str]) -> int:
+    """What the new version takes at most: pixels, labels, source paths, the mean image."""
+    width, height = ds.size
+    image = width * height * ds.channels
+    rows = sum(len(r) for r in keep.values())
+    text = sum(len(t.encode("utf-8")) for t in kept_sources.values())
+    return rows * (image + 8) + text + image * (4 + 1) + 64 * 1024  # mean.npy (float32), mean.png; headers
+
+
+def _copy(ds: Dataset, keep: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
+          kept_sources: Mapping[str, str], build: Path) -> None:
+    """Write the kept rows of each split into ``build`` (pixels, their disk blocks reserved first; labels;
+    sources) and the mean image."""
+    width, height = ds.size
+    for s in SPLITS:
+        rows = keep[s]
+        allocate(build / f"{s}_images.npy", (len(rows), height, width, ds.channels))
+        out = np.load(build / f"{s}_images.npy", mmap_mode="r+")
+        source = ds.images(s)
+        for start in range(0, len(rows), _CHUNK):
+            out[start:start + _CHUNK] = source[rows[start:start + _CHUNK]]
+        out.flush()
+        del out, source
+        np.save(build / f"{s}_labels.npy", labels[s][rows].astype(np.int64))
+        (build / f"{s}_sources.txt").write_text(kept_sources[s], encoding="utf-8")
+    _write_mean(build, ds.config)
+
+
+def _locator(ds: Dataset, sources: Mapping[str, list[str]]):  # noqa: ANN202 - a closure: path -> (split, row)
     rows: dict[str, tuple[str, int]] = {}
     for s in SPLITS:
-        for r, p in enumerate(ds.sources(s)):
+        for r, p in enumerate(sources[s]):
             rows[os.path.normpath(p)] = (s, r)
 
     def where(path: str) -> tuple[str, int]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from shoal.bundle import Bundle, InputSpec, open_bundle
+from shoal.bundle.card import UnfamiliarSpec
 from shoal.data.imageops import ImageError, prepare
 from shoal.config import check_int
 from shoal.errors import BundleError, ConfigError, InputError
@@ -145,15 +146,10 @@ class Classifier:
         self.trust_code = trust_code
         self._bundle = bundle
         self._torch: runtimes.TorchRuntime | None = None  # built on first use of heatmap()/layers()
-        section = bundle.manifest.get("unfamiliar")
-        if isinstance(section, dict) and "threshold" in section:
-            self.unfamiliar_threshold: float | None = float(section["threshold"])
-            self.unfamiliar_reason: str | None = None
-        else:
-            self.unfamiliar_threshold = None
-            self.unfamiliar_reason = "the model cannot tell: " + (
-                str(section["reason"]) if isinstance(section, dict) and "reason" in section else
-                "its bundle was written before shoal had the verdict; re-export it (shoal export MODEL --out ...)")
+        unfamiliar = UnfamiliarSpec.from_manifest(bundle.manifest, str(bundle.path))
+        self.unfamiliar_threshold: float | None = unfamiliar.threshold
+        self.unfamiliar_reason: str | None = (
+            None if unfamiliar.reason is None else f"the model cannot tell: {unfamiliar.reason}")
 
     def __repr__(self) -> str:
         return (f"Classifier({str(self.path)!r}, architecture={self.card.architecture!r}, "

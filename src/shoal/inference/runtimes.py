@@ -14,11 +14,13 @@ float32 ``N×classes`` softmax probabilities; ``run()`` also returns the unfamil
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from shoal.bundle import ONNX_FILE, WEIGHTS_FILE, Bundle
+from shoal.bundle.card import UnfamiliarSpec
 from shoal.bundle.compose import BANK, SCORE
 from shoal.bundle.unfamiliar import Unfamiliar
 from shoal.config import check_choice, check_int
@@ -173,7 +175,17 @@ class TorchRuntime:
             raise BundleError(f"the weights of bundle {str(bundle.path)!r} do not fit the network its manifest "
                               f"describes: {str(exc).splitlines()[0]}") from exc
         self.model.eval().to(self.device)
-        self.detector = _detector(bundle)
+        self._bundle = bundle
+
+    @functools.cached_property
+    def detector(self) -> Unfamiliar | None:
+        """The bundle's unfamiliar detector (``None`` without one), read from its graph on first use
+        (heat-maps and layers never need it, nor the parse of ``model.onnx``).
+
+        Raises:
+            BundleError: the manifest names a threshold but the graph has no embedding bank.
+        """
+        return _detector(self._bundle)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -200,8 +212,8 @@ class TorchRuntime:
 
 def _detector(bundle: Bundle) -> Unfamiliar | None:
     """The bundle's unfamiliar detector, its bank read from the ONNX graph (where the one copy lives)."""
-    section = bundle.manifest.get("unfamiliar")
-    if not isinstance(section, dict) or "threshold" not in section:
+    spec = UnfamiliarSpec.from_manifest(bundle.manifest, str(bundle.path))
+    if spec.threshold is None or spec.k is None:
         return None
     import onnx
     from onnx import numpy_helper
@@ -211,4 +223,4 @@ def _detector(bundle: Bundle) -> Unfamiliar | None:
     if bank is None:
         raise BundleError(f"bundle {str(bundle.path)!r} names an unfamiliar threshold but its graph has no "
                           "embedding bank; re-export it (shoal export MODEL --out ...)")
-    return Unfamiliar(np.ascontiguousarray(bank.T), int(section["k"]), float(section["threshold"]))
+    return Unfamiliar(np.ascontiguousarray(bank.T), spec.k, spec.threshold)

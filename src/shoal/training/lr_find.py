@@ -211,6 +211,14 @@ def with_found_lr(config: TrainConfig, *, store: Store | None = None, on_event: 
     return dataclasses.replace(config, lr=float(f"{finding.suggestion:.2g}")), finding
 
 
+def default_folder(config: TrainConfig, *, store: Store | None = None) -> Path:
+    """Where ``shoal lr-find`` (without ``--out``) and ``shoal train --lr find`` save the curve:
+    ``$SHOAL_HOME/lr-find/DATASET-NETWORK``."""
+    resolved = config.resolved()
+    store = Store() if store is None else store
+    return store.home / "lr-find" / f"{resolved.dataset}-{resolved.network}"
+
+
 def suggest(lrs: list[float], losses: list[float]) -> tuple[float, float]:
     """``(valley, steepest)`` rates of a loss curve (fastai's ``valley`` and ``steep`` suggestions).
 
