@@ -47,6 +47,12 @@ def test_the_valley_of_a_textbook_curve():
     assert lrs[20] <= valley <= lrs[39] and lrs[19] <= steep <= lrs[40]
 
 
+def test_a_range_that_diverges_early_still_suggests_from_its_steps(toy):
+    found = lr_find(TrainConfig(dataset="toy", network="lenet", batch_size=16), start=3.0, end=1e4, iterations=100)
+    assert 5 <= len(found.lrs) < 100 // 10 + 5  # stopped before the usual judged range begins
+    assert found.lrs[0] <= found.valley <= found.lrs[-1]
+
+
 def test_a_fitted_head_is_refused_in_one_line(toy):
     with pytest.raises(TrainingError, match="^a fitted head has no learning rate to find"):
         lr_find(TrainConfig(dataset="toy", pretrained=True))

@@ -115,8 +115,7 @@ def lr_find(config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, iter
     from shoal.machine import torch_device
     from shoal.networks import classifier_head
     from shoal.training.batches import PixelBatches
-    from shoal.training.loop import _loss, _to, build_model
-    from shoal.training.schedules import backbone_scale
+    from shoal.training.loop import _fit_head_first, _loss, _to, _train_mode, build_model, param_groups
     from shoal.training.solvers import make_optimizer
 
     store = Store() if store is None else store
@@ -128,15 +127,15 @@ def lr_find(config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, iter
     device = torch.device(torch_device(resolved.device))
     model, card = build_model(resolved, dataset)
     model.to(device)
-    model.train()
     head = classifier_head(model.net)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    head_ids = {id(p) for p in head.parameters()}
-    head_only = {id(p) for p in trainable} <= head_ids
-    groups = [{"params": [p for p in trainable if id(p) not in head_ids],
-               "lr_scale": backbone_scale(resolved) if not head_only else 1.0},
-              {"params": [p for p in trainable if id(p) in head_ids], "lr_scale": 1.0}]
-    optimizer = make_optimizer(resolved.solver, [g for g in groups if g["params"]], lr=start,
+    # The model the loop would train: end to end from pretrained weights it starts from the fitted head,
+    # and keeps the pretrained batch-norm statistics.
+    backbone_trains = {id(p) for p in model.parameters() if p.requires_grad} > {id(p) for p in head.parameters()}
+    if resolved.finetune and isinstance(head, torch.nn.Linear) and backbone_trains:
+        _fit_head_first(model, head, dataset.images("train"), dataset.labels("train"), card.input.crop_hw, device,
+                        resolved, len(dataset.classes))
+    _train_mode(model, keep_statistics=resolved.finetune)
+    optimizer = make_optimizer(resolved.solver, param_groups(model, head, resolved), lr=start,
                                momentum=resolved.momentum, weight_decay=resolved.weight_decay)
     batches = PixelBatches(dataset.images("train"), dataset.labels("train"), batch_size=resolved.batch_size,
                            crop=card.input.crop_hw, train=True, flip=resolved.flip, color_jitter=resolved.color_jitter,
@@ -179,7 +178,8 @@ def lr_find(config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, iter
         raise TrainingError(f"the loss diverged after {len(lrs)} steps, at {lrs[-1] if lrs else start:g}; "
                             "start the range lower (--start)")
     # as fastai: the first tenth (the average still settling) and the last steps (diverging) are not judged
-    judged = slice(iterations // 10, max(iterations // 10 + 5, len(lrs) - 5))
+    first = min(iterations // 10, len(lrs) - 5)  # a run that diverged early still leaves 5 points to judge
+    judged = slice(first, max(first + 5, len(lrs) - 5))
     valley, steep = suggest(lrs[judged], smoothed[judged])
     low, high = falling_range(lrs, smoothed)
     text = EXPLANATION.format(start=start, end=lrs[-1], low=low, high=high, valley=valley, steep=steep)
