@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from shoal.bundle.card import UnfamiliarSpec
+from shoal.bundle.compose import FEATURES
 from shoal.bundle.unfamiliar import K as UNFAMILIAR_K, fit_unfamiliar, kth_distance, unit
 from shoal.errors import BundleError, DatasetError, TrainingError
 from shoal.store import Store
@@ -48,7 +49,6 @@ AMBIGUOUS_MARGIN = 0.2
 DUPLICATE_SIMILARITY = 0.98
 """Two images whose embeddings have at least this cosine similarity are near-duplicates."""
 
-FEATURES = "features"
 
 _EXPLAIN = {
     "label": "its given label is probably wrong (confident learning on out-of-fold probabilities)",

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from shoal import __version__
+from shoal.bundle.compose import FEATURES  # the composed graph takes the backbone's output by this name
 from shoal.errors import TrainingError
 from shoal.preprocess import to_network_input
 from shoal.store import Store
@@ -36,7 +37,6 @@ from shoal.store import Store
 FORMAT = 1
 OPSET = 17
 INPUT = "x"
-FEATURES = "features"
 # Largest allowed |features_onnx - features_torch|, relative to the largest feature.
 TOLERANCE = 1e-4
 # (native (height, width), (mean, std) per channel) -> the (height, width) the model takes
