@@ -133,3 +133,30 @@ def test_the_error_of_a_failed_run_comes_from_the_entry_or_its_job(tmp_path: Pat
     store.update_job(job.id, status="interrupted", error="the server stopped while this job ran")
     assert models.status("k", store=store).error == "the server stopped while this job ran"
     assert [(s.name, s.status) for s in models.statuses(store=store)] == [("m", "failed"), ("k", "interrupted")]
+
+
+def test_a_cli_training_killed_outright_holds_nothing_and_can_be_deleted(tmp_path: Path):
+    store = Store(tmp_path)
+    dead = _dead_pid()
+    store.reserve("model", "m", status="running", summary={"pid": dead, "dataset": "d"})
+    job = store.add_running_job("train", "m", lane="cpu", pid=dead, params={"cli": True}, claim=lambda running: {})
+    assert job is not None and job.status == "running"  # no web server reaps its row
+    found = models.status("m", store=store)
+    assert (found.status, found.busy, found.active_job) == ("interrupted", False, None)
+    assert not models.job_active(job)
+    assert models.training_on("d", store=store) == []  # its dataset can be deleted
+    models.delete("m", store=store)
+    assert not store.exists("model", "m")
+    assert store.get_job(job.id).status == "interrupted"  # its row holds the name no more (the web app's checks)
+
+
+def test_a_cli_training_killed_before_its_entry_is_interrupted_not_running(tmp_path: Path):
+    store = Store(tmp_path)
+    job = store.add_running_job("train", "m", lane="cpu", pid=_dead_pid(), params={"cli": True},
+                                claim=lambda running: {})
+    assert job is not None
+    assert models.status("m", store=store).status == "interrupted"
+    assert models.statuses(store=store) == []  # not listed as a training under way
+    live = store.add_running_job("train", "n", lane="cpu", pid=os.getpid(), params={"cli": True},
+                                 claim=lambda running: {})
+    assert models.job_active(live) and models.status("n", store=store).busy

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -194,6 +195,9 @@ def delete(name: str, *, store: Store | None = None) -> None:
         raise TrainingError(f"model {name!r} is {found.status}: a training of it waits or runs (in the web app or "
                             "another shell); abort it first (the web app's Abort button, or Ctrl-C where it runs), "
                             "then delete it")
+    if found.job is not None and found.job.status in ACTIVE:  # a CLI training killed outright: no server reaps it
+        store.update_job(found.job.id, status="interrupted", finished=time.time(), only_if=ACTIVE,
+                         error=f"the shoal command (pid {found.job.pid}) ended without finishing")
     store.delete("model", name)
 
 
@@ -258,6 +262,18 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
+def job_active(job: Job | None) -> bool:
+    """Whether a training job waits or runs: the one liveness rule for a model's job.
+
+    A job is active while its row says ``queued`` or ``running``, except a command-line training
+    whose process is gone: killed outright, it leaves its row ``running`` and no web server reaps it.
+    (A web job's row is settled by the job runner, and its worker may not have a pid yet.)
+    """
+    if job is None or job.status not in ACTIVE:
+        return False
+    return not (job.params.get("cli") and not pid_alive(job.pid))
+
+
 @dataclass(frozen=True)
 class Status:
     """A model's status: its store entry, its latest training job and its process, merged.
@@ -278,8 +294,8 @@ class Status:
 
     @property
     def active_job(self) -> Job | None:
-        """The training job that waits or runs for this model, if any."""
-        return self.job if self.job is not None and self.job.status in ACTIVE else None
+        """The training job that waits or runs for this model, if any (:func:`job_active`)."""
+        return self.job if job_active(self.job) else None
 
     @property
     def busy(self) -> bool:
@@ -326,7 +342,7 @@ def statuses(*, store: Store | None = None) -> list[Status]:
     found = [_merge(entry.name, entry, latest.get(entry.name)) for entry in store.list("model")]
     stored = {s.name for s in found}
     return found + [_merge(target, None, job) for target, job in latest.items()
-                    if target not in stored and (job.status in ACTIVE or never_started(job))]
+                    if target not in stored and (job_active(job) or never_started(job))]
 
 
 def never_started(job: Job) -> bool:
@@ -359,12 +375,12 @@ def settle(name: str, *, store: Store | None = None) -> Status:
 
 def _merge(name: str, entry: Entry | None, job: Job | None) -> Status:
     """The one place where an entry, its latest job and the liveness of its process make a status."""
-    active = job is not None and job.status in ACTIVE
-    if active and job is not None and job.params.get("cli") and not pid_alive(job.pid):
-        active = False  # a CLI training killed outright: its row still says running
+    active = job_active(job)
     if entry is None:
         if job is None:
             raise ValueError(f"model {name!r} has neither an entry nor a job")
+        if job.status in ACTIVE and not active:  # a CLI training killed before it made its entry
+            return Status(name, "interrupted", None, job, job.error)
         return Status(name, job.status, None, job, job.error)
     state = entry.status
     if active and job is not None and job.status == "queued":
