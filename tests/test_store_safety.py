@@ -172,6 +172,49 @@ def test_a_build_reserved_by_a_killed_process_is_taken_over(tmp_path, image_fold
     assert not (store.tmp_path / "dataset-x-gone").exists()
 
 
+
+def test_a_build_left_by_a_killed_staging_does_not_block_reserving_the_name(tmp_path):
+    store = Store(tmp_path / "h")
+    store.list("model")  # makes the index
+    con = sqlite3.connect(store.db_path)
+    with con:  # a killed staging of model 'm' (a Caffe import): its row stays, its work folder's lock is free
+        con.execute("INSERT INTO builds VALUES ('model', 'm', 'model-m-gone', 999999, 'host', 1.0)")
+    con.close()
+    (store.tmp_path / "model-m-gone").mkdir(parents=True)
+    (store.tmp_path / "model-m-gone.lock").write_text("")
+    assert store.reserve("model", "m", status="running").name == "m"
+    con = sqlite3.connect(store.db_path)
+    assert con.execute("SELECT * FROM builds").fetchall() == []  # taken over: the row is gone
+    con.close()
+    with store.work_folder("model-n-") as held, store._building("model", "n", held):  # a live build still refuses
+        with pytest.raises(AlreadyExistsError, match=r"model 'n' is being built by another process \(pid \d+"):
+            store.reserve("model", "n")
+
+
+def test_without_fcntl_work_folders_are_freed_by_age_only(tmp_path, monkeypatch):
+    from shoal import store as store_module
+
+    monkeypatch.setattr(store_module, "fcntl", None)
+    store = Store(tmp_path / "h")
+    with store.work_folder("dataset-x-") as live:
+        assert (live.parent / (live.name + ".lock")).exists()
+        assert not store._work_folder_free(live)  # no lock can be held: a young folder may be a live build
+        assert store.sweep(min_age_s=0) == [] and live.is_dir()
+        old = time.time() - store_module.STALE_UNLOCKED_S - 60
+        os.utime(live, (old, old))
+        assert store._work_folder_free(live)
+        assert store.sweep(min_age_s=0) == [live] and not live.exists()
+
+
+def test_an_upgraded_index_has_the_jobs_table(tmp_path):
+    home = tmp_path / "h"
+    home.mkdir()
+    _old_index(home, [])
+    store = Store(home)
+    assert store.list_jobs() == []
+    job = store.add_job("train", "m", lane="cpu")
+    assert store.get_job(job.id).status == "queued"
+
 _BUILD = textwrap.dedent("""
     import sys
     from shoal import datasets

@@ -131,7 +131,7 @@ class Entry:
 # its row holds the parameters, the status (one of STATUSES), the worker's pid, progress and
 # any error. ``lane`` groups jobs that must not run at the same time: ``data`` for dataset
 # builds, the device (``cpu``, ``cuda``...) for trainings; each lane runs one job at a time,
-# oldest first.
+# oldest first. The table is made with the index (:meth:`Store._upgrade`).
 _JOBS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -314,19 +314,16 @@ class Store:
         return Entry(kind, name, status, created, updated, self._resolve(kind, name, path), _json_dict(summary))
 
     def _resolve(self, kind: Kind, name: str, stored: str) -> Path:
-        """An indexed path as a folder inside the home.
+        """An entry's folder: always ``<home>/<kind>s/<name>`` (:meth:`folder`), what every shoal wrote.
 
-        A relative path is taken from the home; an absolute one (written by an older shoal,
-        or by one before the store was copied) names ``<home>/<kind>s/<name>``, which is what
-        every shoal wrote, so a copy of a store never points into the original.
+        The stored path (relative ``<kind>s/<name>``, or absolute from an older shoal or from before
+        the store was copied) is not followed, so a copy of a store never points into the original;
+        a relative one climbing out of the home (``..``) was edited by hand and is refused.
         """
-        if os.path.isabs(stored) or not _plain_name(name):
-            return self.folder(kind, name)
-        path = self.home / stored
-        if ".." in Path(stored).parts:
+        if not os.path.isabs(stored) and ".." in Path(stored).parts:
             raise StoreError(f"the index entry of {kind} {name!r} points outside {self.home} ({stored}); "
                              f"it was edited by hand: set its path back to '{kind}s/{name}' in {self.db_path}")
-        return path
+        return self.folder(kind, name)
 
     # -- writing --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -370,22 +367,8 @@ class Store:
         with self._db(write=True) as con:
             if con.execute("SELECT 1 FROM entries WHERE kind = ? AND name = ?", (kind, name)).fetchone():
                 raise self._exists_error(kind, name)
-            try:
-                con.execute("INSERT INTO builds (kind, name, folder, pid, host, started) VALUES (?, ?, ?, ?, ?, ?)",
-                            mine)
-            except sqlite3.IntegrityError:
-                other, pid, host, started = con.execute(
-                    "SELECT folder, pid, host, started FROM builds WHERE kind = ? AND name = ?", (kind, name)
-                ).fetchone()
-                if not self._work_folder_free(self.tmp_path / other):
-                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-                    raise AlreadyExistsError(
-                        f"{kind} {name!r} is being built by another process (pid {pid} on {host}, since {when}): "
-                        f"wait for it to finish, or choose another name"
-                    ) from None
-                con.execute("DELETE FROM builds WHERE kind = ? AND name = ?", (kind, name))
-                con.execute("INSERT INTO builds (kind, name, folder, pid, host, started) VALUES (?, ?, ?, ?, ?, ?)",
-                            mine)
+            self._take_over_build(con, kind, name)
+            con.execute("INSERT INTO builds (kind, name, folder, pid, host, started) VALUES (?, ?, ?, ?, ?, ?)", mine)
         try:
             yield
         finally:
@@ -394,19 +377,37 @@ class Store:
                     con.execute("DELETE FROM builds WHERE kind = ? AND name = ? AND folder = ?",
                                 (kind, name, folder.name))
 
+    def _take_over_build(self, con: sqlite3.Connection, kind: Kind, name: str) -> None:
+        """Free ``name`` of a ``builds`` row left by a process that is gone (its work folder's lock is free).
+
+        Called inside a write transaction, before the name is taken.
+
+        Raises:
+            AlreadyExistsError: a live process is building ``name``.
+        """
+        row = con.execute("SELECT folder, pid, host, started FROM builds WHERE kind = ? AND name = ?",
+                          (kind, name)).fetchone()
+        if row is None:
+            return
+        other, pid, host, started = row
+        if not self._work_folder_free(self.tmp_path / other):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+            raise AlreadyExistsError(f"{kind} {name!r} is being built by another process (pid {pid} on {host}, "
+                                     f"since {when}): wait for it to finish, or choose another name")
+        con.execute("DELETE FROM builds WHERE kind = ? AND name = ?", (kind, name))
+
     def reserve(self, kind: Kind, name: str, *, status: str = "queued", summary: dict[str, Any] | None = None) -> Entry:
         """Index the entry and create its folder (for models, visible while they train).
 
         The name is taken by the insert itself, before any file is touched, so of two
         processes reserving one name the second gets :class:`AlreadyExistsError` and the
-        first one's folder is never removed.
+        first one's folder is never removed. A name being built (:meth:`staging`) is refused,
+        unless its builder is gone.
         """
         check_name(name, kind)
         folder = self.folder(kind, name)
         with self._db(write=True) as con:
-            if con.execute("SELECT 1 FROM builds WHERE kind = ? AND name = ?", (kind, name)).fetchone():
-                raise AlreadyExistsError(f"{kind} {name!r} is being built by another process: "
-                                         "wait for it to finish, or choose another name")
+            self._take_over_build(con, kind, name)  # refused while a live process builds it
             try:
                 self._insert(con, kind, name, status, summary or {})
             except sqlite3.IntegrityError:
@@ -468,8 +469,9 @@ class Store:
         """Remove the work folders under ``tmp/`` left by processes that are gone; return them.
 
         A folder whose ``.lock`` is free (its process died: killed, machine restarted) goes at
-        once; one without a lock file (an older shoal's) once it is :data:`STALE_UNLOCKED_S` old;
-        a folder whose lock is held (a build under way) is never touched.
+        once; one without a lock file (an older shoal's), or any when ``fcntl`` is missing (Windows),
+        once it is :data:`STALE_UNLOCKED_S` old; a folder whose lock is held (a build under way) is
+        never touched.
         """
         removed: list[Path] = []
         if not self.tmp_path.is_dir():
@@ -484,12 +486,7 @@ class Store:
                             path.unlink(missing_ok=True)
                 continue
             lock = path.with_name(path.name + ".lock")
-            if path.name.startswith("deleted-"):
-                stale = age > min_age_s
-            elif lock.exists():
-                stale = self._work_folder_free(path)
-            else:
-                stale = age > STALE_UNLOCKED_S
+            stale = age > min_age_s if path.name.startswith("deleted-") else self._work_folder_free(path)
             if stale:
                 _remove(path)
                 lock.unlink(missing_ok=True)
@@ -497,9 +494,10 @@ class Store:
         return removed
 
     def _work_folder_free(self, folder: Path) -> bool:
-        """Whether the work folder's process is gone (its lock is free, or it has none)."""
+        """Whether the work folder's process is gone: its lock is free; or, without a lock file (an older
+        shoal's) or without ``fcntl`` (no lock can be held), once it is :data:`STALE_UNLOCKED_S` old."""
         lock = folder.with_name(folder.name + ".lock")
-        if not lock.exists():
+        if fcntl is None or not lock.exists():
             return not folder.exists() or time.time() - _mtime(folder) > STALE_UNLOCKED_S
         with _held(lock) as free:
             return free
@@ -520,15 +518,9 @@ class Store:
             _remove(trash)
 
     # -- jobs (the web app's queue) -------------------------------------------------------
-    @contextlib.contextmanager
-    def _jobs_db(self) -> Iterator[sqlite3.Connection]:
-        with self._db() as con:
-            con.execute(_JOBS_SCHEMA)
-            yield con
-
     def add_job(self, kind: str, target: str, *, lane: str, params: dict[str, Any] | None = None) -> Job:
         """Queue a job and return it (status ``queued``)."""
-        with self._jobs_db() as con:
+        with self._db() as con:
             cur = con.execute(
                 "INSERT INTO jobs (kind, target, lane, status, params, created) VALUES (?, ?, ?, 'queued', ?, ?)",
                 (kind, target, lane, json.dumps(params or {}), time.time()),
@@ -545,7 +537,6 @@ class Store:
         then nothing is recorded and None is returned. Two processes never both get a busy lane.
         """
         with self._db(write=True) as con:
-            con.execute(_JOBS_SCHEMA)
             rows = con.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'running' ORDER BY id").fetchall()
             progress = claim([_job(r) for r in rows])
             if progress is None:
@@ -561,7 +552,7 @@ class Store:
 
     def get_job(self, job_id: int) -> Job:
         """Return job ``job_id``, or raise :class:`NotFoundError`."""
-        with self._jobs_db() as con:
+        with self._db() as con:
             row = con.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no job {job_id} in {self.home}")
@@ -584,7 +575,7 @@ class Store:
         query = f"SELECT {_JOB_COLUMNS} FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
         if limit is not None:
             query = f"SELECT * FROM ({query} ORDER BY id DESC LIMIT {int(limit)})"
-        with self._jobs_db() as con:
+        with self._db() as con:
             rows = con.execute(query + " ORDER BY id", args).fetchall()
         return [_job(r) for r in rows]
 
@@ -598,7 +589,7 @@ class Store:
         """
         if status is not None and status not in STATUSES:
             raise ConfigError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-        with self._jobs_db() as con:
+        with self._db() as con:
             row = con.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no job {job_id} in {self.home}")
@@ -623,7 +614,7 @@ class Store:
 
     def forget_jobs(self, target: str, kinds: tuple[str, ...]) -> None:
         """Delete the finished jobs of ``kinds`` about ``target`` (after the entry itself is deleted)."""
-        with self._jobs_db() as con:
+        with self._db() as con:
             con.execute(
                 f"DELETE FROM jobs WHERE target = ? AND kind IN ({', '.join('?' * len(kinds))}) "
                 "AND status NOT IN ('queued', 'running')",
@@ -676,7 +667,11 @@ def _mtime(path: Path) -> float:
 
 @contextlib.contextmanager
 def _held(lock: Path) -> Iterator[bool]:
-    """Try to take ``lock`` without waiting; yield whether it was free (and hold it while the block runs)."""
+    """Try to take ``lock`` without waiting; yield whether it was free (and hold it while the block runs).
+
+    Without ``fcntl`` no lock can be held, so every lock reads as free: :meth:`Store._work_folder_free`
+    then goes by age instead.
+    """
     if fcntl is None:
         yield True
         return
