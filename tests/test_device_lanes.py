@@ -123,3 +123,16 @@ def test_the_runner_starts_nothing_on_a_gpu_a_cli_training_holds(shoal_home, hol
     runner.tick()  # the CLI process was killed: its lane is free, its job interrupted
     assert store.get_job(cli).status == "interrupted" and "shoal command" in store.get_job(cli).error
     assert store.get_job(named).status == "running"
+
+
+def test_blockers_use_the_gpus_they_are_given(shoal_home, holder, monkeypatch):
+    store = Store()
+    _hold_for(store, holder.pid, lane="cuda:1")  # an older runner's row: its GPU is its lane's
+    _hold_for(store, holder.pid, lane="cuda", target="another")
+    running = store.list_jobs(status="running")
+    looked: list[int] = []
+    monkeypatch.setattr(lanes, "visible_gpus", lambda: looked.append(1) or ["0", "1"])
+    assert [j.target for j in lanes.blockers(running, "cuda:1", ["1"], visible=["0", "1"])] == ["other"]
+    assert looked == []  # the list given, not a look per running job
+    assert [j.target for j in lanes.blockers(running, "cuda", ["0"])] == ["another"]
+    assert looked == [1]  # not given: looked up once

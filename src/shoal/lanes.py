@@ -84,16 +84,18 @@ def alive(job: Job) -> bool:
     return job.pid is None and (job.started is None or time.time() - job.started <= STARTING_S)
 
 
-def blockers(running: list[Job], lane: str, gpus: list[str]) -> list[Job]:
+def blockers(running: list[Job], lane: str, gpus: list[str], *, visible: list[str] | None = None) -> list[Job]:
     """The live running jobs that keep a training of ``lane`` (on ``gpus``) from starting now.
 
     A GPU lane is blocked by a job holding one of the same GPUs; any other lane (``cpu``, ``mps``)
-    by a job in the same lane. Jobs whose process is gone block nothing.
+    by a job in the same lane. Jobs whose process is gone block nothing. ``visible``: this machine's
+    GPUs (:func:`visible_gpus`, looked up here when not given), for a job recorded without its GPUs.
     """
     if gpus_wanted(lane) is None:
         return [j for j in running if j.lane == lane and alive(j)]
     mine = set(gpus)
-    return [j for j in running if alive(j) and mine & set(held_gpus(j, visible_gpus()))]
+    visible = visible_gpus() if visible is None else visible
+    return [j for j in running if alive(j) and mine & set(held_gpus(j, visible))]
 
 
 def cli_gpus(lane: str, gpus: list[str]) -> list[str]:
@@ -144,7 +146,7 @@ def hold(kind: str, target: str, *, device: str, nproc: int = 1, store: Store | 
 
     def claim(running: list[Job]) -> dict[str, Any] | None:
         nonlocal seen
-        ahead = blockers(running, lane, gpus)
+        ahead = blockers(running, lane, gpus, visible=visible)
         if not ahead:
             return {"stage": f"training from the command line (pid {os.getpid()})", **({"gpus": gpus} if gpus else {})}
         if [j.id for j in ahead] != seen and on_wait is not None:
