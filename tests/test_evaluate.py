@@ -316,3 +316,30 @@ def test_stored_images_and_files_get_the_verdict_predict_gives(rgb, tmp_path):
     foreign = evaluate(model, folder=tmp_path / "odd")
     assert foreign.unfamiliar_rate >= 0.5 > stored.unfamiliar_rate
     assert len(foreign.unfamiliar) == foreign.unfamiliar_count and all(j.unfamiliar for j in foreign.unfamiliar)
+
+
+def test_compare_runs_each_model_as_evaluate_does(rgb, tmp_path):
+    from shoal import datasets
+    from shoal.compare import compare
+
+    same = compare(str(rgb.bundle), str(rgb.bundle), store=Store(rgb.home))
+    alone = evaluate(rgb.bundle, dataset=rgb.dataset, store=Store(rgb.home))
+    assert (same.split, same.images, same.left_out) == ("val", 9, 0)
+    assert same.first.accuracy == same.second.accuracy == alone.accuracy
+    assert same.first.log_loss == pytest.approx(alone.log_loss)
+    # A dataset of that name stored at another size: the images are prepared again from their files (the
+    # check evaluate makes), and an image whose file is gone is scored by neither model.
+    other = Store(tmp_path / "other")
+    images = tmp_path / "images"
+    shutil.copytree(rgb.images, images)
+    datasets.create(images, "rgb", size=20, val_pct=25, store=other)
+    gone = datasets.load("rgb", store=other).sources("val")[0]
+    (images / gone).unlink()  # a source relative to the folder, or absolute (then / keeps it whole)
+    resized = compare(str(rgb.bundle), str(rgb.bundle), store=other)
+    again = evaluate(rgb.bundle, dataset="rgb", store=other)
+    assert (resized.images, resized.left_out) == (again.count, 1) and again.count == 8
+    assert resized.first.accuracy == again.accuracy and resized.first.log_loss == pytest.approx(again.log_loss)
+    assert [s["source"] for s in resized.first.skipped] == [gone]
+    with pytest.raises(NotFoundError, match="was trained on dataset 'rgb', which is no longer in .*; evaluate each "
+                                            "model on a folder of class sub-folders instead"):
+        compare(str(rgb.bundle), str(rgb.bundle), store=Store(tmp_path / "empty"))

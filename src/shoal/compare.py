@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shoal.errors import DatasetError
-from shoal.evaluate import Evaluation, score
+from shoal.evaluate import Evaluation, on_dataset, own_dataset, score
 from shoal.store import Store
 
 
@@ -30,7 +30,8 @@ class Comparison:
     Attributes:
         split: ``test`` or ``val``.
         images: how many images both were scored on.
-        left_out: images of the split not used (changed, or in only one of the datasets).
+        left_out: images of the split not used (changed, in only one of the datasets, or a source
+            file that could not be read again for a model of another input size).
         first, second: the two :class:`~shoal.evaluate.Evaluation`.
     """
 
@@ -49,7 +50,7 @@ class Comparison:
         a, b = self.first, self.second
         width = max(len(a.name), len(b.name), 12)
         lines = [f"{a.name} vs {b.name}: {self.images} {self.split} images with the same label in both datasets"
-                 + (f" ({self.left_out} changed or in one only, not used)" if self.left_out else "")]
+                 + (f" ({self.left_out} changed, in one only or unreadable, not used)" if self.left_out else "")]
         lines.append(f"{'':<14}{a.name:>{width}}  {b.name:>{width}}")
 
         def row(title: str, x: float | None, y: float | None, fmt: str) -> None:
@@ -75,7 +76,9 @@ def compare(first: str, second: str, *, store: Store | None = None, batch_size: 
         batch_size: images per run of a network.
 
     Raises:
-        DatasetError: the models have different classes, or no image is left to compare on.
+        DatasetError: the models have different classes, one records no dataset, or no image is
+            left to compare on.
+        NotFoundError: a model's dataset is no longer in the store.
     """
     from shoal import datasets
     from shoal.inference import load
@@ -85,33 +88,32 @@ def compare(first: str, second: str, *, store: Store | None = None, batch_size: 
     if list(models[0].labels) != list(models[1].labels):
         raise DatasetError(f"{first!r} and {second!r} have different classes ({models[0].labels} and "
                            f"{models[1].labels}); compare models of the same classes")
-    sets = []
-    for name, model in zip((first, second), models):
-        dataset = (model.manifest.get("training") or {}).get("dataset")
-        if not dataset:
-            raise DatasetError(f"model {name!r} does not record its dataset; compare with 'shoal evaluate' on a folder")
-        sets.append(datasets.load(dataset, store=store))
+    sets = [datasets.load(own_dataset(model, name, store, comparing=True), store=store)
+            for name, model in zip((first, second), models)]
     split = "test" if all(ds.count("test") for ds in sets) else "val"
-    labelled = [dict(zip(ds.sources(split), (ds.classes[y] for y in ds.labels(split).tolist()))) for ds in sets]
+    sources = [ds.sources(split) for ds in sets]
+    labelled = [dict(zip(names, (ds.classes[y] for y in ds.labels(split).tolist())))
+                for ds, names in zip(sets, sources)]
     common = [p for p in labelled[0] if labelled[1].get(p) == labelled[0][p]]
     left_out = len(set(labelled[0]) | set(labelled[1])) - len(common)
     if not common:
         raise DatasetError(f"no {split} image has the same label in datasets {sets[0].name!r} and {sets[1].name!r}; "
                            "evaluate each on a folder of class sub-folders instead")
+    runs = []
+    for model, ds, names in zip(models, sets, sources):
+        row = {p: i for i, p in enumerate(names)}
+        runs.append(on_dataset(model, ds, split, batch_size, rows=[row[p] for p in common], sources=names))
+    scored = set(runs[0].sources) & set(runs[1].sources)  # a source file one model could not read again: by neither
+    if not scored:
+        raise DatasetError(f"none of the {len(common)} {split} images both datasets agree on could be run by both "
+                           "models; evaluate each on a folder of class sub-folders instead")
     results = []
-    for name, model, ds in zip((first, second), models, sets):
-        rows = {p: i for i, p in enumerate(ds.sources(split))}
-        index = np.array([rows[p] for p in common])
-        pixels = ds.images(split)
-        probs, scores = [], []
-        for start in range(0, len(index), batch_size):
-            p, s = model.runtime.run(model.network_input([np.asarray(pixels[i]) for i in index[start:start + batch_size]]))
-            probs.append(p)
-            scores.append(s)
-        truth = np.array([model.labels.index(labelled[0][p]) for p in common])
-        known = all(s is not None for s in scores)
-        results.append(score(model.labels, np.concatenate(probs), truth, common, model=str(model.path),
-                             name=model.manifest.get("name") or name, on=f"{split} images both datasets agree on",
-                             dataset=ds.name, unfamiliar_scores=np.concatenate(scores) if known else None,
+    for name, model, ds, run in zip((first, second), models, sets, runs):
+        keep = np.array([p in scored for p in run.sources], bool)
+        results.append(score(model.labels, run.probs[keep], run.truth[keep], [p for p in run.sources if p in scored],
+                             model=str(model.path), name=model.manifest.get("name") or name,
+                             on=f"{split} images both datasets agree on", dataset=ds.name, skipped=run.skipped,
+                             unfamiliar_scores=run.scores[keep] if run.scores is not None else None,
                              unfamiliar_threshold=model.unfamiliar_threshold, unfamiliar_reason=model.unfamiliar_reason))
-    return Comparison(split, len(common), left_out, results[0], results[1])
+    left_out += len(common) - len(scored)
+    return Comparison(split, len(scored), left_out, results[0], results[1])

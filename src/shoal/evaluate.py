@@ -28,10 +28,10 @@ import html
 import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from shoal.data.imageops import png_uri
 from shoal.errors import ConfigError, DatasetError, NotFoundError
 from shoal.inference import Classifier, load
 from shoal.store import Store
+
+if TYPE_CHECKING:
+    from shoal.data.dataset import Dataset
 
 SPLITS = ("train", "val", "test")
 _EPS = 1e-12
@@ -293,27 +296,46 @@ def evaluate(model: str | os.PathLike[str] | Classifier, *, dataset: str | None 
         probs, scores, truth, sources, skipped, pixels = _on_folder(classifier, Path(folder), batch_size)
         on = f"folder {folder}"
     else:
+        from shoal import datasets
+
         on = f"dataset {dataset!r} ({split})"
         if dataset is None:
-            dataset = _own_dataset(classifier, name, store)
+            dataset = own_dataset(classifier, name, store)
             on = f"dataset {dataset!r} ({split}), the one it was trained on"
-        probs, scores, truth, sources, skipped, pixels = _on_dataset(classifier, dataset, split, store, batch_size)
+        probs, scores, truth, sources, skipped, pixels = on_dataset(
+            classifier, datasets.load(dataset, store=store), split, batch_size)
     return score(classifier.labels, probs, truth, sources, model=str(classifier.path), name=name, on=on,
                  dataset=dataset, wrong=wrong, top_per_class=top_per_class, skipped=skipped, pixels=pixels,
                  unfamiliar_scores=scores, unfamiliar_threshold=classifier.unfamiliar_threshold,
                  unfamiliar_reason=classifier.unfamiliar_reason, unfamiliar=unfamiliar)
 
 
-def _own_dataset(classifier: Classifier, name: str, store: Store | None) -> str:
-    """The stored dataset the model was trained on, refused in one line when it is not there."""
+def own_dataset(classifier: Classifier, name: str, store: Store | None = None, *, comparing: bool = False) -> str:
+    """The stored dataset the model was trained on (its manifest's ``training.dataset``), refused in one
+    line when the model records none or the store no longer has it.
+
+    Args:
+        classifier: the model; name: its name, for the messages.
+        store: where datasets live; default ``SHOAL_HOME``.
+        comparing: the refusals are worded for :func:`shoal.compare.compare` (which takes no dataset).
+
+    Raises:
+        ConfigError: the model records no dataset (:class:`DatasetError` when ``comparing``).
+        NotFoundError: the dataset is no longer in the store.
+    """
     dataset = (classifier.manifest.get("training") or {}).get("dataset")
+    instead = ("evaluate each model on a folder of class sub-folders instead (shoal evaluate MODEL --folder DIR)"
+               if comparing else
+               "evaluate it on a folder of class sub-folders instead (shoal evaluate MODEL --folder DIR)")
     if not dataset:
+        if comparing:
+            raise DatasetError(f"model {name!r} does not record the dataset it was trained on; {instead}")
         raise ConfigError(f"give dataset (a stored dataset's name) or folder (a folder of class sub-folders): "
                           f"model {name!r} does not record the dataset it was trained on", options=("dataset", "folder"))
     store = Store() if store is None else store
     if not store.exists("dataset", dataset):
         raise NotFoundError(f"model {name!r} was trained on dataset {dataset!r}, which is no longer in {store.home}; "
-                            "evaluate it on a folder of class sub-folders instead (shoal evaluate MODEL --folder DIR)")
+                            f"{instead}")
     return dataset
 
 
@@ -390,35 +412,68 @@ def _label_index(classifier: Classifier, classes: list[str] | tuple[str, ...], w
     return np.array([classifier.labels.index(c) for c in classes], np.int64)
 
 
-_Scored = tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str], list[dict[str, str]], Callable[[int], np.ndarray]]
-"""Probabilities, unfamiliar scores (``None`` without a detector), true classes, sources, skipped files, pixels."""
+class Scored(NamedTuple):
+    """What a model made of some labelled images (before :func:`score` judges it)."""
+
+    probs: np.ndarray
+    """``N×classes`` probabilities, in the model's label order."""
+    scores: np.ndarray | None
+    """``N`` unfamiliar scores (``None`` without a detector)."""
+    truth: np.ndarray
+    """``N`` true classes, as indices into the model's labels."""
+    sources: list[str]
+    """``N`` source paths of the images."""
+    skipped: list[dict[str, str]]
+    """The files that could not be read (``source``, ``error``): not among the ``N``."""
+    pixels: Callable[[int], np.ndarray]
+    """The pixels of image ``i`` of the ``N`` (for the report's pictures)."""
 
 
-def _on_dataset(classifier: Classifier, name: str, split: str, store: Store | None, batch_size: int) -> _Scored:
-    from shoal import datasets
+def on_dataset(classifier: Classifier, ds: Dataset, split: str, batch_size: int = 32, *,
+               rows: Sequence[int] | None = None, sources: list[str] | None = None) -> Scored:
+    """Run a model over a stored dataset's split, or over the given ``rows`` of it.
 
-    ds = datasets.load(name, store=store)
-    to_model = _label_index(classifier, ds.classes, f"dataset {name!r}")
-    images, labels, sources = ds.images(split), ds.labels(split), ds.sources(split)
-    if len(labels) == 0:
-        raise DatasetError(f"dataset {name!r} has no {split} images; evaluate another split "
+    The stored pixels are used when the dataset was built at the model's size, channels and
+    resize mode (they are then exactly what the model would make of the source files); otherwise
+    each image is prepared again from its source file, and the files that cannot be read are skipped.
+
+    Args:
+        classifier: the model.
+        ds: the loaded dataset.
+        split: ``train``, ``val`` or ``test``.
+        batch_size: images per run of the network.
+        rows: the split's images to run, by index (default: all, in order).
+        sources: the split's :meth:`~shoal.data.dataset.Dataset.sources`, when already read.
+
+    Raises:
+        DatasetError: the dataset has classes the model does not know, no image is to be run, or
+            none of the source files could be read again.
+    """
+    to_model = _label_index(classifier, ds.classes, f"dataset {ds.name!r}")
+    images, labels = ds.images(split), ds.labels(split)
+    sources = ds.sources(split) if sources is None else sources
+    index = np.arange(len(labels)) if rows is None else np.asarray(rows, np.int64)
+    if len(index) == 0:
+        raise DatasetError(f"dataset {ds.name!r} has no {split} images; evaluate another split "
                            f"(it has {', '.join(f'{s}: {ds.count(s)}' for s in SPLITS)})")
+    picked, truth = [sources[i] for i in index], to_model[labels[index]]
     spec = classifier.input
     same = (tuple(ds.size) == spec.dataset_wh and ds.channels == spec.channels and ds.resize_mode == spec.resize_mode)
     if same:  # the stored pixels are exactly what prepare() would make of the sources
-        runs = [classifier.runtime.run(classifier.network_input(list(images[i : i + batch_size])))
-                for i in range(0, len(labels), batch_size)]
+        runs = [classifier.runtime.run(classifier.network_input(
+                    list(images[i : i + batch_size] if rows is None else images[index[i : i + batch_size]])))
+                for i in range(0, len(index), batch_size)]
         probs = np.concatenate([p for p, _ in runs])
         scores = np.concatenate([s for _, s in runs]) if all(s is not None for _, s in runs) else None
-        return probs, scores, to_model[labels], sources, [], lambda i: np.asarray(images[i])
-    keep, rows, scores, skipped = _predict_files(classifier, sources, batch_size)
-    if not rows:
-        raise DatasetError(f"none of the {split} images of dataset {name!r} could be read again from their source "
+        return Scored(probs, scores, truth, picked, [], lambda i: np.asarray(images[index[i]]))
+    keep, found, scores, skipped = _predict_files(classifier, picked, batch_size)
+    if not found:
+        raise DatasetError(f"none of the {split} images of dataset {ds.name!r} could be read again from their source "
                            f"files (the model needs {spec.dataset_width}x{spec.dataset_height} "
                            f"{spec.resize_mode}, the dataset stores {ds.size[0]}x{ds.size[1]} {ds.resize_mode})")
-    kept_sources = [sources[i] for i in keep]
-    return (np.asarray(rows, np.float32), scores, to_model[labels[keep]], kept_sources, skipped,
-            lambda i: classifier.prepare(kept_sources[i]))
+    kept = [picked[i] for i in keep]
+    return Scored(np.asarray(found, np.float32), scores, truth[keep], kept, skipped,
+                  lambda i: classifier.prepare(kept[i]))
 
 
 def _predict_files(classifier: Classifier, sources: list[str], batch_size: int
@@ -438,7 +493,7 @@ def _predict_files(classifier: Classifier, sources: list[str], batch_size: int
     return keep, rows, np.asarray(scores, np.float64) if known else None, skipped
 
 
-def _on_folder(classifier: Classifier, folder: Path, batch_size: int) -> _Scored:
+def _on_folder(classifier: Classifier, folder: Path, batch_size: int) -> Scored:
     from shoal.data.scan import scan_folder
 
     found = scan_folder(folder)
@@ -453,8 +508,8 @@ def _on_folder(classifier: Classifier, folder: Path, batch_size: int) -> _Scored
     if not rows:
         raise DatasetError(f"no image in '{folder}' could be read ({len(skipped)} file(s) tried)")
     kept = [paths[i] for i in keep]
-    return (np.asarray(rows, np.float32), scores, truth_all[keep], kept, skipped,
-            lambda i: classifier.prepare(kept[i]))
+    return Scored(np.asarray(rows, np.float32), scores, truth_all[keep], kept, skipped,
+                  lambda i: classifier.prepare(kept[i]))
 
 
 # -- HTML report ---------------------------------------------------------------------------------
