@@ -80,6 +80,10 @@ class LRFinding:
         return data, image
 
 
+# The smoothed loss must fall at least this fraction below its starting level for a suggestion.
+MIN_FALL = 0.05
+
+
 def lr_find(config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, iterations: int = 100,
             beta: float = 0.98, diverge: float = 4.0, store: Store | None = None,
             on_event: EventHandler | None = None) -> LRFinding:
@@ -95,7 +99,8 @@ def lr_find(config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, iter
         on_event: told ``{"type": "lr_find", "done", "total", "lr", "loss"}`` after each step.
 
     Raises:
-        TrainingError: the configuration fits its head (no learning rate), or the dataset is empty.
+        TrainingError: the configuration fits its head (no learning rate), the dataset is empty, or the
+            loss diverged at once or never fell (no rate to suggest).
         ConfigError: a bad range or count.
     """
     from shoal.config import check_int
@@ -177,9 +182,14 @@ def lr_find(config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, iter
     if len(lrs) < 5:
         raise TrainingError(f"the loss diverged after {len(lrs)} steps, at {lrs[-1] if lrs else start:g}; "
                             "start the range lower (--start)")
-    # as fastai: the first tenth (the average still settling) and the last steps (diverging) are not judged
-    first = min(iterations // 10, len(lrs) - 5)  # a run that diverged early still leaves 5 points to judge
-    judged = slice(first, max(first + 5, len(lrs) - 5))
+    # Where the loss starts: the lower of its first value and the median of the first tenth (a curve that
+    # only rose, or stayed flat, must not pass for one that fell).
+    level = min(smoothed[0], float(np.median(smoothed[: max(1, len(smoothed) // 10)])))
+    if min(smoothed) > (1 - MIN_FALL) * level:  # a flat curve's "valley" would be noise
+        raise TrainingError(f"the loss did not fall over the range ({start:g} to {lrs[-1]:.2g}, {len(lrs)} steps; it "
+                            f"stayed near {level:.3g}), so there is no rate to suggest: give the test more steps "
+                            "(--iterations), another solver (e.g. --solver adam) or a wider range")
+    judged = judged_steps(len(lrs), iterations)
     valley, steep = suggest(lrs[judged], smoothed[judged])
     low, high = falling_range(lrs, smoothed)
     text = EXPLANATION.format(start=start, end=lrs[-1], low=low, high=high, valley=valley, steep=steep)
@@ -217,6 +227,14 @@ def default_folder(config: TrainConfig, *, store: Store | None = None) -> Path:
     resolved = config.resolved()
     store = Store() if store is None else store
     return store.home / "lr-find" / f"{resolved.dataset}-{resolved.network}"
+
+
+def judged_steps(steps: int, iterations: int) -> slice:
+    """The steps a suggestion is drawn from, of ``steps`` (at least 5) taken out of ``iterations``: as
+    fastai, not the first tenth (the average still settling) nor the last five (diverging); a test that
+    diverged early keeps five."""
+    first = min(iterations // 10, steps - 5)
+    return slice(first, max(first + 5, steps - 5))
 
 
 def suggest(lrs: list[float], losses: list[float]) -> tuple[float, float]:
