@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from shoal.models import ModelFolder
+from shoal.networks.weights import load_weights
 from shoal.training import snapshots
 
 
@@ -42,3 +43,26 @@ def test_a_resume_point_without_a_scaler_leaves_a_fresh_one_alone(tmp_path):
     fresh = _Scaler(65536.0)
     snapshots.restore(snapshots.read_state(folder), folder, *_parts(), fresh)
     assert fresh.scale == 65536.0
+
+
+def _best_epoch(folder: ModelFolder) -> int:
+    return load_weights(folder.best_path, torch.nn.Linear(3, 2))
+
+
+def test_a_run_killed_after_a_new_best_and_before_its_resume_point_keeps_the_best_it_resumes_with(tmp_path):
+    folder = ModelFolder(tmp_path)
+    model, optimizer, generator = _parts()
+    snapshots.stage_best(folder, model, 4)
+    snapshots.save_state(folder, model, optimizer, generator, {"epoch": 5, "best": 4})
+    assert _best_epoch(folder) == 4
+
+    snapshots.stage_best(folder, model, 6)  # epoch 6 improved; the kill comes before its resume point
+    snapshots.restore(snapshots.read_state(folder), folder, *_parts())
+    assert _best_epoch(folder) == 4, "the bundle would be of an epoch the resumed run does not call best"
+    assert [p.name for p in tmp_path.iterdir() if "next" in p.name] == []
+
+    # Killed after the resume point that names epoch 6 and before the weights were promoted: they are.
+    snapshots.stage_best(folder, model, 6)
+    torch.save({**snapshots.read_state(folder), "state": {"epoch": 6, "best": 6}}, folder.state_path)
+    snapshots.restore(snapshots.read_state(folder), folder, *_parts())
+    assert _best_epoch(folder) == 6

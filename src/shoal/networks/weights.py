@@ -110,10 +110,16 @@ def load_weights(path: Path, model: nn.Module) -> int:
     Returns:
         The epoch the weights were saved at (0 when the file does not say).
     """
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(str(path)))
+    return weights_epoch(path)
+
+
+def weights_epoch(path: Path) -> int:
+    """The epoch a file written by :func:`save_weights` holds (0 when the file does not say)."""
+    from safetensors import safe_open
+
     with safe_open(str(path), framework="pt") as f:
         return int((f.metadata() or {}).get("epoch", 0))
 

@@ -208,7 +208,7 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
             improved = best is None or _better(record, best)
             state["stale"] = 0 if improved else state["stale"] + 1
             if improved and main:
-                save_weights(folder.best_path, model, epoch=epoch)
+                snapshots.stage_best(folder, model, epoch)
             if improved:
                 state["best"] = epoch
         record["elapsed_s"] = time.perf_counter() - started

@@ -2,19 +2,23 @@
 
 It (``state.pt``, :attr:`shoal.models.ModelFolder.state_path`) is rewritten after every
 epoch, through a temporary file and ``os.replace``, so a run killed at any moment resumes
-from its last finished epoch. It is read back with ``weights_only=True``: nothing is
+from its last finished epoch. A new best epoch's weights are staged beside it and become
+``best.safetensors`` only once the resume point that names that epoch is written: a run killed
+between the two resumes with the best weights its resume point names. It is read back with ``weights_only=True``: nothing is
 unpickled. Weight snapshots are safetensors (:func:`shoal.networks.weights.save_weights`).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from shoal.errors import TrainingError
 from shoal.models import ModelFolder
+from shoal.networks.weights import save_weights, weights_epoch
 
 
 def save_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -43,6 +47,29 @@ def save_state(folder: ModelFolder, model: torch.nn.Module, optimizer: torch.opt
     except BaseException:  # a full disk, say: the previous resume point stays, no half-written file does
         tmp.unlink(missing_ok=True)
         raise
+    _settle_best(folder, state.get("best"))
+
+
+def stage_best(folder: ModelFolder, model: torch.nn.Module, epoch: int) -> None:
+    """Keep ``epoch``'s weights as the next best: :func:`save_state` makes them the best once its
+    resume point names that epoch."""
+    save_weights(_staged_best(folder), model, epoch=epoch)
+
+
+def _staged_best(folder: ModelFolder) -> Path:
+    return folder.best_path.with_name("best.next.safetensors")
+
+
+def _settle_best(folder: ModelFolder, best: int | None) -> None:
+    """Promote the staged best weights if they are of the epoch the resume point calls best; drop
+    them if not (a run killed after staging, before its resume point was written)."""
+    staged = _staged_best(folder)
+    if not staged.exists():
+        return
+    if best is not None and weights_epoch(staged) == best:
+        os.replace(staged, folder.best_path)
+    else:
+        staged.unlink()
 
 
 def read_state(folder: ModelFolder) -> dict[str, Any]:
@@ -78,6 +105,7 @@ def restore(saved: dict[str, Any], folder: ModelFolder, model: torch.nn.Module, 
     torch.set_rng_state(saved["torch_rng"])
     if scaler is not None and saved.get("scaler"):  # resume points before fp16, and float32 runs, have none
         scaler.load_state_dict(saved["scaler"])
+    _settle_best(folder, saved["state"].get("best"))
     return saved["state"]
 
 
