@@ -65,6 +65,8 @@ def test_a_dataset_is_built_and_a_model_trained_by_workers(settings: Settings, t
             "dataset": "shapes", "network": "lenet", "name": "tiny", "options": {"epochs": 3, "batch_size": 8}})
         assert answer.status_code == 202
         assert wait_for("the training", lambda: finished(c, "models", "tiny")) == "done"
+        # Like the build's, the training's job ends after the model is stored.
+        assert wait_for("the training's job to end", lambda: ended_job(c, "models", "tiny")) == "done"
         model = c.get("/api/models/tiny").json()
         assert [h["epoch"] for h in model["history"]] == [1, 2, 3]
         assert model["bundle"] and model["job"]["status"] == "done" and model["error"] is None

@@ -44,7 +44,7 @@ def spy(owner, name):
         writes.append(name)
         return real(*args, **kwargs)
     setattr(owner, name, wrapped)
-for owner, name in [(loop, "save_weights"), (snapshots, "save_state"), (ModelFolder, "write_card"),
+for owner, name in [(snapshots, "stage_best"), (snapshots, "save_state"), (ModelFolder, "write_card"),
                     (ModelFolder, "write_config"), (Store, "reserve"), (Store, "update"), (run.Emitter, "__call__")]:
     spy(owner, name)
 evaluate = loop.evaluate
@@ -128,7 +128,7 @@ def test_two_gloo_processes_train_as_one_on_the_same_global_batch(even, shoal_ho
 
     # only rank 0 writes: events, snapshots, the resume point, the store entry, the card, the bundle
     assert ranks[1]["writes"] == [] and ranks[1]["bundle"] == "None"
-    assert {"save_weights", "save_state", "write_card", "write_config", "reserve", "update", "__call__"} <= set(
+    assert {"stage_best", "save_state", "write_card", "write_config", "reserve", "update", "__call__"} <= set(
         ranks[0]["writes"])
     events = [json.loads(line) for line in (shoal_home / "models" / "two" / "metrics.jsonl").read_text().splitlines()]
     starts = [e for e in events if e["type"] == "start"]
