@@ -117,7 +117,7 @@ class ModelFolder:
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Write ``config.json``."""
-        self.config_path.write_text(json.dumps(config, indent=2))
+        _write_json(self.config_path, config)
 
     def read_card(self) -> ModelCard | None:
         """Return the model card (``None`` before training has built the network).
@@ -143,7 +143,7 @@ class ModelFolder:
 
     def write_card(self, card: ModelCard) -> None:
         """Write ``model.json``."""
-        self.card_path.write_text(json.dumps(card.to_dict(), indent=2))
+        _write_json(self.card_path, card.to_dict())
 
     def events(self) -> list[dict[str, Any]]:
         """Return the progress events the run wrote to ``metrics.jsonl`` (empty before it starts)."""
@@ -175,6 +175,13 @@ class ModelFolder:
     def abort_requested(self) -> bool:
         """Whether someone asked the run to stop."""
         return self.abort_path.exists()
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write a JSON file whole or not at all: a page or command reading it meanwhile never sees it half-written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def list(*, store: Store | None = None) -> list[Entry]:  # noqa: A001 - the public name mirrors datasets.list
