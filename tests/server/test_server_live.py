@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from shoal.models import ModelFolder
 from shoal.server import Settings, create_app, monitor
 from shoal.store import Store
+from waiting import GENEROUS_S
 
 LOCAL = "http://127.0.0.1"
 CSRF = {"X-Shoal-CSRF": "1"}
@@ -83,27 +84,36 @@ def test_a_dropped_stream_resumes_after_the_last_event_id(client: TestClient, ho
 
 def test_a_running_model_streams_events_as_the_run_writes_them(client: TestClient, home: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run of the CLI (no job): the stream follows metrics.jsonl while its process lives."""
+    """A run of the CLI (no job): the stream follows metrics.jsonl while its process lives.
+
+    The stream ends on a condition, not a clock: once the look after the one that wrote the fourth
+    event has run (the model stays "running", so nothing else would end it before STREAM_S)."""
     import os
 
     folder = a_model(home, "live", status="running", events=EVENTS[:3])
     Store(home).update("model", "live", summary={"pid": os.getpid()})  # this process "runs" it
-    monkeypatch.setattr(monitor, "STREAM_S", 1.0)
+    monkeypatch.setattr(monitor, "STREAM_S", GENEROUS_S)  # only turns a hang into a failure
     monkeypatch.setattr(monitor, "TICK_S", 0.05)
     original = monitor._Tail.read
-    written = []
+    original_settled = monitor.settled
+    looks = []
 
     def read_and_grow(self: monitor._Tail) -> list[dict]:
         found = original(self)
-        if not written:  # after the first look, the run writes one more event
-            written.append(True)
+        looks.append(len(found))
+        if len(looks) == 1:  # after the first look, the run writes one more event
             with folder.metrics_path.open("a") as f:
                 f.write(json.dumps({"time": 9.0, **EVENTS[3]}) + "\n")
         return found
 
+    def settled_after_the_second_look(state: dict) -> bool:
+        return original_settled(state) or len(looks) >= 2
+
+    monkeypatch.setattr(monitor, "settled", settled_after_the_second_look)
     monkeypatch.setattr(monitor._Tail, "read", read_and_grow)
     sent = parse(client.get("/api/models/live/stream").text)
     ids = [i for i, _ in sent if i is not None]
+    assert looks == [3, 4]  # the fourth was written after the first look, read by the second
     assert ids == ["1", "2", "3", "4"]  # the fourth arrived while the stream was open
     assert [e["status"] for _, e in sent if e["type"] == "status"] == ["running"]
 
