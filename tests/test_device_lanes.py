@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -16,6 +14,7 @@ from shoal.cli import _register, app
 from shoal.server.jobs import Runner
 from shoal.server.services.jobs import list_jobs
 from shoal.store import Store
+from waiting import GENEROUS_S
 
 _register()
 FAST = ["--network", "lenet", "--batch-size", "8", "--solver", "adam", "--lr", "0.003"]
@@ -24,7 +23,7 @@ FAST = ["--network", "lenet", "--batch-size", "8", "--solver", "adam", "--lr", "
 @pytest.fixture()
 def holder():
     """Another live process (its pid holds what it is recorded with), ended by the test or at the end."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    proc = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({GENEROUS_S})"])
     yield proc
     proc.kill()
     proc.wait(timeout=10)
@@ -37,16 +36,25 @@ def _hold_for(store: Store, pid: int, *, lane: str, target: str = "other", gpus:
     return job.id
 
 
-def test_a_cli_training_waits_for_the_busy_lane_then_shows_as_a_job(tiny_dataset, shoal_home, holder):
+def test_a_cli_training_waits_for_the_busy_lane_then_shows_as_a_job(tiny_dataset, shoal_home, holder, monkeypatch):
     store = Store()
     held = _hold_for(store, holder.pid, lane="cpu")
-    threading.Timer(2.0, lambda: (holder.kill(), holder.wait())).start()  # the other training ends (and is reaped)
-    began = time.monotonic()
+    waits: list[str] = []
+    describe = lanes.describe_wait
+
+    def wait_then_free(ahead, what):  # the CLI is waiting: now the other training ends (and is reaped)
+        waits.append(line := describe(ahead, what))
+        holder.kill()
+        holder.wait(timeout=GENEROUS_S)
+        return line
+
+    monkeypatch.setattr(lanes, "describe_wait", wait_then_free)
     result = CliRunner().invoke(app, ["train", "--dataset", "tiny", "--epochs", "1", "--name", "m", "--device", "cpu",
                                       *FAST])
     assert result.exit_code == 0, result.output
-    assert time.monotonic() - began >= 2.0
-    assert f"Waiting for cpu, used by model other (job {held}, pid {holder.pid}) …" in result.stderr
+    line = f"Waiting for cpu, used by model other (job {held}, pid {holder.pid}) …"
+    assert waits == [line]  # it waited, once, for the other training
+    assert line in result.stderr
     mine = store.list_jobs(target="m")
     assert [(j.kind, j.lane, j.status, j.pid, j.params) for j in mine] == [("train", "cpu", "done", os.getpid(),
                                                                              {"cli": True})]

@@ -18,7 +18,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -142,11 +141,14 @@ def test_list_files_must_be_small_regular_files(roots: Path, client: TestClient,
         assert needle in answer.json()["detail"], answer.json()
     for path, needle in ((fifo, "is not a regular file (a folder, device or pipe)"),
                          (Path("/dev/zero"), "is not a regular file"), (huge, "is larger than 64 MiB: split it")):
-        started = time.monotonic()
-        result = run_cli("dataset", "create", "--list", str(path), "--name", "d")
-        assert result.exit_code == 1, result.output
-        assert f"Error: list file '{path}' {needle}" in result.output
-        assert "Traceback" not in result.output and time.monotonic() - started < 30
+        # A command of its own, so that opening the pipe (which blocks until a writer comes) fails the test
+        # at the deadline instead of hanging it.
+        result = subprocess.run([sys.executable, "-m", "shoal", "dataset", "create", "--list", str(path),
+                                 "--name", "d"], capture_output=True, text=True, timeout=GENEROUS_S, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        assert f"Error: list file '{path}' {needle}" in output
+        assert "Traceback" not in output
     with pytest.raises(DatasetError, match="is not a regular file"):
         datasets.create(None, "d", list_file=str(fifo))
 
@@ -256,17 +258,23 @@ def live(rgb: ToyModel, tmp_path: Path) -> Iterator[tuple[str, str]]:
     home = tmp_path / "home"
     shutil.copytree(rgb.home, home, symlinks=True)
     shutil.rmtree(models.ModelFolder.of(rgb.name, store=Store(home)).downloads_path, ignore_errors=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(home=home, run_jobs=False, port=port)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for("the web app to start", lambda: server.started or not thread.is_alive(), every=0.05)
-    yield f"http://127.0.0.1:{port}", rgb.name
-    server.should_exit = True
-    thread.join(timeout=60)
+    # The socket is bound here and handed to uvicorn, so no other process can take the port in between.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(Settings(home=home, run_jobs=False, port=port)),
+                                               host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            wait_for("the web app to start", lambda: server.started or not thread.is_alive(), every=0.05)
+            if not server.started:
+                pytest.fail("the web app did not start (its thread ended): see the log above")
+            yield f"http://127.0.0.1:{port}", rgb.name
+        finally:
+            server.should_exit = True
+            thread.join(timeout=GENEROUS_S)
+        assert not thread.is_alive(), "the web app did not stop"
 
 
 def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
