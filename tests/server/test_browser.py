@@ -50,23 +50,26 @@ pytestmark = [
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[str]:
-    """The web app on 127.0.0.1 at a free port, in a thread; it stops (and its workers with it) after the test."""
+    """The web app on 127.0.0.1 at a free port, in a thread; it stops (and its workers with it) after the test.
+
+    The socket bound here is the one uvicorn serves on: no other process can take the port in between.
+    """
     import uvicorn
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    settings = Settings(home=tmp_path / "home", roots=(tmp_path,), poll_s=0.2)
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    app_server = uvicorn.Server(config)
-    thread = threading.Thread(target=app_server.run, daemon=True)
-    thread.start()
-    wait_for("the web app to start", lambda: app_server.started or not thread.is_alive(), every=0.05)
-    if not app_server.started:
-        pytest.fail("the web app stopped while starting (its log is above)")
-    yield f"http://127.0.0.1:{port}"
-    app_server.should_exit = True
-    thread.join(timeout=60)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        settings = Settings(home=tmp_path / "home", roots=(tmp_path,), poll_s=0.2)
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        app_server = uvicorn.Server(config)
+        thread = threading.Thread(target=app_server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        wait_for("the web app to start", lambda: app_server.started or not thread.is_alive(), every=0.05)
+        if not app_server.started:
+            pytest.fail("the web app stopped while starting (its log is above)")
+        yield f"http://127.0.0.1:{port}"
+        app_server.should_exit = True
+        thread.join(timeout=60)
 
 
 def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:

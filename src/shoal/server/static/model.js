@@ -696,6 +696,9 @@
         if (!drawing) drawing = setTimeout(flush, 150);
         return;
       }
+      // Draw the events already received first: the status (say "done") never gets ahead of the chart.
+      clearTimeout(drawing);
+      flush();
       const key = JSON.stringify(e);
       if (key !== lastState) {
         try {

@@ -25,7 +25,9 @@
   const field = (name) => form.querySelector(`[name="${name}"]`);
   const first = (raw) => raw.split(",")[0].trim();
   let timer = null;
+  let asked = 0;  // the latest preview asked for: an older answer arriving after it is dropped
   async function preview() {
+    const mine = ++asked;
     if (fitted()) return;  // a fitted head has no learning rate to draw
     const params = new URLSearchParams({ policy: field("lr_policy").value });
     const epochs = field("epochs").value.trim();
@@ -43,6 +45,7 @@
     const text = document.getElementById("schedule-text");
     try {
       const found = await api("GET", `/api/schedule?${params}`);
+      if (mine !== asked) return;
       const x = found.points.map((p) => p.epoch);
       const y = found.points.map((p) => p.lr);
       Plotly.react("lr-chart", [{ x, y, type: "scatter", mode: "lines", line: { color: "#0b6e79", width: 2 }, name: "learning rate" }], {
@@ -53,6 +56,7 @@
       text.textContent = `${found.policy}: from ${shoal.num(y[0], 3)} to ${shoal.num(y[y.length - 1], 3)} over ${x[x.length - 1]} epochs.${backbone}`;
       text.className = "muted small";
     } catch (e) {
+      if (mine !== asked) return;
       text.textContent = e.message;
       text.className = "message error";
     }
