@@ -102,7 +102,9 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_dataset):
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(dataset="tiny", name="cut", **config), on_event=stop_after_epoch_2)
     assert Store().get("model", "cut").status == "interrupted"
-    resumed = resume("cut")
+    with pytest.raises(TrainingError, match="already trained 2 epochs, more than --epochs 1; --epochs is the total"):
+        resume("cut", epochs=1)
+    resumed = resume("cut")  # the refused --epochs 1 left the planned 4
 
     assert resumed.status == "done"
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]

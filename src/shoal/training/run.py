@@ -143,7 +143,8 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
         epochs: a new total number of epochs (to train longer than first planned).
 
     Raises:
-        TrainingError: the model has nothing to resume (no finished epoch, or a fitted head).
+        TrainingError: the model has nothing to resume (no finished epoch, or a fitted head), or
+            ``epochs`` is fewer than it has already trained.
     """
     store = store or Store()
     if not distributed.world().main:  # rank 0 reads the model's folder and sends what the others need
@@ -156,12 +157,16 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
         raise TrainingError(f"model {name!r} has a fitted head: it has no epochs to resume; train it anew "
                             f"('shoal model delete {name}', then 'shoal train ...'), or train the head with "
                             "the loop (--head sgd) to get epochs")
-    if epochs is not None:
-        config = TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
-        folder.write_config(to_dict(config))
     if not folder.has_state():
         raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew "
                             f"('shoal model delete {name}', then 'shoal train ...')")
+    if epochs is not None:
+        done = store.get("model", name).summary.get("epoch") or 0  # at most the resume point's epoch
+        if epochs < done:
+            raise TrainingError(f"model {name!r} has already trained {done} epochs, more than --epochs {epochs}; "
+                                f"--epochs is the total: give {done} or more")
+        config = TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
+        folder.write_config(to_dict(config))
     return _run(config, folder, store, on_event, resume=True)
 
 
