@@ -5,7 +5,7 @@ from __future__ import annotations
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
-from shoal.bundle import open_bundle
+from shoal.bundle import REQUIRED, open_bundle
 from shoal.cli import _register, app
 from shoal.training import TrainConfig, train
 
@@ -39,3 +39,16 @@ def test_export_epoch_picks_the_best_the_last_or_a_kept_snapshot(tiny_dataset, t
     assert missing.exit_code == 1
     assert missing.stderr == "Error: no snapshot of epoch 7; kept epochs: [1, 2, 3] (or use 'best' or 'last')\n"
     assert not (tmp_path / "e7").exists()
+
+    # Over a bundle it replaces it; a folder of the user's own files it refuses, and keeps them.
+    again, _, _ = export("m", "1", tmp_path / "best")
+    assert again == 1 and sorted(p.name for p in (tmp_path / "best").iterdir()) == sorted(REQUIRED)
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "thesis.txt").write_text("four years")
+    refused = runner.invoke(app, ["export", "m", "--out", str(documents)])
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"Error: '{documents}' is a folder holding other files than a bundle's "
+                                     f"(thesis.txt): writing the bundle there would delete them; give a new folder")
+    assert [p.name for p in documents.iterdir()] == ["thesis.txt"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("shoal-bundle-")] == []

@@ -136,8 +136,14 @@ def zip_bundle(folder: Path, out: Path) -> Path:
 def staged(out: Path) -> Iterator[Path]:
     """A fresh folder to write a bundle's files into; when the block ends without error it becomes ``out``.
 
-    ``out`` is a folder (replaced whole) or a ``.shoal`` file (zipped); a reader never sees half a bundle.
+    ``out`` is a folder (replaced whole) or a ``.shoal`` file (zipped); a reader never sees half a bundle,
+    and a process killed at any moment leaves the old bundle or the new one.
+
+    Raises:
+        BundleError: ``out`` is a folder holding other files than a bundle's, or a file not ending in ``.shoal``
+            (replacing it would delete them).
     """
+    _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shoal-bundle-", dir=out.parent) as tmp:
         staging = Path(tmp) / "bundle"
@@ -146,9 +152,27 @@ def staged(out: Path) -> Iterator[Path]:
         if out.suffix == SUFFIX:
             zip_bundle(staging, out)
         else:
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(staging, out)
+            replace_folder(out, staging, aside=Path(tmp) / "old")
+
+
+def replace_folder(target: Path, new: Path, *, aside: Path) -> None:
+    """Put folder ``new`` in place of ``target``: the old one is first moved to ``aside`` (a path on the
+    same file system, removed by the caller), so a kill leaves one whole folder, never a half-deleted one."""
+    if target.exists():
+        os.replace(target, aside)
+    os.replace(new, target)
+
+
+def _check_replaceable(out: Path) -> None:
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        if MANIFEST not in names and not names <= set(REQUIRED):
+            raise BundleError(f"{str(out)!r} is a folder holding other files than a bundle's "
+                              f"({', '.join(sorted(names - set(REQUIRED))[:3])}): writing the bundle there would "
+                              f"delete them; give a new folder, e.g. {str(out / 'bundle')!r}, or a path ending in "
+                              f"{SUFFIX}")
+    elif out.exists() and out.suffix != SUFFIX:
+        raise BundleError(f"{str(out)!r} is a file, not a bundle: give a new folder, or a path ending in {SUFFIX}")
 
 
 def manifest(name: str, card: ModelCard, *, epoch: int, history: list[dict[str, Any]], training: dict[str, Any],

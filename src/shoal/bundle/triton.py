@@ -18,13 +18,12 @@ tensor is ``dims: [ 1 ]`` with ``reshape: { shape: [ ] }``, as Triton asks.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.bundle import LABELS_FILE, ONNX_FILE, Bundle, open_bundle
+from shoal.bundle import LABELS_FILE, ONNX_FILE, Bundle, open_bundle, replace_folder
 from shoal.errors import BundleError
 
 if TYPE_CHECKING:
@@ -128,9 +127,7 @@ def write_repository(bundle: Bundle | str | os.PathLike[str], out: str | os.Path
         (staging / VERSION / ONNX_FILE).write_bytes(graph)
         (staging / LABELS_FILE).write_text("".join(f"{label}\n" for label in bundle.labels), encoding="utf-8")
         (staging / CONFIG_FILE).write_text(config, encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        replace_folder(target, staging, aside=Path(tmp) / "old")
     return target
 
 
