@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from shoal.models import ModelFolder
-from shoal.networks.weights import load_weights
+from shoal.networks.weights import load_weights, save_weights
 from shoal.training import snapshots
 
 
@@ -57,12 +57,14 @@ def test_a_run_killed_after_a_new_best_and_before_its_resume_point_keeps_the_bes
     assert _best_epoch(folder) == 4
 
     snapshots.stage_best(folder, model, 6)  # epoch 6 improved; the kill comes before its resume point
-    snapshots.restore(snapshots.read_state(folder), folder, *_parts())
+    save_weights(folder.snapshot(6), model, epoch=6)
+    snapshots.settle(folder, snapshots.read_state(folder)["state"])
     assert _best_epoch(folder) == 4, "the bundle would be of an epoch the resumed run does not call best"
     assert [p.name for p in tmp_path.iterdir() if "next" in p.name] == []
+    assert folder.snapshots() == {}, "an export of epoch 6 would be of weights the resumed run trains again"
 
     # Killed after the resume point that names epoch 6 and before the weights were promoted: they are.
     snapshots.stage_best(folder, model, 6)
     torch.save({**snapshots.read_state(folder), "state": {"epoch": 6, "best": 6}}, folder.state_path)
-    snapshots.restore(snapshots.read_state(folder), folder, *_parts())
+    snapshots.settle(folder, snapshots.read_state(folder)["state"])
     assert _best_epoch(folder) == 6

@@ -113,6 +113,52 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_dataset):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 
 
+def test_a_run_killed_after_its_resume_point_resumes_with_its_log_and_row_caught_up(tiny_dataset, monkeypatch):
+    from shoal.training import loop
+
+    stored = loop._store_progress
+
+    def killed_at_epoch_2(store, name, state, world_size):  # between the resume point and the log line and row
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        stored(store, name, state, world_size)
+
+    monkeypatch.setattr(loop, "_store_progress", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(dataset="tiny", name="cut", epochs=2, **FAST))
+    assert [h["epoch"] for h in describe("cut")["history"]] == [1]
+    monkeypatch.setattr(loop, "_store_progress", stored)
+
+    resumed = resume("cut")  # nothing left to train: it writes the bundle
+    assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in describe("cut")["history"]] == [1, 2]
+    assert Store().get("model", "cut").summary["best_epoch"] == resumed.best_epoch
+    manifest = open_bundle(resumed.bundle).manifest
+    assert manifest["epoch"] == resumed.best_epoch and manifest["metrics"] is not None
+    assert [h["epoch"] for h in manifest["history"]] == [1, 2]
+
+
+def test_a_run_stopped_early_and_killed_in_its_export_resumes_to_its_bundle_alone(tiny_dataset, monkeypatch):
+    import shoal.bundle.writer
+    from shoal.training import loop
+
+    monkeypatch.setattr(loop, "_better", lambda record, best: False)  # only the first epoch improves
+    exported = shoal.bundle.writer.export_model
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shoal.bundle.writer, "export_model", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(dataset="tiny", name="early", epochs=10, early_stop=1, **FAST))
+    monkeypatch.setattr(shoal.bundle.writer, "export_model", exported)
+
+    events = []
+    resumed = resume("early", on_event=events.append)
+    assert [h["epoch"] for h in resumed.history] == [1, 2], "it trained an epoch the stopped run never did"
+    assert resumed.best_epoch == 1 and open_bundle(resumed.bundle).manifest["epoch"] == 1
+    assert [e["best_epoch"] for e in events if e["type"] == "early_stop"] == [1]
+
+
 def test_a_killed_run_resumes_from_its_last_epoch(tiny_dataset, shoal_home):
     cmd = [sys.executable, "-c", "from shoal.cli import main; main()"]
     env = {**os.environ, "SHOAL_HOME": str(shoal_home)}

@@ -89,7 +89,10 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     here, main = ranks.world, ranks.world.main
     if main:
         ranks.share(config)  # the others wait for it: they start once the run is registered
-    saved = ranks.share(snapshots.read_state(folder) if main and resume else None)
+    saved = snapshots.read_state(folder) if main and resume else None
+    if saved is not None:
+        snapshots.settle(folder, saved["state"])
+    saved = ranks.share(saved)
     resume = saved is not None
     device = _rank_device(torch_device(config.device), here)
     ranks.use(device)
@@ -168,12 +171,17 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
           "bf16": amp is torch.bfloat16, "precision": _PRECISION_NAMES[amp],
           "epoch": state["epoch"], "epochs": config.epochs, "train_images": len(train_y), "val_images": len(val_y),
           "device": str(device), "world_size": here.size})
+    if resume and main:
+        _catch_up(folder, store, emit, config.name, state, here.size)
 
     # -- loop -----------------------------------------------------------------------------------
     iters = len(train_batches)
     log_every = config.log_every or max(1, iters // 10)
     started = clock - state["elapsed"]
-    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+    stopped_early = bool(config.early_stop) and state["stale"] >= config.early_stop  # before a kill in its export
+    if stopped_early:
+        emit({"type": "early_stop", "epoch": state["epoch"], "best_epoch": state["best"]})
+    for epoch in range(state["epoch"] + 1, (state["epoch"] if stopped_early else config.epochs) + 1):
         _train_mode(model, keep_statistics=config.finetune)
         train_batches.set_epoch(epoch)
         seen, loss_sum, tick = 0, 0.0, time.perf_counter()
@@ -218,10 +226,7 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
             if config.snapshot_every and epoch % config.snapshot_every == 0:
                 save_weights(folder.snapshot(epoch), model, epoch=epoch)
             snapshots.save_state(folder, model, optimizer, generator, state, scaler)
-            best = _best(state)
-            store.update("model", config.name, summary={"epoch": epoch, "best_epoch": state["best"],
-                                                         "val_accuracy": best["val_accuracy"] if best else None,
-                                                         "world_size": here.size})
+            _store_progress(store, config.name, state, here.size)
         emit({"type": "epoch", **record})
         if config.early_stop and state["stale"] >= config.early_stop:
             emit({"type": "early_stop", "epoch": epoch, "best_epoch": state["best"]})
@@ -403,6 +408,25 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], batches: Any, num_
     if num_classes >= 5:
         metrics["val_top5"] = top5 / n
     return metrics
+
+
+def _store_progress(store: Store, name: str, state: dict[str, Any], world_size: int) -> None:
+    """The model's row in the store: its last epoch and its best (what ``model list`` and the web show)."""
+    best = _best(state)
+    store.update("model", name, summary={"epoch": state["epoch"], "best_epoch": state["best"],
+                                         "val_accuracy": best["val_accuracy"] if best else None,
+                                         "world_size": world_size})
+
+
+def _catch_up(folder: ModelFolder, store: Store, emit: Emitter, name: str, state: dict[str, Any],
+              world_size: int) -> None:
+    """Log the epochs of the resume point the killed run had not logged yet, and store its progress
+    (a kill can fall between the resume point and the log line and store row that follow it)."""
+    logged = {e.get("epoch") for e in folder.events() if e["type"] == "epoch"}
+    for record in state["history"]:
+        if record["epoch"] not in logged:
+            emit({"type": "epoch", **record})
+    _store_progress(store, name, state, world_size)
 
 
 def _best(state: dict[str, Any]) -> dict[str, Any] | None:

@@ -2,10 +2,11 @@
 
 It (``state.pt``, :attr:`shoal.models.ModelFolder.state_path`) is rewritten after every
 epoch, through a temporary file and ``os.replace``, so a run killed at any moment resumes
-from its last finished epoch. A new best epoch's weights are staged beside it and become
-``best.safetensors`` only once the resume point that names that epoch is written: a run killed
-between the two resumes with the best weights its resume point names. It is read back with ``weights_only=True``: nothing is
-unpickled. Weight snapshots are safetensors (:func:`shoal.networks.weights.save_weights`).
+from its last finished epoch. It is read back with ``weights_only=True``: nothing is unpickled.
+A new best epoch's weights are staged beside it and become ``best.safetensors`` only once the
+resume point that names that epoch is written; a resumed run first settles the folder
+(:func:`settle`), so it continues with the best weights its resume point names. Weight snapshots
+are safetensors (:func:`shoal.networks.weights.save_weights`).
 """
 
 from __future__ import annotations
@@ -105,8 +106,17 @@ def restore(saved: dict[str, Any], folder: ModelFolder, model: torch.nn.Module, 
     torch.set_rng_state(saved["torch_rng"])
     if scaler is not None and saved.get("scaler"):  # resume points before fp16, and float32 runs, have none
         scaler.load_state_dict(saved["scaler"])
-    _settle_best(folder, saved["state"].get("best"))
     return saved["state"]
+
+
+def settle(folder: ModelFolder, state: dict[str, Any]) -> None:
+    """Bring the model's folder in line with its resume point before a resumed run (rank 0 alone):
+    best weights staged for an epoch it names become the best, others are dropped, and so are
+    weight snapshots of epochs after it (a kill fell between writing them and the resume point)."""
+    _settle_best(folder, state.get("best"))
+    for epoch, path in folder.snapshots().items():
+        if epoch > state["epoch"]:
+            path.unlink()
 
 
 def _first_sentence(exc: BaseException) -> str:
