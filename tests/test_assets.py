@@ -50,6 +50,14 @@ def test_pretrained_weights_are_read_as_a_state_dict_kept_and_deleted(tmp_path: 
         assets.save_pretrained(store, name="mine", architecture="lenet", upload=again, filename="w.pt", labels=[])
     with pytest.raises(NetworkError, match="must be a .safetensors, .pth or .pt file"):
         assets.save_pretrained(store, name="other", architecture="lenet", upload=again, filename="w.bin", labels=[])
+    # An upload a kill cut short (its staging folder, info written, not yet moved in) is not listed.
+    cut = tmp_path / "pretrained" / ".cut-x1y2"
+    cut.mkdir()
+    (cut / "pretrained.json").write_text((tmp_path / "pretrained" / "mine" / "pretrained.json").read_text())
+    assert [i["name"] for i in assets.list_pretrained(store)] == ["mine"]
+    cut.joinpath("pretrained.json").unlink()
+    cut.rmdir()
     assets.delete_pretrained(store, "mine")
     with pytest.raises(NotFoundError, match="no uploaded pretrained weights named 'mine' \\(uploaded: none yet\\)"):
         assets.pretrained_info(store, "mine")
+    assert list((tmp_path / "pretrained").iterdir()) == []

@@ -79,8 +79,8 @@ def pretrained_info(store: Store, name: str) -> dict[str, Any]:
 def list_pretrained(store: Store) -> list[dict[str, Any]]:
     """Every uploaded set of weights, by name."""
     folder = store.assets("pretrained", create=False)
-    return [json.loads((p / _INFO).read_text())
-            for p in sorted(folder.iterdir() if folder.is_dir() else []) if (p / _INFO).is_file()]
+    return [json.loads((p / _INFO).read_text()) for p in sorted(folder.iterdir() if folder.is_dir() else [])
+            if not p.name.startswith(".") and (p / _INFO).is_file()]  # a dot-folder is an upload a kill cut short
 
 
 def save_pretrained(store: Store, *, name: str, architecture: str, upload: Path, filename: str,
@@ -126,4 +126,8 @@ def save_pretrained(store: Store, *, name: str, architecture: str, upload: Path,
 def delete_pretrained(store: Store, name: str) -> None:
     """Remove uploaded weights (NotFoundError when there are none of that name)."""
     pretrained_info(store, name)
-    shutil.rmtree(store.assets("pretrained") / name)
+    folder = store.assets("pretrained") / name
+    # Out of the way first: a kill in the middle of deleting leaves no half-deleted set under its name.
+    aside = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    os.replace(folder, aside / name)
+    shutil.rmtree(aside)
