@@ -117,6 +117,14 @@ def test_cli_writes_a_triton_model_that_matches_the_graph(rgb, monkeypatch, tmp_
     assert again.exit_code == 0, again.output  # written again over itself, whole
     check_against_graph(model_dir, list(rgb.labels))
 
+    # --out naming a folder that holds a folder of the model's name, of the user's own files: refused, kept.
+    (tmp_path / "home" / rgb.name).mkdir(parents=True)
+    (tmp_path / "home" / rgb.name / "notes.txt").write_text("mine")
+    refused = runner.invoke(app, ["export", rgb.name, "--format", "triton", "--out", str(tmp_path / "home")])
+    assert refused.exit_code == 1
+    assert "exists and is not a Triton model (it has no config.pbtxt)" in refused.stderr
+    assert [p.name for p in (tmp_path / "home" / rgb.name).iterdir()] == ["notes.txt"]
+
 
 def test_a_graph_of_probabilities_only(rgb, tmp_path):
     bundle = tmp_path / "bundle"

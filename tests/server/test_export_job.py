@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +84,18 @@ def test_the_export_job_runs_and_the_file_downloads(rgb: ToyModel, tmp_path: Pat
     model = shoal.load(path)
     last = models.ModelFolder.of(rgb.name, store=Store(home)).history()[-1]["epoch"]
     assert model.manifest["epoch"] == last and model.labels == list(rgb.labels)
+
+
+def test_a_snapshot_saved_again_is_exported_again(idle: TestClient, rgb: ToyModel) -> None:
+    folder = models.ModelFolder.of(rgb.name, store=Store(idle.app.state.settings.home))
+    snapshot = folder.snapshot(5)  # the toy model keeps epoch 5 (a snapshot every 5 epochs)
+    out = folder.downloads_path / f"{rgb.name}-epoch-5.shoal"
+    out.parent.mkdir(exist_ok=True)
+    out.write_bytes(b"an earlier export")
+    os.utime(out, (snapshot.stat().st_mtime + 10,) * 2)
+    ready = idle.post(f"/api/models/{rgb.name}/export", params={"epoch": "5"}, headers=CSRF)
+    assert ready.status_code == 200 and ready.json()["job"] is None
+    # A resumed run trained epoch 5 again after a kill: the old file is not served, the epoch is exported again.
+    os.utime(snapshot, (out.stat().st_mtime + 10,) * 2)
+    again = idle.post(f"/api/models/{rgb.name}/export", params={"epoch": "5"}, headers=CSRF)
+    assert again.status_code == 202 and again.json()["job"]["kind"] == "export"

@@ -612,7 +612,7 @@ def test_a_restarted_server_shows_lost_runs_as_interrupted(settings: Settings) -
     dead = _dead_pid()
     store.reserve("model", "lost", status="running", summary={"pid": dead, "dataset": "d"})
     (store.folder("model", "lost") / "config.json").write_text(json.dumps({"dataset": "d", "epochs": 5}))
-    (store.folder("model", "lost") / "state.pt").write_bytes(b"saved epoch")
+    _resume_point(store.folder("model", "lost"), epoch=3)
     store.reserve("model", "alive", status="running", summary={"pid": os.getpid()})
     job = store.add_job("train", "gone", lane="cpu", params={})
     store.update_job(job.id, status="running", pid=dead)
@@ -621,6 +621,12 @@ def test_a_restarted_server_shows_lost_runs_as_interrupted(settings: Settings) -
         assert model["status"] == "interrupted" and model["can_resume"] is True
         assert c.get("/api/models/alive").json()["status"] == "running"  # another process still trains it
         assert store.get_job(job.id).status == "interrupted"
+        state = store.folder("model", "lost") / "state.pt"
+        saved = state.read_bytes()
+        state.write_bytes(b"cut short")  # a damaged resume point is refused at once, not in the job
+        damaged = c.post("/api/models/lost/resume", json={"epochs": 6}, headers=CSRF)
+        assert damaged.status_code == 409 and "its resume point" in damaged.json()["detail"]
+        state.write_bytes(saved)
         resumed = c.post("/api/models/lost/resume", json={"epochs": 6}, headers=CSRF)
         assert resumed.status_code == 202 and resumed.json()["job"]["kind"] == "resume"
         assert c.get("/api/models/lost").json()["status"] == "queued"
@@ -628,6 +634,19 @@ def test_a_restarted_server_shows_lost_runs_as_interrupted(settings: Settings) -
         assert twice.status_code == 409 and "already training or queued" in twice.json()["detail"]
         bad = c.post("/api/models/lost/resume", json={"epochs": "many"}, headers=CSRF)
         assert bad.status_code == 422
+
+
+def _resume_point(folder: Path, *, epoch: int) -> None:
+    """A resume point of ``epoch`` validated epochs, as the training loop saves it."""
+    import torch
+
+    from shoal.models import ModelFolder
+    from shoal.training import snapshots
+
+    model = torch.nn.Linear(3, 2)
+    history = [{"epoch": e, "val_accuracy": 0.5, "val_loss": 1.0} for e in range(1, epoch + 1)]
+    snapshots.save_state(ModelFolder(folder), model, torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator(),
+                         {"epoch": epoch, "best": 1, "history": history, "elapsed": 1.0, "stale": 0, "epochs": 5})
 
 
 def _dead_pid() -> int:

@@ -80,6 +80,11 @@ def test_a_dataset_is_built_and_a_model_trained_by_workers(settings: Settings, t
         assert shoal.load(bundle).labels == ["circle", "square", "triangle"]
         # The worker wrote into the same store the CLI uses.
         assert Store(settings.home).get("model", "tiny").status == "done"
+        # Fewer epochs than it trained: refused at once, and the finished model stays as it was.
+        fewer = c.post("/api/models/tiny/resume", json={"epochs": 2}, headers=CSRF)
+        assert fewer.status_code == 409, fewer.text
+        assert "has trained 3 epochs; epochs is the total" in fewer.json()["detail"]
+        assert c.get("/api/models/tiny").json()["status"] == "done"
 
         # A trained model can start another (DIGITS' "previous networks"). With the form's defaults its backbone
         # stays frozen and the head is fitted: the form sends no loop options (they are off), only these.

@@ -102,7 +102,8 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_dataset):
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(dataset="tiny", name="cut", **config), on_event=stop_after_epoch_2)
     assert Store().get("model", "cut").status == "interrupted"
-    with pytest.raises(TrainingError, match="already trained 2 epochs, more than --epochs 1; --epochs is the total"):
+    with pytest.raises(TrainingError, match="has trained 2 epochs; epochs is the total, not the number to add: "
+                                            "give 2 or more"):
         resume("cut", epochs=1)
     resumed = resume("cut")  # the refused --epochs 1 left the planned 4
 
@@ -131,7 +132,8 @@ def test_a_run_killed_after_its_resume_point_resumes_with_its_log_and_row_caught
 
     resumed = resume("cut")  # nothing left to train: it writes the bundle
     assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in describe("cut")["history"]] == [1, 2]
-    assert Store().get("model", "cut").summary["best_epoch"] == resumed.best_epoch
+    summary = Store().get("model", "cut").summary
+    assert summary["epoch"] == 2 and summary["best_epoch"] == resumed.best_epoch
     manifest = open_bundle(resumed.bundle).manifest
     assert manifest["epoch"] == resumed.best_epoch and manifest["metrics"] is not None
     assert [h["epoch"] for h in manifest["history"]] == [1, 2]
@@ -157,6 +159,23 @@ def test_a_run_stopped_early_and_killed_in_its_export_resumes_to_its_bundle_alon
     assert [h["epoch"] for h in resumed.history] == [1, 2], "it trained an epoch the stopped run never did"
     assert resumed.best_epoch == 1 and open_bundle(resumed.bundle).manifest["epoch"] == 1
     assert [e["best_epoch"] for e in events if e["type"] == "early_stop"] == [1]
+
+    # A new total is a new plan: the finished model trains on, with its patience restored.
+    extended = resume("early", epochs=12)
+    assert [h["epoch"] for h in extended.history] == [1, 2, 3]
+
+
+def test_a_resume_cannot_end_on_an_epoch_it_never_validated(tiny_dataset):
+    def stop_after_epoch_3(event):
+        if event["type"] == "epoch" and event["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(dataset="tiny", name="sparse", epochs=10, val_every=5, **FAST), on_event=stop_after_epoch_3)
+    with pytest.raises(TrainingError, match=r"has trained 3 epochs, the last one not validated \(it validates every "
+                                            r"5\); epochs is the total, not the number to add: give 4 or more"):
+        resume("sparse", epochs=3)
+    assert resume("sparse", epochs=4).best_epoch == 4  # the last epoch is validated
 
 
 def test_a_killed_run_resumes_from_its_last_epoch(tiny_dataset, shoal_home):

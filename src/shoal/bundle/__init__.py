@@ -137,7 +137,7 @@ def staged(out: Path) -> Iterator[Path]:
     """A fresh folder to write a bundle's files into; when the block ends without error it becomes ``out``.
 
     ``out`` is a folder (replaced whole) or a ``.shoal`` file (zipped); a reader never sees half a bundle,
-    and a process killed at any moment leaves the old bundle or the new one.
+    and a process killed at any moment leaves a whole bundle or, for the instant between two renames, none.
 
     Raises:
         BundleError: ``out`` is a folder holding other files than a bundle's, or a file not ending in ``.shoal``
@@ -157,7 +157,7 @@ def staged(out: Path) -> Iterator[Path]:
 
 def replace_folder(target: Path, new: Path, *, aside: Path) -> None:
     """Put folder ``new`` in place of ``target``: the old one is first moved to ``aside`` (a path on the
-    same file system, removed by the caller), so a kill leaves one whole folder, never a half-deleted one."""
+    same file system, removed by the caller), so a kill never leaves a half-deleted folder at ``target``."""
     if target.exists():
         os.replace(target, aside)
     os.replace(new, target)
@@ -165,7 +165,7 @@ def replace_folder(target: Path, new: Path, *, aside: Path) -> None:
 
 def _check_replaceable(out: Path) -> None:
     if out.is_dir():
-        names = {p.name for p in out.iterdir()}
+        names = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # .DS_Store and the like
         if MANIFEST not in names and not names <= set(REQUIRED):
             raise BundleError(f"{str(out)!r} is a folder holding other files than a bundle's "
                               f"({', '.join(sorted(names - set(REQUIRED))[:3])}): writing the bundle there would "

@@ -112,15 +112,21 @@ def write_repository(bundle: Bundle | str | os.PathLike[str], out: str | os.Path
 
     Returns:
         The model's folder, ``out/name``.
+
+    Raises:
+        BundleError: ``out/name`` exists and is not a Triton model (replacing it would delete its files).
     """
+    target = Path(out).expanduser() / name
+    if target.exists() and not (target.is_dir() and ((target / CONFIG_FILE).is_file() or not any(target.iterdir()))):
+        raise BundleError(f"{str(target)!r} exists and is not a Triton model (it has no {CONFIG_FILE}): writing "
+                          f"model {name!r} there would delete its files; give --out a model repository")
     bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
     graph = bundle.read(ONNX_FILE)
     inputs, outputs = graph_tensors(graph)
     probabilities = next((t.name for t in outputs if t.name == "probabilities"), None)
     config = model_config(name, inputs, outputs, labels_output=probabilities, max_batch_size=max_batch_size)
-    repository = Path(out).expanduser()
+    repository = target.parent
     repository.mkdir(parents=True, exist_ok=True)
-    target = repository / name
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=repository) as tmp:
         staging = Path(tmp) / name
         (staging / VERSION).mkdir(parents=True)

@@ -119,7 +119,7 @@ def train(
             raise ConfigError(f"--nproc starts the processes itself, but this one is already rank {here.rank} of "
                               f"{here.size} (started by torchrun): drop --nproc, torchrun's --nproc-per-node says how many")
         needs_dataset = not resume and dataset is None and config_file is None
-        _launch(nproc, _child_args(ctx), resume=resume,
+        _launch(nproc, _child_args(ctx), resume=resume, epochs=epochs,
                 build_config=None if needs_dataset else lambda: build(TrainConfig, config_file, **options))
         return
 
@@ -188,17 +188,15 @@ def _find_lr(config: TrainConfig) -> float:
     return float(found.lr or 0)
 
 
-def _launch(nproc: int, args: list[str], *, resume: str | None, build_config: Any) -> None:
+def _launch(nproc: int, args: list[str], *, resume: str | None, epochs: int | None, build_config: Any) -> None:
     """``shoal train ... --nproc N``: check the run here, then start N copies of this command (without
     ``--nproc``) through torch.distributed's launcher; the copies' rank 0 prints the progress and result."""
-    from shoal.config import from_dict
     from shoal.errors import ConfigError
-    from shoal.models import ModelFolder
     from shoal.store import Store
-    from shoal.training import distributed
+    from shoal.training import check_resume, distributed
 
     if resume:
-        config = from_dict(TrainConfig, ModelFolder.of(resume).read_config())
+        config = check_resume(resume, epochs=epochs)
     else:
         if build_config is None:
             raise ConfigError("--dataset is required: name a stored dataset (see 'shoal dataset list')")

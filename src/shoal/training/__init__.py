@@ -11,10 +11,10 @@ from shoal.training.config import TrainConfig
 from shoal.training.schedules import POLICIES, learning_rate, schedule
 from shoal.training.solvers import SOLVERS
 
-__all__ = ["POLICIES", "SOLVERS", "TrainConfig", "TrainResult", "build_model", "learning_rate", "resume",
-           "schedule", "train"]
+__all__ = ["POLICIES", "SOLVERS", "TrainConfig", "TrainResult", "build_model", "check_resume", "learning_rate",
+           "resume", "schedule", "train"]
 
-_RUN_NAMES = {"TrainResult", "resume", "train"}
+_RUN_NAMES = {"TrainResult", "check_resume", "resume", "train"}
 
 
 def __getattr__(name: str) -> Any:

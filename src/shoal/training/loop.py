@@ -162,7 +162,7 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     lr_at = lambda epoch: learning_rate(config.lr_policy, epoch, epochs=config.epochs, base_lr=config.lr,  # noqa: E731
                                         step_size=config.step_size, step_values=config.step_values,
                                         gamma=config.gamma, power=config.power)
-    state = {"epoch": 0, "best": None, "history": [], "elapsed": 0.0, "stale": 0}
+    state = {"epoch": 0, "best": None, "history": [], "elapsed": 0.0, "stale": 0, "epochs": config.epochs}
     if saved is not None:
         state = snapshots.restore(saved, folder, model, optimizer, generator, scaler)
         if here.rank:  # rank 0's augmentation stream was saved; the others draw their own
@@ -178,7 +178,11 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     iters = len(train_batches)
     log_every = config.log_every or max(1, iters // 10)
     started = clock - state["elapsed"]
-    stopped_early = bool(config.early_stop) and state["stale"] >= config.early_stop  # before a kill in its export
+    # A resume with a new total is a new plan: patience starts again. One with the same plan that had
+    # stopped early (and was killed while writing its bundle) trains no further epoch.
+    if state.setdefault("epochs", config.epochs) != config.epochs:
+        state["epochs"], state["stale"] = config.epochs, 0
+    stopped_early = bool(config.early_stop) and state["stale"] >= config.early_stop
     if stopped_early:
         emit({"type": "early_stop", "epoch": state["epoch"], "best_epoch": state["best"]})
     for epoch in range(state["epoch"] + 1, (state["epoch"] if stopped_early else config.epochs) + 1):

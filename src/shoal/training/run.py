@@ -151,6 +151,22 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
         from shoal.training.loop import follow
 
         return follow(store)
+    config = check_resume(name, epochs=epochs, store=store)
+    folder = ModelFolder.of(name, store=store)
+    if epochs is not None:
+        folder.write_config(to_dict(config))
+    return _run(config, folder, store, on_event, resume=True)
+
+
+def check_resume(name: str, *, epochs: int | None = None, store: Store | None = None) -> TrainConfig:
+    """The configuration model ``name`` resumes with (``epochs`` as its new total), checked before
+    anything is written or queued (the CLI, its launcher of processes and the web app all call it).
+
+    Raises:
+        NotFoundError: no such model.
+        TrainingError: it has nothing to resume (no saved epoch, or a fitted head), or ``epochs`` is
+            fewer than it has trained (or as many, when the last was not validated).
+    """
     folder = ModelFolder.of(name, store=store)
     config = from_dict(TrainConfig, folder.read_config())
     if config.head == "fit":
@@ -160,14 +176,17 @@ def resume(name: str, *, store: Store | None = None, on_event: EventHandler | No
     if not folder.has_state():
         raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew "
                             f"('shoal model delete {name}', then 'shoal train ...')")
-    if epochs is not None:
-        done = store.get("model", name).summary.get("epoch") or 0  # at most the resume point's epoch
-        if epochs < done:
-            raise TrainingError(f"model {name!r} has already trained {done} epochs, more than --epochs {epochs}; "
-                                f"--epochs is the total: give {done} or more")
-        config = TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
-        folder.write_config(to_dict(config))
-    return _run(config, folder, store, on_event, resume=True)
+    if epochs is None:
+        return config
+    from shoal.training.snapshots import trained
+
+    done, validated = trained(folder)
+    if epochs < done or (epochs == done and not validated):
+        least = done if validated else done + 1
+        unvalidated = "" if validated else f", the last one not validated (it validates every {config.val_every})"
+        raise TrainingError(f"model {name!r} has trained {done} epochs{unvalidated}; epochs is the total, "
+                            f"not the number to add: give {least} or more")
+    return TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
 
 
 def _run(config: TrainConfig, folder: ModelFolder, store: Store, on_event: EventHandler | None, *,

@@ -73,14 +73,18 @@ def _settle_best(folder: ModelFolder, best: int | None) -> None:
         staged.unlink()
 
 
-def read_state(folder: ModelFolder) -> dict[str, Any]:
+def read_state(folder: ModelFolder, *, mmap: bool = False) -> dict[str, Any]:
     """The resume point as saved (what rank 0 of a data-parallel run sends to the others).
+
+    Args:
+        folder: the model's folder.
+        mmap: map the tensors rather than read them (to look at the counters alone).
 
     Raises:
         TrainingError: the file is cut short, garbage, or not a resume point.
     """
     try:
-        saved = torch.load(folder.state_path, map_location="cpu", weights_only=True)
+        saved = torch.load(folder.state_path, map_location="cpu", weights_only=True, mmap=mmap)
         if not isinstance(saved, dict) or not {"model", "optimizer", "generator", "torch_rng", "state"} <= set(saved):
             raise ValueError("it lacks the weights, optimizer or counters a resume point holds")
     except Exception as exc:  # cut short, garbage, or not a resume point
@@ -90,6 +94,16 @@ def read_state(folder: ModelFolder) -> dict[str, Any]:
                             f"that was kept ('shoal export {name} --epoch N'), or delete it with "
                             f"'shoal model delete {name}' and train it again") from None
     return saved
+
+
+def trained(folder: ModelFolder) -> tuple[int, bool]:
+    """How many epochs the resume point holds, and whether the last of them was validated.
+
+    Raises:
+        TrainingError: the resume point is damaged.
+    """
+    state = read_state(folder, mmap=True)["state"]
+    return state["epoch"], bool(state["history"]) and "val_accuracy" in state["history"][-1]
 
 
 def restore(saved: dict[str, Any], folder: ModelFolder, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

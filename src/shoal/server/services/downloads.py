@@ -101,9 +101,11 @@ def _exported(store: Store, name: str, epoch: str) -> Path:
 
 
 def _fresh(store: Store, name: str, epoch: str, out: Path) -> bool:
-    """Whether the exported file is there and no newer epoch was saved since (a snapshot never changes)."""
-    source = models.ModelFolder.of(name, store=store).state_path
-    return out.exists() and (not source.exists() or out.stat().st_mtime >= source.stat().st_mtime or epoch.isdigit())
+    """Whether the exported file is there and its weights were not saved again since (a snapshot is,
+    when a resumed run trains its epoch again after a kill)."""
+    folder = models.ModelFolder.of(name, store=store)
+    source = folder.snapshot(int(epoch)) if epoch.isdigit() else folder.state_path
+    return out.exists() and (not source.exists() or out.stat().st_mtime >= source.stat().st_mtime)
 
 
 _WRITERS: dict[Path, threading.Lock] = {}

@@ -122,8 +122,7 @@ def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *,
     """Queue the continuation of an interrupted, aborted or failed model from its last saved epoch, in
     ``processes`` data-parallel processes (default: as many as it last used); a training aborted while it
     waited starts as it was asked for. A batch that does not split over the processes is refused here."""
-    from shoal.config import from_dict
-    from shoal.training import TrainConfig, distributed
+    from shoal.training import check_resume, distributed
 
     found = models.status(name, store=store)
     if found.entry is None and found.job is not None and models.never_started(found.job):
@@ -138,17 +137,15 @@ def resume_model(store: Store, runner: Runner, settings: Settings, name: str, *,
     if found.status not in RESUMABLE and not (found.status == "done" and epochs):
         raise TrainingError(f"model {name!r} is {found.status}; only interrupted, aborted or failed models can be "
                             "resumed (or a finished one with more epochs)")
-    if not folder.has_state():
-        raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew")
     if epochs is not None:
         from shoal.config import check_int
 
         check_int("epochs", epochs, minimum=1, maximum=100_000)
+    config = check_resume(name, epochs=epochs, store=store)
     if processes is None:
         processes = int(found.entry.summary.get("world_size", 1)) if found.entry is not None else 1
-    config = folder.read_config()
-    distributed.check(from_dict(TrainConfig, config), processes)
-    job = runner.submit("resume", name, lane=device_lane(config.get("device", "auto"), nproc=processes),
+    distributed.check(config, processes)
+    job = runner.submit("resume", name, lane=device_lane(config.device, nproc=processes),
                         params={"epochs": epochs, **_processes(processes)})
     folder.abort_path.unlink(missing_ok=True)
     store.update("model", name, status="queued")
