@@ -51,4 +51,13 @@ def test_export_epoch_picks_the_best_the_last_or_a_kept_snapshot(tiny_dataset, t
     assert refused.stderr.startswith(f"Error: '{documents}' is a folder holding other files than a bundle's "
                                      f"(thesis.txt): writing the bundle there would delete them; give a new folder")
     assert [p.name for p in documents.iterdir()] == ["thesis.txt"]
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)  # hidden, but the user's all the same
+    assert runner.invoke(app, ["export", "m", "--out", str(project)]).exit_code == 1
+    assert [p.name for p in project.iterdir()] == [".git"]
+    opened = tmp_path / "opened"  # a new folder a file manager has looked into
+    opened.mkdir()
+    (opened / ".DS_Store").write_bytes(b"\0")
+    assert runner.invoke(app, ["export", "m", "--out", str(opened)]).exit_code == 0
+    assert sorted(p.name for p in opened.iterdir()) == sorted(REQUIRED)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("shoal-bundle-")] == []

@@ -16,7 +16,7 @@ from shoal import datasets
 from shoal.bundle import export, open_bundle
 from shoal.preprocess import to_network_input
 from shoal.errors import BundleError, NotFoundError, ShoalError, TrainingError
-from shoal.models import describe
+from shoal.models import ModelFolder, describe
 from shoal.store import Store
 from shoal.training import TrainConfig, resume, train
 from waiting import GENEROUS_S, wait_for
@@ -163,6 +163,14 @@ def test_a_run_stopped_early_and_killed_in_its_export_resumes_to_its_bundle_alon
     # A new total is a new plan: the finished model trains on, with its patience restored.
     extended = resume("early", epochs=12)
     assert [h["epoch"] for h in extended.history] == [1, 2, 3]
+    # So it does from a resume point saved before the total was kept in it.
+    import torch
+
+    folder = ModelFolder.of("early")
+    saved = torch.load(folder.state_path, weights_only=True)
+    del saved["state"]["epochs"]
+    torch.save(saved, folder.state_path)
+    assert [h["epoch"] for h in resume("early", epochs=14).history] == [1, 2, 3, 4]
 
 
 def test_a_resume_cannot_end_on_an_epoch_it_never_validated(tiny_dataset):

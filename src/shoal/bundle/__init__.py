@@ -163,9 +163,18 @@ def replace_folder(target: Path, new: Path, *, aside: Path) -> None:
     os.replace(new, target)
 
 
+def own_files(folder: Path) -> set[str]:
+    """The names in ``folder`` other than what file managers leave in every folder (``.DS_Store``...)."""
+    return {p.name for p in folder.iterdir()
+            if not (p.is_file() and (p.name in _FILE_MANAGER_LITTER or p.name.startswith("._")))}
+
+
+_FILE_MANAGER_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
 def _check_replaceable(out: Path) -> None:
     if out.is_dir():
-        names = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # .DS_Store and the like
+        names = own_files(out)
         if MANIFEST not in names and not names <= set(REQUIRED):
             raise BundleError(f"{str(out)!r} is a folder holding other files than a bundle's "
                               f"({', '.join(sorted(names - set(REQUIRED))[:3])}): writing the bundle there would "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.bundle import LABELS_FILE, ONNX_FILE, Bundle, open_bundle, replace_folder
+from shoal.bundle import LABELS_FILE, ONNX_FILE, Bundle, open_bundle, own_files, replace_folder
 from shoal.errors import BundleError
 
 if TYPE_CHECKING:
@@ -116,10 +116,7 @@ def write_repository(bundle: Bundle | str | os.PathLike[str], out: str | os.Path
     Raises:
         BundleError: ``out/name`` exists and is not a Triton model (replacing it would delete its files).
     """
-    target = Path(out).expanduser() / name
-    if target.exists() and not (target.is_dir() and ((target / CONFIG_FILE).is_file() or not any(target.iterdir()))):
-        raise BundleError(f"{str(target)!r} exists and is not a Triton model (it has no {CONFIG_FILE}): writing "
-                          f"model {name!r} there would delete its files; give --out a model repository")
+    target = _model_folder(out, name)
     bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
     graph = bundle.read(ONNX_FILE)
     inputs, outputs = graph_tensors(graph)
@@ -137,6 +134,15 @@ def write_repository(bundle: Bundle | str | os.PathLike[str], out: str | os.Path
     return target
 
 
+def _model_folder(out: str | os.PathLike[str], name: str) -> Path:
+    """``out/name``, once checked to be new, empty or a Triton model (replacing anything else would delete it)."""
+    target = Path(out).expanduser() / name
+    if target.exists() and not (target.is_dir() and ((target / CONFIG_FILE).is_file() or not own_files(target))):
+        raise BundleError(f"{str(target)!r} exists and is not a Triton model (it has no {CONFIG_FILE}): writing "
+                          f"model {name!r} there would delete its files; give --out a model repository")
+    return target
+
+
 def export_triton(name: str, *, epoch: int | str = "best", out: str | os.PathLike[str],
                   store: Store | None = None) -> Path:
     """Write model ``name`` (its ``epoch``, as :func:`shoal.bundle.export` would bundle it) into
@@ -146,6 +152,7 @@ def export_triton(name: str, *, epoch: int | str = "best", out: str | os.PathLik
     if Path(out).suffix == ".shoal":
         raise BundleError(f"--out {str(out)!r}: a Triton model repository is a folder, not a .shoal file; "
                           "give a folder, e.g. --out models/")
+    _model_folder(out, name)  # before the export's work
     with tempfile.TemporaryDirectory(prefix="shoal-triton-") as tmp:
         bundle = export(name, epoch=epoch, store=store, out=Path(tmp) / "bundle")
         return write_repository(bundle, out, name=name)

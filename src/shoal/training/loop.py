@@ -178,11 +178,13 @@ def _loop(config: TrainConfig, folder: ModelFolder, store: Store, emit: Emitter,
     iters = len(train_batches)
     log_every = config.log_every or max(1, iters // 10)
     started = clock - state["elapsed"]
-    # A resume with a new total is a new plan: patience starts again. One with the same plan that had
-    # stopped early (and was killed while writing its bundle) trains no further epoch.
-    if state.setdefault("epochs", config.epochs) != config.epochs:
-        state["epochs"], state["stale"] = config.epochs, 0
+    # A run that had stopped early (and was killed while writing its bundle) trains no further epoch
+    # when resumed; given a new total (resume points before the total was kept count as one), its
+    # patience starts again.
     stopped_early = bool(config.early_stop) and state["stale"] >= config.early_stop
+    if stopped_early and state.get("epochs") != config.epochs:
+        state["stale"], stopped_early = 0, False
+    state["epochs"] = config.epochs
     if stopped_early:
         emit({"type": "early_stop", "epoch": state["epoch"], "best_epoch": state["best"]})
     for epoch in range(state["epoch"] + 1, (state["epoch"] if stopped_early else config.epochs) + 1):

@@ -176,16 +176,17 @@ def check_resume(name: str, *, epochs: int | None = None, store: Store | None = 
     if not folder.has_state():
         raise TrainingError(f"model {name!r} has no saved epoch to resume from; train it anew "
                             f"('shoal model delete {name}', then 'shoal train ...')")
-    if epochs is None:
-        return config
     from shoal.training.snapshots import trained
 
-    done, validated = trained(folder)
-    if epochs < done or (epochs == done and not validated):
+    done, validated = trained(folder)  # a damaged resume point is refused here too
+    total = config.epochs if epochs is None else epochs
+    if total < done or (total == done and not validated):
         least = done if validated else done + 1
         unvalidated = "" if validated else f", the last one not validated (it validates every {config.val_every})"
         raise TrainingError(f"model {name!r} has trained {done} epochs{unvalidated}; epochs is the total, "
                             f"not the number to add: give {least} or more")
+    if epochs is None:
+        return config
     return TrainConfig(**{**to_dict(config), "epochs": epochs, "step_values": config.step_values})
 
 
