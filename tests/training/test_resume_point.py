@@ -68,3 +68,12 @@ def test_a_run_killed_after_a_new_best_and_before_its_resume_point_keeps_the_bes
     torch.save({**snapshots.read_state(folder), "state": {"epoch": 6, "best": 6}}, folder.state_path)
     snapshots.settle(folder, snapshots.read_state(folder)["state"])
     assert _best_epoch(folder) == 6
+
+
+def test_the_epochs_trained_are_read_from_either_format_torch_saves(tmp_path):
+    folder = ModelFolder(tmp_path)
+    snapshots.save_state(folder, *_parts(), {"epoch": 2, "history": [{"epoch": 1, "val_accuracy": 1.0}, {"epoch": 2}]})
+    assert snapshots.trained(folder) == (2, False)  # the last epoch was not validated
+    legacy = snapshots.read_state(folder)  # torch's pre-zip format cannot be mapped: it is read whole
+    torch.save(legacy, folder.state_path, _use_new_zipfile_serialization=False)
+    assert snapshots.trained(folder) == (2, False)

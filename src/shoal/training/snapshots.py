@@ -84,7 +84,12 @@ def read_state(folder: ModelFolder, *, mmap: bool = False) -> dict[str, Any]:
         TrainingError: the file is cut short, garbage, or not a resume point.
     """
     try:
-        saved = torch.load(folder.state_path, map_location="cpu", weights_only=True, mmap=mmap)
+        try:
+            saved = torch.load(folder.state_path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:  # torch maps only its zip format: read the file whole, or say what is wrong with it
+            if not mmap:
+                raise
+            saved = torch.load(folder.state_path, map_location="cpu", weights_only=True)
         if not isinstance(saved, dict) or not {"model", "optimizer", "generator", "torch_rng", "state"} <= set(saved):
             raise ValueError("it lacks the weights, optimizer or counters a resume point holds")
     except Exception as exc:  # cut short, garbage, or not a resume point
