@@ -10,11 +10,13 @@ page, aborts and resumes a run without a reload. Every page is saved as a screen
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -72,19 +74,31 @@ def server(tmp_path: Path) -> Iterator[str]:
         thread.join(timeout=60)
 
 
-def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def open_page(problems: list[str], **options: Any) -> Iterator[Any]:
+    """A page of Debian's headless chromium at 1280×900 whose script errors land in ``problems``.
+
+    Every wait is on a condition; the deadline only catches hangs (a busy machine is slow, not stuck).
+    """
     from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        expect.set_options(timeout=GENEROUS_MS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=GENEROUS_MS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, **options)
+        page.set_default_timeout(GENEROUS_MS)
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        yield page
+        browser.close()
+
+
+def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    with sync_playwright() as p:
-        # Every wait is on a condition; the deadline only catches hangs (a busy machine is slow, not stuck).
-        expect.set_options(timeout=GENEROUS_MS)
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=GENEROUS_MS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        page.set_default_timeout(GENEROUS_MS)
+    with open_page(problems, accept_downloads=True) as page:
         page.add_init_script(RECORD_MODEL_PAGE)
-        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
         page.on("console", lambda m: problems.append(f"console: {m.text} at {m.location.get('url')}")
                 if m.type == "error" else None)
         page.on("dialog", lambda dialog: dialog.accept())  # Abort asks first
@@ -302,7 +316,6 @@ def test_the_whole_flow_in_a_browser(server: str, tmp_path: Path) -> None:
                     wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                     assert wide <= 0, f"the image dialog scrolls sideways by {wide} px at {width} px"
                     page.screenshot(path=str(SHOTS / f"w{width}-dataset-image.png"))  # the dialog where it is seen
-        browser.close()
     # The one error expected: the browser's note that the deliberate 404 page answered 404.
     deliberate = ("console: Failed to load resource: the server responded with a status of 404 (Not Found) "
                   f"at {server}{NOT_FOUND}")
@@ -314,7 +327,7 @@ def test_a_fitted_head_shows_its_cross_validation_and_the_form_turns_the_loop_of
     a stub dataset for the form."""
     import json
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from shoal.models import ModelFolder
     from shoal.store import Store
@@ -335,12 +348,7 @@ def test_a_fitted_head_shows_its_cross_validation_and_the_form_turns_the_loop_of
     model.metrics_path.write_text("".join(json.dumps({"time": 0.0, **e}) + "\n" for e in events))
     SHOTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    with sync_playwright() as p:
-        expect.set_options(timeout=GENEROUS_MS)
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=GENEROUS_MS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(GENEROUS_MS)
-        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    with open_page(problems) as page:
         page.goto(server + "/models/fitted")
         page.wait_for_function("+document.getElementById('fit-chart').dataset.points === 4")
         traces = page.evaluate("document.getElementById('fit-chart').data.map(t => [t.name, t.x.length])")
@@ -366,7 +374,6 @@ def test_a_fitted_head_shows_its_cross_validation_and_the_form_turns_the_loop_of
         page.select_option("#f-head", "sgd")
         expect(page.locator("#f-epochs")).to_be_enabled()
         expect(page.locator("#fit-note")).to_be_hidden()
-        browser.close()
     assert problems == []
 
 
@@ -379,7 +386,7 @@ def test_review_relabel_exclude_apply_retrain_and_find_the_learning_rate(server:
     import shutil
 
     import numpy as np
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from shoal import datasets
     from shoal.data.versions import version_info
@@ -397,12 +404,7 @@ def test_review_relabel_exclude_apply_retrain_and_find_the_learning_rate(server:
     model = train(TrainConfig(dataset="shapes", pretrained=True)).name
     SHOTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    with sync_playwright() as p:
-        expect.set_options(timeout=GENEROUS_MS)
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=GENEROUS_MS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(GENEROUS_MS)
-        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    with open_page(problems) as page:
         page.goto(f"{server}/models/{model}")
         page.click("#review-link")
         page.wait_for_url(f"**/models/{model}/review")
@@ -452,5 +454,4 @@ def test_review_relabel_exclude_apply_retrain_and_find_the_learning_rate(server:
         page.screenshot(path=str(SHOTS / "14-lr-find.png"), full_page=True)
         page.check('input[name="start"][value="pretrained"]')  # a fitted head: nothing to find
         expect(page.locator("#lr-find")).to_be_disabled()
-        browser.close()
     assert problems == []
