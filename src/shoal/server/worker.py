@@ -108,13 +108,13 @@ def run_processes(store: Store, job: Job, progress: _Progress) -> str:
     events are followed from the model's ``metrics.jsonl`` into the job's progress."""
     from shoal.config import from_dict
     from shoal.models import ModelFolder
-    from shoal.training import TrainConfig, distributed
+    from shoal.training import TrainConfig, check_resume, distributed
 
     nproc = int(job.params["nproc"])
     if job.kind == "resume":
         folder = ModelFolder.of(job.target, store=store)
-        config = from_dict(TrainConfig, folder.read_config())
         epochs = job.params.get("epochs")
+        config = check_resume(job.target, epochs=epochs, store=store)
         args = ["train", "--resume", job.target, *(["--epochs", str(epochs)] if epochs else [])]
     else:
         folder = ModelFolder(store.folder("model", job.target))
